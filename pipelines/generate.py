@@ -1,0 +1,419 @@
+"""Generation: one base pipeline per branch kept loaded, LoRAs as named adapters in a small LRU cache.
+
+Adapters are shared state of a pipeline's UNet, so one generation runs at a time per pipeline (a lock);
+switching tunes activates another adapter instead of reloading the base model. Face re-painting and the
+hires/super-resolution passes reuse the same modules through image-to-image pipelines (no extra weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.device import Placement, pick_placement
+from pipelines.errors import GenerationCancelledError, ValidationError
+from pipelines.registry import Branch, get_branch, load_pipeline, resolve_model_dir
+from pipelines.settings import Settings
+from pipelines.train import LORA_WEIGHTS_NAME
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# name -> (diffusers scheduler class, extra config)
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
+    "dpm++2m_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
+    "dpm++2m_sde_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
+    ),
+    "lcm": ("LCMScheduler", {}),
+}
+MAX_IMAGES = 8
+MAX_SIDE = 2048
+MAX_SEED = 2**32 - 1 - MAX_IMAGES  # image i uses seed + i
+FACE_STRENGTH = 0.4  # enough to redraw features at the higher resolution, little enough to keep the pose
+FACE_PADDING = 2.0  # crop side / face side: includes hair and chin, so the blend seam falls on skin/background
+MAX_FACES = 4
+HIRES_FACTOR, HIRES_STRENGTH = 1.5, 0.45
+SUPER_RES_FACTOR, SUPER_RES_STRENGTH = 2.0, 0.25
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A trained LoRA to apply: `name` is for people (a tune id), `path` the folder with the weights."""
+
+    name: str
+    path: Path
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if not -2.0 <= self.weight <= 2.0:
+            raise ValidationError(f"lora[{self.name}].weight", self.weight, "must be between -2 and 2")
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / LORA_WEIGHTS_NAME if self.path.is_dir() else self.path
+
+    @property
+    def adapter_name(self) -> str:
+        """Identifies the exact file version: a retrained tune gets a new adapter, not a stale cached one."""
+        file = self.weights_file
+        stamp = f"{file.resolve()}:{file.stat().st_mtime_ns}:{file.stat().st_size}"
+        return "lora_" + hashlib.sha1(stamp.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt's worth of images. The prompt is already rendered (see `pipelines.prompts`)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    num_images: int = 1
+    seed: int | None = None
+    width: int | None = None  # None: the branch resolution
+    height: int | None = None
+    steps: int = 30
+    cfg_scale: float = 7.0
+    scheduler: str = "dpm++2m_karras"
+    loras: tuple[LoraSpec, ...] = ()
+    inpaint_faces: bool = False
+    hires_fix: bool = False
+    super_resolution: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loras", tuple(self.loras))
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValidationError("prompt", self.prompt, "must be non-empty text")
+        _check_int("num_images", self.num_images, 1, MAX_IMAGES)
+        _check_int("steps", self.steps, 1, 150)
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, MAX_SEED)
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value, 64, MAX_SIDE)
+                if value % 8:
+                    raise ValidationError(name, value, "must be a multiple of 8")
+        if isinstance(self.cfg_scale, bool) or not 0.0 <= float(self.cfg_scale) <= 30.0:
+            raise ValidationError("cfg_scale", self.cfg_scale, "must be a number between 0 and 30")
+        if self.scheduler not in SCHEDULERS:
+            raise ValidationError("scheduler", self.scheduler, f"must be one of {', '.join(SCHEDULERS)}")
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[GeneratedImage]
+    prompt: str
+    negative_prompt: str
+    seconds: float
+
+    @property
+    def seeds(self) -> list[int]:
+        return [item.seed for item in self.images]
+
+
+@dataclass
+class _Loaded:
+    """A base pipeline kept in memory, its adapters (LRU order) and the lock that serialises its use."""
+
+    pipe: Any
+    branch: Branch
+    base_scheduler_config: dict[str, Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)  # adapter name -> file
+    img2img: Any = None
+    lora_loads: int = 0
+
+
+StepCallback = Callable[[int, int], None]
+
+
+class Generator:
+    """Generates images for every branch of one process; thread-safe.
+
+    Args:
+        settings: where models live and how many adapters to keep per pipeline.
+        device: overrides `settings.device` ("auto", "cpu", "cuda", "cuda:N").
+    """
+
+    def __init__(self, settings: Settings, *, device: str | None = None):
+        self.settings = settings
+        self.placement: Placement = pick_placement(device or settings.device)
+        self._loaded: dict[str, _Loaded] = {}
+        self._loading = threading.Lock()
+        self.base_loads = 0
+
+    def generate(
+        self,
+        branch_name: str,
+        request: GenerationRequest,
+        *,
+        on_step: StepCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> GenerationResult:
+        """Generate `request.num_images` images; image i uses seed `seed + i` (same seed, same images).
+
+        Raises:
+            ValidationError: unknown branch, or a LoRA whose file is missing.
+            ModelUnavailableError: the branch's base weights cannot be found.
+            GenerationCancelledError: `should_cancel` returned True between steps.
+        """
+        started = time.monotonic()
+        branch = get_branch(branch_name)
+        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        seeds = [seed + i for i in range(request.num_images)]
+        width, height = request.width or branch.resolution, request.height or branch.resolution
+        if branch.is_mock:
+            images = [render_placeholder(request.prompt, s, width, height) for s in seeds]
+        else:
+            for spec in request.loras:
+                if not spec.weights_file.exists():
+                    raise ValidationError("loras", spec.name, f"has no LoRA weights at {spec.weights_file}")
+            loaded = self._load(branch)
+            with loaded.lock:
+                images = self._run(loaded, request, seeds, width, height, on_step, should_cancel)
+        results = [GeneratedImage(image, s) for image, s in zip(images, seeds, strict=True)]
+        return GenerationResult(results, request.prompt, request.negative_prompt, time.monotonic() - started)
+
+    def refine_faces(self, branch_name: str, images: list[Image.Image], request: GenerationRequest, seed: int) -> list:
+        """Re-paint each detected face at the model's resolution with the request's LoRAs and blend it back."""
+        loaded = self._load(get_branch(branch_name))
+        with loaded.lock:
+            self._activate(loaded, request.loras)
+            self._use_scheduler(loaded, request.scheduler)
+            return [self._refine_faces_one(loaded, image, request, seed + i) for i, image in enumerate(images)]
+
+    def loaded_adapters(self, branch_name: str) -> list[str]:
+        """Adapter names cached on a branch's pipeline, least recently used first."""
+        loaded = self._loaded.get(branch_name)
+        return list(loaded.adapters) if loaded else []
+
+    def lora_loads(self, branch_name: str) -> int:
+        """How many times a LoRA file was read into the branch's pipeline (cache misses)."""
+        loaded = self._loaded.get(branch_name)
+        return loaded.lora_loads if loaded else 0
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _load(self, branch: Branch) -> _Loaded:
+        with self._loading:
+            if branch.name not in self._loaded:
+                model_dir = resolve_model_dir(self.settings, branch)
+                pipe = load_pipeline(model_dir, branch.family, self.placement)
+                self._loaded[branch.name] = _Loaded(pipe, branch, dict(pipe.scheduler.config))
+                self.base_loads += 1
+            return self._loaded[branch.name]
+
+    def _run(
+        self,
+        loaded: _Loaded,
+        request: GenerationRequest,
+        seeds: list[int],
+        width: int,
+        height: int,
+        on_step: StepCallback | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> list[Image.Image]:
+        # 1. Adapters and scheduler
+        self._activate(loaded, request.loras)
+        self._use_scheduler(loaded, request.scheduler)
+        # 2. Text to image, one generator per image so each seed reproduces its image alone
+        pipe = loaded.pipe
+        cancelled = False
+
+        def step_end(pipeline: Any, step: int, timestep: Any, tensors: dict) -> dict:
+            nonlocal cancelled
+            if on_step is not None:
+                on_step(step + 1, request.steps)
+            if should_cancel is not None and should_cancel():
+                cancelled = True
+                pipeline._interrupt = True
+            return tensors
+
+        images = pipe(
+            prompt=[request.prompt] * len(seeds),
+            negative_prompt=[request.negative_prompt] * len(seeds) if request.negative_prompt else None,
+            width=width,
+            height=height,
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg_scale,
+            generator=[self._torch_generator(s) for s in seeds],
+            callback_on_step_end=step_end,
+        ).images
+        if cancelled:
+            raise GenerationCancelledError("generation was cancelled")
+        # 3. Optional passes, each an image-to-image run of the same model
+        if request.hires_fix:
+            images = self._upscale_pass(loaded, images, request, seeds, HIRES_FACTOR, HIRES_STRENGTH)
+        if request.super_resolution:
+            images = self._upscale_pass(loaded, images, request, seeds, SUPER_RES_FACTOR, SUPER_RES_STRENGTH)
+        if request.inpaint_faces:
+            images = [self._refine_faces_one(loaded, im, request, s) for im, s in zip(images, seeds, strict=True)]
+        return images
+
+    def _activate(self, loaded: _Loaded, loras: tuple[LoraSpec, ...]) -> None:
+        """Load missing adapters (evicting the least recently used), then enable exactly the requested ones."""
+        pipe = loaded.pipe
+        wanted = [spec.adapter_name for spec in loras]
+        for spec, name in zip(loras, wanted, strict=True):
+            if name not in loaded.adapters:
+                self._evict(loaded, keep=set(wanted), room_for=1)
+                pipe.load_lora_weights(str(spec.weights_file), adapter_name=name)
+                loaded.adapters[name] = str(spec.weights_file)
+                loaded.lora_loads += 1
+            loaded.adapters.move_to_end(name)
+        if loras:
+            pipe.enable_lora()
+            pipe.set_adapters(wanted, adapter_weights=[spec.weight for spec in loras])
+        elif loaded.adapters:
+            pipe.disable_lora()
+
+    def _evict(self, loaded: _Loaded, *, keep: set[str], room_for: int) -> None:
+        capacity = self.settings.lora_cache_size
+        for name in list(loaded.adapters):
+            if len(loaded.adapters) + room_for <= capacity:
+                break
+            if name not in keep:
+                loaded.pipe.delete_adapters(name)
+                del loaded.adapters[name]
+
+    def _use_scheduler(self, loaded: _Loaded, name: str) -> None:
+        import diffusers
+
+        class_name, extra = SCHEDULERS[name]
+        scheduler = getattr(diffusers, class_name).from_config(loaded.base_scheduler_config, **extra)
+        loaded.pipe.scheduler = scheduler
+        if loaded.img2img is not None:
+            loaded.img2img.scheduler = scheduler
+
+    def _image_to_image(self, loaded: _Loaded) -> Any:
+        if loaded.img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            loaded.img2img = AutoPipelineForImage2Image.from_pipe(loaded.pipe)
+            loaded.img2img.set_progress_bar_config(disable=True)
+        loaded.img2img.scheduler = loaded.pipe.scheduler
+        return loaded.img2img
+
+    def _img2img(
+        self, loaded: _Loaded, image: Image.Image, request: GenerationRequest, seed: int, strength: float
+    ) -> Image.Image:
+        pipe = self._image_to_image(loaded)
+        return pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            image=image,
+            strength=strength,
+            num_inference_steps=max(request.steps, round(1 / strength) + 1),
+            guidance_scale=request.cfg_scale,
+            generator=self._torch_generator(seed),
+        ).images[0]
+
+    def _upscale_pass(
+        self,
+        loaded: _Loaded,
+        images: list[Image.Image],
+        request: GenerationRequest,
+        seeds: list[int],
+        factor: float,
+        strength: float,
+    ) -> list[Image.Image]:
+        """Upscale (Lanczos) then a low-strength image-to-image pass that re-draws fine detail."""
+        from PIL import Image
+
+        out = []
+        for image, seed in zip(images, seeds, strict=True):
+            size = _scaled_size(image.size, factor)
+            if size == image.size:
+                out.append(image)
+                continue
+            upscaled = image.resize(size, Image.Resampling.LANCZOS)
+            out.append(self._img2img(loaded, upscaled, request, seed, strength))
+        return out
+
+    def _refine_faces_one(
+        self, loaded: _Loaded, image: Image.Image, request: GenerationRequest, seed: int
+    ) -> Image.Image:
+        from PIL import Image
+
+        from pipelines.faces import detect_faces
+
+        result = image.copy()
+        resolution = loaded.branch.resolution
+        for face in detect_faces(image, kind="human")[:MAX_FACES]:
+            left, top, side = face.expanded_square(FACE_PADDING, image.size)
+            crop = image.crop((left, top, left + side, top + side)).resize(
+                (resolution, resolution), Image.Resampling.LANCZOS
+            )
+            painted = self._img2img(loaded, crop, request, seed, FACE_STRENGTH)
+            painted = painted.resize((side, side), Image.Resampling.LANCZOS)
+            result.paste(painted, (left, top), _feathered_mask(side))
+        return result
+
+    def _torch_generator(self, seed: int) -> Any:
+        import torch
+
+        # CPU generators give the same images on every device for a seed
+        return torch.Generator("cpu").manual_seed(seed)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(name, value, f"must be an integer between {low} and {high}")
+
+
+def _scaled_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    """Scale by `factor`, keep multiples of 8, cap the long side at MAX_SIDE."""
+    factor = min(factor, MAX_SIDE / max(size))
+    return tuple(max(8, int(side * factor) // 8 * 8) for side in size)  # type: ignore[return-value]
+
+
+def _feathered_mask(side: int) -> Image.Image:
+    """An ellipse with a soft edge: the re-painted face blends into the original without a seam."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    mask = Image.new("L", (side, side), 0)
+    inset = side // 8
+    ImageDraw.Draw(mask).ellipse((inset, inset, side - inset, side - inset), fill=255)
+    return mask.filter(ImageFilter.GaussianBlur(radius=max(1, side // 16)))
+
+
+def render_placeholder(prompt: str, seed: int, width: int, height: int) -> Image.Image:
+    """The `fast` branch's image: a seed-coloured gradient with the prompt written on it."""
+    import random
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    top = tuple(rng.randrange(40, 216) for _ in range(3))
+    bottom = tuple(rng.randrange(40, 216) for _ in range(3))
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+    for y in range(height):
+        t = y / max(1, height - 1)
+        draw.line([(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
+    text = "\n".join(textwrap.wrap(prompt, width=max(10, width // 9))[:8]) + f"\n\nseed {seed}"
+    draw.multiline_text((12, 12), text, fill=(255, 255, 255))
+    return image

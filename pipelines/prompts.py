@@ -1,0 +1,76 @@
+"""Prompt rendering: the tune's token and class, and `{{key}}` placeholders from its characteristics.
+
+Rendering is one pass over the template, so text inserted from characteristics is never rendered again
+(a characteristic whose value contains `{{...}}` cannot inject a placeholder).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from pipelines.errors import PromptTemplateError, ValidationError
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_ANY_BRACES = re.compile(r"\{\{|\}\}")
+_KEY = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+MAX_PROMPT_CHARS = 2000
+MAX_CHARACTERISTIC_CHARS = 100
+RESERVED_KEYS = ("token", "class", "name", "subject")
+
+
+def check_characteristics(characteristics: Mapping[str, object]) -> dict[str, str]:
+    """Validate a tune's characteristics (e.g. `{"eye_color": "blue"}`); returns a clean copy.
+
+    Raises:
+        ValidationError: a key is not snake_case or reserved, or a value is not a short plain string.
+    """
+    clean: dict[str, str] = {}
+    for key, value in characteristics.items():
+        field = f"characteristics.{key}"
+        if not isinstance(key, str) or not _KEY.match(key) or key in RESERVED_KEYS:
+            raise ValidationError(
+                field, key, f"must be a snake_case name of up to 40 characters, not one of {RESERVED_KEYS}"
+            )
+        if not isinstance(value, str) or len(value) > MAX_CHARACTERISTIC_CHARS:
+            raise ValidationError(field, value, f"must be text of at most {MAX_CHARACTERISTIC_CHARS} characters")
+        if _ANY_BRACES.search(value) or any(c in value for c in "\n\r\t"):
+            raise ValidationError(field, value, "must not contain `{{`, `}}` or line breaks")
+        clean[key] = value.strip()
+    return clean
+
+
+def render_prompt(
+    text: str,
+    *,
+    token: str,
+    class_name: str,
+    characteristics: Mapping[str, str] | None = None,
+    field: str = "text",
+) -> str:
+    """Fill a prompt template for one tune.
+
+    `{{token}}`, `{{class}}`/`{{name}}` and `{{subject}}` (= "token class") are always known; other
+    `{{key}}` come from `characteristics`. When the rendered text does not mention the token, the
+    subject is put in front (`"ohwx woman, ..."`), since a prompt without it would not show the tune.
+
+    Raises:
+        PromptTemplateError: an unknown placeholder or stray braces; the message names them.
+        ValidationError: empty or over-long text.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError(field, text, "must be a non-empty prompt")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValidationError(field, f"{len(text)} characters", f"must be at most {MAX_PROMPT_CHARS} characters")
+    subject = f"{token} {class_name}"
+    values = {"token": token, "class": class_name, "name": class_name, "subject": subject, **(characteristics or {})}
+    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - values.keys())
+    if unknown:
+        known = ", ".join(sorted(values))
+        raise PromptTemplateError(field, text, f"uses unknown placeholder(s) {', '.join(unknown)}; known: {known}")
+    if _ANY_BRACES.search(_PLACEHOLDER.sub("", text)):
+        raise PromptTemplateError(field, text, "has `{{` or `}}` that is not a `{{name}}` placeholder")
+    rendered = _PLACEHOLDER.sub(lambda m: values[m.group(1)], text).strip()
+    if not re.search(rf"(?<!\w){re.escape(token)}(?!\w)", rendered):
+        rendered = f"{subject}, {rendered}"
+    return rendered

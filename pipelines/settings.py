@@ -1,0 +1,121 @@
+"""All environment settings, read in one place into one immutable `Settings` object.
+
+Nothing else in the project reads `os.environ` for its own configuration; the object is built once at
+start (`Settings.from_env()`) and passed in explicitly. Every variable is listed in `SETTINGS_DOC` so the
+README table can be checked against it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from pipelines.errors import SettingsError
+
+# name -> (Settings attribute, description). Kept next to the parser so docs cannot drift.
+SETTINGS_DOC: dict[str, tuple[str, str]] = {
+    "TUNES_DATA_DIR": ("data_dir", "Folder for the database, photos, LoRAs, images and built tiny models."),
+    "TUNES_DEFAULT_BRANCH": ("default_branch", "Branch used when a request names none (`tiny` on CPU)."),
+    "TUNES_MIN_PHOTOS": ("min_photos", "Fewest photos a tune accepts."),
+    "TUNES_MAX_PHOTOS": ("max_photos", "Most photos a tune accepts."),
+    "TUNES_MIN_PHOTO_SIDE": ("min_photo_side", "Shortest accepted photo side, in pixels."),
+    "TUNES_MAX_PHOTO_PIXELS": ("max_photo_pixels", "Largest accepted photo, in pixels (decompression-bomb guard)."),
+    "TUNES_MAX_PHOTO_BYTES": ("max_photo_bytes", "Largest accepted photo file, in bytes."),
+    "TUNES_BASE_MODEL_SD15": ("base_model_sd15", "Hub id or local diffusers folder of the `sd15` base model."),
+    "TUNES_BASE_MODEL_SDXL1": ("base_model_sdxl1", "Hub id or local diffusers folder of the `sdxl1` base model."),
+    "TUNES_BASE_MODEL_FLUX1": ("base_model_flux1", "Hub id or local diffusers folder of the `flux1` base model."),
+    "HF_TOKEN": ("hf_token", "Hugging Face token: gated base models, private LoRA repos. Never logged."),
+    "TUNES_HUB_NAMESPACE": ("hub_namespace", "User or org for private LoRA repos (with HF_TOKEN)."),
+    "TUNES_RETENTION_DAYS": ("retention_days", "Days a trained LoRA is kept before it expires."),
+    "TUNES_ADMINS": ("admins", "Comma-separated user ids with admin rights."),
+    "TUNES_ALLOWED_FETCH_HOSTS": ("allowed_fetch_hosts", "Hosts photo URLs and callbacks may reach although private."),
+    "TUNES_LORA_CACHE_SIZE": ("lora_cache_size", "LoRA adapters kept loaded per base pipeline (LRU)."),
+    "TUNES_CHECKPOINT_EVERY": ("checkpoint_every", "Training steps between resumable checkpoints."),
+    "TUNES_DEVICE": ("device", "`auto`, `cpu`, `cuda` or `cuda:N` for training and generation."),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide configuration. Build with `Settings.from_env()`; override with `dataclasses.replace`."""
+
+    data_dir: Path = Path("./data")
+    default_branch: str = "tiny"
+    min_photos: int = 4
+    max_photos: int = 30
+    min_photo_side: int = 256
+    max_photo_pixels: int = 50_000_000
+    max_photo_bytes: int = 25 * 1024 * 1024
+    base_model_sd15: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    base_model_sdxl1: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    base_model_flux1: str = "black-forest-labs/FLUX.1-dev"
+    hf_token: str | None = field(default=None, repr=False)
+    hub_namespace: str | None = None
+    retention_days: int = 30
+    admins: tuple[str, ...] = ()
+    allowed_fetch_hosts: tuple[str, ...] = ()
+    lora_cache_size: int = 4
+    checkpoint_every: int = 100
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if not 1 <= self.min_photos <= self.max_photos:
+            raise SettingsError(
+                "TUNES_MIN_PHOTOS", self.min_photos, f"must be >= 1 and <= TUNES_MAX_PHOTOS={self.max_photos}"
+            )
+        for name in ("min_photo_side", "max_photo_pixels", "max_photo_bytes", "retention_days", "lora_cache_size"):
+            if getattr(self, name) < 1:
+                raise SettingsError(_env_name(name), getattr(self, name), "must be a positive integer")
+        if self.checkpoint_every < 1:
+            raise SettingsError("TUNES_CHECKPOINT_EVERY", self.checkpoint_every, "must be a positive integer")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise SettingsError("TUNES_DEVICE", self.device, "must be `auto`, `cpu`, `cuda` or `cuda:N`")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every `SETTINGS_DOC` variable from `env` (default: `os.environ`).
+
+        Raises:
+            SettingsError: a variable is set to a value of the wrong type; the message names it.
+        """
+        env = os.environ if env is None else env
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, object] = {}
+        for var, (attr, _) in SETTINGS_DOC.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            values[attr] = _parse(var, raw.strip(), types[attr])
+        return cls(**values)
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def base_model_override(self, branch: str) -> str | None:
+        """The configured model id/path for a real branch, or None for branches without one."""
+        return getattr(self, f"base_model_{branch}", None)
+
+
+def _env_name(attr: str) -> str:
+    return next(var for var, (a, _) in SETTINGS_DOC.items() if a == attr)
+
+
+def _parse(var: str, raw: str, type_name: object) -> object:
+    kind = str(type_name)
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(var, raw, "must be an integer") from None
+    if kind == "Path":
+        return Path(raw).expanduser()
+    if kind.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw

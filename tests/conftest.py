@@ -1,0 +1,66 @@
+"""Shared fixtures. Levels: bare settings in a tmp data dir; tiny models built once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub or gradio: no network, no telemetry.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from pipelines.settings import Settings
+from pipelines.tiny import TINY_RESOLUTION, build_tiny_sd15, build_tiny_sdxl
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15_dir(tmp_path_factory) -> Path:
+    return build_tiny_sd15(tmp_path_factory.mktemp("models") / "tiny-sd15")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory) -> Path:
+    return build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_sd15_dir) -> Settings:
+    """Settings on a fresh data dir where the `tiny` model is already built (linked, not rebuilt)."""
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    (models / "tiny-sd15").symlink_to(tiny_sd15_dir, target_is_directory=True)
+    return Settings(data_dir=tmp_path / "data", device="cpu")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A training image as the trainer takes it (same fields as `pipelines.photos.TrainingImage`)."""
+
+    image: Image.Image
+    caption: str
+    source: str = "synthetic"
+    kind: str = "full"
+
+
+def subject_image(i: int, size: int = TINY_RESOLUTION) -> Image.Image:
+    """A distinctive synthetic subject: a red disc over a yellow band on blue, shifted a little per i."""
+    image = Image.new("RGB", (size, size), (20, 40, 200))
+    draw = ImageDraw.Draw(image)
+    r = size * 34 // 128
+    cx = size // 2 + (i % 3 - 1) * size // 20
+    cy = size // 2 + (i // 3 % 3 - 1) * size // 20
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(230, 30, 30))
+    draw.rectangle([0, size * 100 // 128, size, size], fill=(250, 220, 40))
+    return image
+
+
+@pytest.fixture
+def subject_samples() -> list[Sample]:
+    return [Sample(subject_image(i), "sks thing") for i in range(4)]
