@@ -32,7 +32,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
     "ddim": ("DDIMScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # as SD-1.5 ships it; PRK steps fail below ~5 steps
     "unipc": ("UniPCMultistepScheduler", {}),
     "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
     "dpm++2m_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pipelines.errors import PromptTemplateError, ValidationError
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_ANY_BRACES = re.compile(r"\{\{|\}\}")
+_ANY_BRACES = re.compile(r"\{\{|\}\}|\{%|%\}")  # `{% %}` too: this is not Jinja, say so
 _KEY = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 MAX_PROMPT_CHARS = 2000
 MAX_CHARACTERISTIC_CHARS = 100
@@ -35,7 +35,7 @@ def check_characteristics(characteristics: Mapping[str, object]) -> dict[str, st
         if not isinstance(value, str) or len(value) > MAX_CHARACTERISTIC_CHARS:
             raise ValidationError(field, value, f"must be text of at most {MAX_CHARACTERISTIC_CHARS} characters")
         if _ANY_BRACES.search(value) or any(c in value for c in "\n\r\t"):
-            raise ValidationError(field, value, "must not contain `{{`, `}}` or line breaks")
+            raise ValidationError(field, value, "must not contain `{{`, `}}`, `{%`, `%}` or line breaks")
         clean[key] = value.strip()
     return clean
 
@@ -69,7 +69,7 @@ def render_prompt(
         known = ", ".join(sorted(values))
         raise PromptTemplateError(field, text, f"uses unknown placeholder(s) {', '.join(unknown)}; known: {known}")
     if _ANY_BRACES.search(_PLACEHOLDER.sub("", text)):
-        raise PromptTemplateError(field, text, "has `{{` or `}}` that is not a `{{name}}` placeholder")
+        raise PromptTemplateError(field, text, "has `{{`, `}}`, `{%` or `%}` that is not a `{{name}}` placeholder")
     rendered = _PLACEHOLDER.sub(lambda m: values[m.group(1)], text).strip()
     if not re.search(rf"(?<!\w){re.escape(token)}(?!\w)", rendered):
         rendered = f"{subject}, {rendered}"

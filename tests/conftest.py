@@ -30,13 +30,17 @@ def tiny_sdxl_dir(tmp_path_factory) -> Path:
     return build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
 
 
-@pytest.fixture
-def settings(tmp_path, tiny_sd15_dir) -> Settings:
+def settings_with_tiny(folder: Path, tiny_sd15_dir: Path) -> Settings:
     """Settings on a fresh data dir where the `tiny` model is already built (linked, not rebuilt)."""
-    models = tmp_path / "data" / "models"
+    models = folder / "data" / "models"
     models.mkdir(parents=True)
     (models / "tiny-sd15").symlink_to(tiny_sd15_dir, target_is_directory=True)
-    return Settings(data_dir=tmp_path / "data", device="cpu")
+    return Settings(data_dir=folder / "data", device="cpu")
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_sd15_dir) -> Settings:
+    return settings_with_tiny(tmp_path, tiny_sd15_dir)
 
 
 @dataclass(frozen=True)
