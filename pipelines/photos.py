@@ -55,6 +55,10 @@ SHARPNESS_PHOTO_SIDE = 256
 BLURRY_BELOW = 150.0  # warn: radius 1.5-2 blur on a 512-px photo, noticeably soft
 TOO_BLURRY_BELOW = 50.0  # leave out: radius 3+ blur, teaches the model blur
 
+# Decoded photos keep at most this long side: training crops are at most 1024 px, and 30 full-size
+# 50-MP photos would hold 4.5 GB of pixels in memory.
+MAX_KEPT_SIDE = 4096
+
 # A face narrower than this share of the photo's short side trains poorly (few pixels after cropping).
 MIN_FACE_SHARE = 0.10
 
@@ -285,6 +289,8 @@ def _decode(data: bytes, settings: Settings) -> Image.Image:
         )
     rgb = _to_rgb(image)
     rgb.info.clear()  # no EXIF/GPS/ICC travels further with the pixels
+    if max(rgb.size) > MAX_KEPT_SIDE:
+        rgb.thumbnail((MAX_KEPT_SIDE, MAX_KEPT_SIDE), Image.Resampling.LANCZOS)
     return rgb
 
 

@@ -450,3 +450,10 @@ def test_bad_resolution_is_refused_by_name():
         )
 
     assert excinfo.value.field == "resolution" and excinfo.value.value == 500
+
+
+def test_huge_photos_are_kept_at_a_bounded_size(photo_settings):
+    panorama = Image.new("RGB", (6000, 400), (90, 120, 150))
+    inputs = [("panorama.png", encode(panorama, "PNG")), *good_inputs(3)]
+    photos = load_photos(inputs, photo_settings)
+    assert photos[0].image.size == (4096, 273)

@@ -1,0 +1,132 @@
+"""From uploaded photos to a trained LoRA folder: the model-level steps of one tune, composed.
+
+The service (records, queue, callbacks) calls these; so does the app until that exists. Checking is
+separate from training so a caller can show the quality report before spending GPU time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.errors import ValidationError
+from pipelines.photos import (
+    Photo,
+    PhotoInput,
+    PhotoReport,
+    TrainingImage,
+    check_quality,
+    load_photos,
+    prepare_training_images,
+)
+from pipelines.registry import Branch, get_branch, model_reference, resolve_model_dir
+from pipelines.settings import Settings
+from pipelines.train import ProgressCallback, TrainConfig, TrainResult, train_lora
+
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """What a user asks for when training; None means the branch default."""
+
+    class_name: str
+    branch: str = "tiny"
+    token: str | None = None
+    steps: int | None = None
+    face_crop: bool = True
+    seed: int = 0
+    prior_preservation: bool = False
+
+    def __post_init__(self) -> None:
+        name = self.class_name.strip().lower() if isinstance(self.class_name, str) else self.class_name
+        if not isinstance(name, str) or not name or len(name) > 40 or not all(c.isalpha() or c == " " for c in name):
+            raise ValidationError("class_name", self.class_name, "must be a word such as man, woman, cat or dog")
+        object.__setattr__(self, "class_name", name)
+        branch = get_branch(self.branch)
+        if not branch.trainable:
+            raise ValidationError("branch", self.branch, "cannot be trained here")
+        if self.token is not None and not (2 <= len(self.token) <= 12 and set(self.token) <= _TOKEN_CHARS):
+            raise ValidationError("token", self.token, "must be 2-12 lowercase letters or digits, e.g. ohwx")
+
+    @property
+    def branch_info(self) -> Branch:
+        return get_branch(self.branch)
+
+    @property
+    def resolved_token(self) -> str:
+        return self.token or self.branch_info.token
+
+
+@dataclass(frozen=True)
+class CheckedPhotos:
+    """Accepted photos and their quality report (warnings shown to the user before training)."""
+
+    photos: list[Photo]
+    reports: list[PhotoReport]
+
+    @property
+    def usable_count(self) -> int:
+        return sum(report.usable for report in self.reports)
+
+
+def check_photos(settings: Settings, inputs: Sequence[PhotoInput], *, class_name: str) -> CheckedPhotos:
+    """Load and quality-check uploads.
+
+    Raises:
+        ValidationError: wrong number of photos. PhotoRejectedError: unusable files, all listed.
+    """
+    photos = load_photos(inputs, settings)
+    return CheckedPhotos(photos, check_quality(photos, class_name=class_name))
+
+
+def training_images(checked: CheckedPhotos, request: TuneRequest) -> list[TrainingImage]:
+    """The square, captioned crops the trainer sees (full crops, plus face crops with `face_crop`)."""
+    return prepare_training_images(
+        checked.photos,
+        checked.reports,
+        resolution=request.branch_info.resolution,
+        token=request.resolved_token,
+        class_name=request.class_name,
+        face_crop=request.face_crop,
+    )
+
+
+def train_tune(
+    settings: Settings,
+    checked: CheckedPhotos,
+    request: TuneRequest,
+    output_dir: Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train the LoRA of one tune into `output_dir` (resuming its checkpoint if one is there).
+
+    Raises:
+        ValidationError: bad request or no usable photo. ModelUnavailableError: base weights missing.
+        TrainingCancelledError: `should_cancel` returned True.
+    """
+    branch = request.branch_info
+    config = TrainConfig.for_branch(
+        branch,
+        class_name=request.class_name,
+        base_model=model_reference(settings, branch),
+        token=request.resolved_token,
+        steps=request.steps,
+        seed=request.seed,
+        prior_preservation=request.prior_preservation,
+        checkpoint_every=settings.checkpoint_every,
+    )
+    images = training_images(checked, request)
+    return train_lora(
+        config,
+        images,
+        output_dir,
+        model_dir=resolve_model_dir(settings, branch),
+        class_images_dir=settings.data_dir / "class_images",
+        device=settings.device,
+        on_progress=on_progress,
+        should_cancel=should_cancel,
+    )
