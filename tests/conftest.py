@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageEnhance
+from skimage import data
 
 from pipelines.settings import Settings
 from pipelines.tiny import TINY_RESOLUTION, build_tiny_sd15, build_tiny_sdxl
@@ -68,3 +69,14 @@ def subject_image(i: int, size: int = TINY_RESOLUTION) -> Image.Image:
 @pytest.fixture
 def subject_samples() -> list[Sample]:
     return [Sample(subject_image(i), "sks thing") for i in range(4)]
+
+
+def astronaut_photos() -> list[Image.Image]:
+    """Four distinct photos of one real face: crops, a mirror image and a brightness change (no near-duplicates)."""
+    photo = Image.fromarray(data.astronaut())
+    return [
+        photo,
+        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        photo.crop((0, 0, 400, 400)).resize((512, 512)),
+        ImageEnhance.Brightness(photo.crop((60, 0, 460, 400))).enhance(1.3).resize((480, 480)),
+    ]

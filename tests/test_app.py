@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pytest
 from gradio_client import Client, handle_file
-from PIL import Image, ImageEnhance
-from skimage import data
+from PIL import Image
 
 from app import build_app
+from tests.conftest import astronaut_photos, settings_with_tiny
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, tiny_sd15_dir):
-    from tests.conftest import settings_with_tiny
-
     settings = settings_with_tiny(tmp_path_factory.mktemp("app"), tiny_sd15_dir)
     app = build_app(settings).queue()
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
@@ -24,15 +22,8 @@ def client(tmp_path_factory, tiny_sd15_dir):
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
-    photo = Image.fromarray(data.astronaut())
-    variants = [
-        photo,
-        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-        photo.crop((0, 0, 400, 400)).resize((512, 512)),
-        ImageEnhance.Brightness(photo.crop((60, 0, 460, 400))).enhance(1.3).resize((480, 480)),
-    ]
     paths = []
-    for i, variant in enumerate(variants):
+    for i, variant in enumerate(astronaut_photos()):
         path = folder / f"me-{i}.jpg"
         variant.save(path, quality=92)
         paths.append(handle_file(str(path)))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image
 from safetensors.torch import load_file
-from skimage import data
 
 from pipelines.errors import PhotoRejectedError, ValidationError
 from pipelines.generate import GenerationRequest, Generator, LoraSpec
 from pipelines.tuning import TuneRequest, check_photos, train_tune, training_images
+from tests.conftest import astronaut_photos
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -21,15 +21,7 @@ def jpeg(image: Image.Image) -> bytes:
 
 
 def astronaut_set() -> list[tuple[str, bytes]]:
-    """Four distinct photos of one face: crops, mirror and a brightness change (not near-duplicates)."""
-    photo = Image.fromarray(data.astronaut())
-    variants = [
-        photo,
-        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-        photo.crop((0, 0, 400, 400)).resize((512, 512)),
-        ImageEnhance.Brightness(photo.crop((60, 0, 460, 400))).enhance(1.3).resize((480, 480)),
-    ]
-    return [(f"me-{i}.jpg", jpeg(v)) for i, v in enumerate(variants)]
+    return [(f"me-{i}.jpg", jpeg(photo)) for i, photo in enumerate(astronaut_photos())]
 
 
 def test_photos_to_a_lora_that_generates(settings):
