@@ -11,7 +11,10 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 TINY_RESOLUTION = 128  # the VAE downsamples 8x as in SD, so the UNet sees 16x16 latents
 _DDIM_ONLY = ("clip_sample", "set_alpha_to_one")
@@ -192,3 +195,20 @@ def _build_atomically(folder: Path, build) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def synthetic_subject(i: int, size: int = TINY_RESOLUTION) -> Image.Image:
+    """A distinctive made-up subject for demos, tests and benchmarks of the tiny models.
+
+    A red disc over a yellow band on blue, shifted a little per `i`, so several "photos" differ slightly.
+    """
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), (20, 40, 200))
+    draw = ImageDraw.Draw(image)
+    r = size * 34 // 128
+    cx = size // 2 + (i % 3 - 1) * size // 20
+    cy = size // 2 + (i // 3 % 3 - 1) * size // 20
+    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(230, 30, 30))
+    draw.rectangle([0, size * 100 // 128, size, size], fill=(250, 220, 40))
+    return image

@@ -195,6 +195,8 @@ def train_lora(
         raise ValidationError("class_images_dir", None, "is required with prior_preservation")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    # the metadata marks a finished folder: drop a stale one so a crash below never pairs it with new weights
+    (output_dir / METADATA_NAME).unlink(missing_ok=True)
     placement = pick_placement(device)
     started = time.monotonic()
 
@@ -260,6 +262,8 @@ def train_lora(
     metadata = _metadata(config, images, losses, time.monotonic() - started, placement, resumed_from)
     _write_json_atomically(output_dir / METADATA_NAME, metadata)
     checkpoint_path.unlink(missing_ok=True)
+    del pipe, unet, params, optimizer
+    _release_memory(placement)
     return TrainResult(output_dir, lora_path, metadata, resumed_from)
 
 
@@ -396,11 +400,15 @@ def _prepare_batches(
 
 
 def _free_encoders(pipe: Any, placement: Placement) -> None:
-    import torch
-
     for name in ("vae", "text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
             setattr(pipe, name, None)
+    _release_memory(placement)
+
+
+def _release_memory(placement: Placement) -> None:
+    import torch
+
     gc.collect()
     if placement.is_cuda:
         torch.cuda.empty_cache()
@@ -435,8 +443,6 @@ def _add_lora(unet: Any, config: TrainConfig, placement: Placement) -> list:
         p.data = p.data.float()
     if _needs_gradient_checkpointing(config, placement):
         unet.enable_gradient_checkpointing()
-    if not placement.is_cuda:
-        torch.set_float32_matmul_precision("high")
     return params
 
 

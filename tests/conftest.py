@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageEnhance
 from skimage import data
 
 from pipelines.settings import Settings
-from pipelines.tiny import TINY_RESOLUTION, build_tiny_sd15, build_tiny_sdxl
+from pipelines.tiny import build_tiny_sd15, build_tiny_sdxl
+from pipelines.tiny import synthetic_subject as subject_image
 
 
 @pytest.fixture(scope="session")
@@ -52,18 +53,6 @@ class Sample:
     caption: str
     source: str = "synthetic"
     kind: str = "full"
-
-
-def subject_image(i: int, size: int = TINY_RESOLUTION) -> Image.Image:
-    """A distinctive synthetic subject: a red disc over a yellow band on blue, shifted a little per i."""
-    image = Image.new("RGB", (size, size), (20, 40, 200))
-    draw = ImageDraw.Draw(image)
-    r = size * 34 // 128
-    cx = size // 2 + (i % 3 - 1) * size // 20
-    cy = size // 2 + (i // 3 % 3 - 1) * size // 20
-    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=(230, 30, 30))
-    draw.rectangle([0, size * 100 // 128, size, size], fill=(250, 220, 40))
-    return image
 
 
 @pytest.fixture
