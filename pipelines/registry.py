@@ -166,7 +166,7 @@ def _download(settings: Settings, branch: Branch, repo_id: str) -> Path:
             token=settings.hf_token,
             # component folders only: the root of SD-1.5 also holds multi-GB single-file checkpoints
             allow_patterns=["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"],
-            ignore_patterns=["*.fp16.safetensors", "*non_ema*"],
+            ignore_patterns=["*.fp16.safetensors", "*non_ema*", "safety_checker/*"],  # loaded without it
         )
     except GatedRepoError:
         raise ModelUnavailableError(
