@@ -75,3 +75,38 @@ class GenerationCancelledError(TunesError):
 def _short(value: object, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class NotFoundError(TunesError):
+    """No record with this id belongs to the caller (another owner's records are "not found" too)."""
+
+    def __init__(self, kind: str, record_id: object):
+        self.kind = kind
+        self.record_id = record_id
+        super().__init__(f"{kind} {record_id} was not found")
+
+
+class InsufficientCreditsError(TunesError):
+    """The caller has not enough tune or image credits; nothing was queued."""
+
+
+class ConflictError(TunesError):
+    """The record is in a state that does not allow the action (e.g. a prompt on a failed tune)."""
+
+
+class ArtifactError(TunesError):
+    """A trained LoRA could not be stored, found, fetched or deleted; the message says where and why.
+
+    `location` is the artifact's location string when known; `missing` is True when the artifact does not
+    exist (never stored, deleted or expired), so callers can tell "gone" from "unreachable right now".
+    Messages never contain the Hugging Face token.
+    """
+
+    def __init__(self, message: str, *, location: str | None = None, missing: bool = False):
+        self.location = location
+        self.missing = missing
+        super().__init__(message)
+
+
+class FetchError(ValidationError):
+    """A user-given URL passed the checks but could not be fetched or delivered (DNS, network, status, size)."""

@@ -34,6 +34,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "TUNES_LORA_CACHE_SIZE": ("lora_cache_size", "LoRA adapters kept loaded per base pipeline (LRU)."),
     "TUNES_CHECKPOINT_EVERY": ("checkpoint_every", "Training steps between resumable checkpoints."),
     "TUNES_DEVICE": ("device", "`auto`, `cpu`, `cuda` or `cuda:N` for training and generation."),
+    "TUNES_DELETE_PHOTOS": ("delete_photos_after_training", "Delete training photos once a tune is trained (1/0)."),
 }
 
 
@@ -59,6 +60,7 @@ class Settings:
     lora_cache_size: int = 4
     checkpoint_every: int = 100
     device: str = "auto"
+    delete_photos_after_training: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -114,6 +116,12 @@ def _parse(var: str, raw: str, type_name: object) -> object:
             return int(raw)
         except ValueError:
             raise SettingsError(var, raw, "must be an integer") from None
+    if kind == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(var, raw, "must be 1/0, true/false, yes/no or on/off")
     if kind == "Path":
         return Path(raw).expanduser()
     if kind.startswith("tuple"):

@@ -1,0 +1,70 @@
+"""Expiry and retention: an idempotent sweep, run by one APScheduler BackgroundScheduler per server.
+
+The sweep runs once at start (so expiries missed while the app was down still happen) and then every
+few minutes. Expired tunes lose their LoRA (local folder or Hub repo) and become `expired`; their images
+are kept. Tunes with `auto_extend` get a new expiry instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from storage.records import iso
+from studio.service import Studio
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY_MINUTES = 5
+
+
+@dataclass
+class SweepResult:
+    expired: list[int] = field(default_factory=list)
+    extended: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def sweep(studio: Studio, store) -> SweepResult:
+    """Expire or extend every trained tune past its `expires_at` (by `studio.clock`). Safe to run twice.
+
+    A store error leaves the tune `trained` (it is retried next sweep) and is reported in `errors`.
+    """
+    result = SweepResult()
+    now = studio.clock()
+    for tune in studio.db.tunes_due_for_expiry(now):
+        if tune.auto_extend:
+            studio.db.update_tune(tune.owner, tune.id, expires_at=iso(studio.expires_at(now)))
+            result.extended.append(tune.id)
+            continue
+        try:
+            if tune.artifact_location:
+                store.delete(tune.artifact_location)
+        except Exception as error:  # e.g. the Hub is down: keep the record, try again next time
+            result.errors[tune.id] = str(error)
+            log.warning("could not delete the LoRA of tune %s: %s", tune.id, error)
+            continue
+        studio.db.update_tune(tune.owner, tune.id, status="expired", artifact_location=None, eta_seconds=None)
+        result.expired.append(tune.id)
+    return result
+
+
+def start_scheduler(studio: Studio, store, *, every_minutes: int = SWEEP_EVERY_MINUTES):
+    """Start a BackgroundScheduler running `sweep` now and every `every_minutes`. Returns it (call .shutdown())."""
+    from datetime import UTC, datetime
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    scheduler.add_job(
+        sweep,
+        "interval",
+        minutes=every_minutes,
+        args=(studio, store),
+        id="expiry-sweep",
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+    )
+    scheduler.start()
+    return scheduler

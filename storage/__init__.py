@@ -1,0 +1,1 @@
+"""Records (SQLite), artifact stores (local folder, private Hub repos), files and outbound HTTP."""

@@ -1,0 +1,476 @@
+"""SQLite storage: one file in the data folder, WAL mode, schema created and migrated on open.
+
+Every read or write of a user's record takes the owner and filters on it; there is no helper that can
+return another owner's record. The worker's queue operations (`claim_next_job`, `requeue_interrupted`)
+are the only owner-less queries, and they hand records to the worker, never to an interface.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from storage.records import MAX_ATTEMPTS, Delivery, Image, Prompt, Tune, from_row, iso, utc_now
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        tune_credits INTEGER,            -- NULL: unlimited
+        image_credits INTEGER
+    );
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL REFERENCES users(id),
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE tunes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL REFERENCES users(id),
+        title TEXT NOT NULL,
+        name TEXT NOT NULL,
+        token TEXT NOT NULL,
+        branch TEXT NOT NULL,
+        base_model TEXT NOT NULL,
+        model_type TEXT NOT NULL DEFAULT 'lora',
+        steps INTEGER,
+        face_crop INTEGER NOT NULL DEFAULT 1,
+        characteristics TEXT NOT NULL DEFAULT '{}',
+        callback TEXT,
+        prompts_callback TEXT,
+        auto_extend INTEGER NOT NULL DEFAULT 0,
+        pack_id TEXT,
+        status TEXT NOT NULL,
+        progress REAL NOT NULL DEFAULT 0,
+        eta_seconds REAL,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        seed INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        started_training_at TEXT,
+        trained_at TEXT,
+        expires_at TEXT,
+        artifact_location TEXT,
+        photo_report TEXT NOT NULL DEFAULT '[]',
+        orig_images TEXT NOT NULL DEFAULT '[]',
+        UNIQUE (owner, title)
+    );
+    CREATE INDEX tunes_queue ON tunes(status, id);
+    CREATE TABLE prompts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        tune_id INTEGER NOT NULL REFERENCES tunes(id) ON DELETE CASCADE,
+        owner TEXT NOT NULL REFERENCES users(id),
+        text TEXT NOT NULL,
+        rendered_text TEXT NOT NULL,
+        negative_prompt TEXT NOT NULL DEFAULT '',
+        num_images INTEGER NOT NULL,
+        seed INTEGER,
+        w INTEGER,
+        h INTEGER,
+        cfg_scale REAL NOT NULL,
+        steps INTEGER NOT NULL,
+        scheduler TEXT NOT NULL,
+        super_resolution INTEGER NOT NULL DEFAULT 0,
+        inpaint_faces INTEGER NOT NULL DEFAULT 0,
+        hires_fix INTEGER NOT NULL DEFAULT 0,
+        callback TEXT,
+        status TEXT NOT NULL,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        started_at TEXT,
+        completed_at TEXT
+    );
+    CREATE INDEX prompts_queue ON prompts(status, id);
+    CREATE INDEX prompts_tune ON prompts(tune_id);
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        prompt_id INTEGER NOT NULL,      -- no FK: images outlive their prompt and tune
+        owner TEXT NOT NULL,
+        path TEXT NOT NULL,
+        seed INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        liked INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX images_prompt ON images(prompt_id);
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        url TEXT NOT NULL,
+        kind TEXT NOT NULL,              -- tune | prompt | prompts
+        record_id INTEGER NOT NULL,
+        status TEXT NOT NULL,            -- pending | delivered | failed
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        delivered_at TEXT
+    );
+    CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
+    """,
+)
+
+_TUNE_UPDATABLE = {
+    "status",
+    "progress",
+    "eta_seconds",
+    "error",
+    "attempts",
+    "started_training_at",
+    "trained_at",
+    "expires_at",
+    "artifact_location",
+    "orig_images",
+    "auto_extend",
+}
+_PROMPT_UPDATABLE = {"status", "error", "attempts", "started_at", "completed_at", "seed"}
+
+
+class Database:
+    """A SQLite database shared by the threads of one process (one connection, serialised by a lock).
+
+    Args:
+        path: the database file; its folder is created. Schema migrations run on open.
+    """
+
+    def __init__(self, path: Path):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of work: everything inside commits together or not at all."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            version = row["version"] if row else 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute("DELETE FROM schema_version")
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT version FROM schema_version").fetchone()["version"]
+
+    # -- users -----------------------------------------------------------------------------------
+
+    def ensure_user(self, conn: sqlite3.Connection, owner: str) -> None:
+        conn.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (owner, iso(utc_now())))
+
+    def credits(self, owner: str) -> tuple[int | None, int | None]:
+        """(tune credits, image credits) of a user; None means unlimited."""
+        with self._lock:
+            row = self._conn.execute("SELECT tune_credits, image_credits FROM users WHERE id = ?", (owner,)).fetchone()
+        return (row["tune_credits"], row["image_credits"]) if row else (None, None)
+
+    def set_credits(self, owner: str, *, tunes: int | None, images: int | None) -> None:
+        with self.transaction() as conn:
+            self.ensure_user(conn, owner)
+            conn.execute("UPDATE users SET tune_credits = ?, image_credits = ? WHERE id = ?", (tunes, images, owner))
+
+    def spend_credits(self, conn: sqlite3.Connection, owner: str, *, tunes: int = 0, images: int = 0) -> bool:
+        """Take credits inside a transaction; False (and nothing taken) when there are not enough."""
+        self.ensure_user(conn, owner)
+        row = conn.execute("SELECT tune_credits, image_credits FROM users WHERE id = ?", (owner,)).fetchone()
+        if (row["tune_credits"] is not None and row["tune_credits"] < tunes) or (
+            row["image_credits"] is not None and row["image_credits"] < images
+        ):
+            return False
+        conn.execute(
+            "UPDATE users SET tune_credits = tune_credits - ?, image_credits = image_credits - ? WHERE id = ?",
+            (tunes, images, owner),
+        )
+        return True
+
+    # -- tunes -----------------------------------------------------------------------------------
+
+    def insert_tune(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:
+        now = iso(utc_now())
+        row = {"owner": owner, "status": "queued", "created_at": now, "updated_at": now, **values}
+        for key in ("characteristics", "photo_report", "orig_images"):
+            if key in row:
+                row[key] = json.dumps(row[key])
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        return conn.execute(f"INSERT INTO tunes ({columns}) VALUES ({marks})", tuple(row.values())).lastrowid
+
+    def get_tune(self, owner: str, tune_id: int) -> Tune | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM tunes WHERE owner = ? AND id = ?", (owner, tune_id)).fetchone()
+        return from_row(Tune, row) if row else None
+
+    def find_tune_by_title(self, conn: sqlite3.Connection, owner: str, title: str) -> Tune | None:
+        row = conn.execute("SELECT * FROM tunes WHERE owner = ? AND title = ?", (owner, title)).fetchone()
+        return from_row(Tune, row) if row else None
+
+    def list_tunes(self, owner: str, *, limit: int, offset: int) -> list[Tune]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM tunes WHERE owner = ? ORDER BY id DESC LIMIT ? OFFSET ?", (owner, limit, offset)
+            ).fetchall()
+        return [from_row(Tune, row) for row in rows]
+
+    def update_tune(self, owner: str, tune_id: int, **changes: Any) -> None:
+        unknown = set(changes) - _TUNE_UPDATABLE
+        if unknown:
+            raise ValueError(f"tune columns cannot be updated: {sorted(unknown)}")
+        if "orig_images" in changes:
+            changes["orig_images"] = json.dumps(changes["orig_images"])
+        changes["updated_at"] = iso(utc_now())
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE tunes SET {assignments} WHERE owner = ? AND id = ?", (*changes.values(), owner, tune_id)
+            )
+
+    def delete_tune(self, owner: str, tune_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM tunes WHERE owner = ? AND id = ?", (owner, tune_id))
+
+    # -- prompts and images ----------------------------------------------------------------------
+
+    def insert_prompt(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:
+        now = iso(utc_now())
+        row = {"owner": owner, "status": "queued", "created_at": now, "updated_at": now, **values}
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        return conn.execute(f"INSERT INTO prompts ({columns}) VALUES ({marks})", tuple(row.values())).lastrowid
+
+    def get_prompt(self, owner: str, prompt_id: int) -> Prompt | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM prompts WHERE owner = ? AND id = ?", (owner, prompt_id)).fetchone()
+            return self._with_images(from_row(Prompt, row)) if row else None
+
+    def list_prompts(self, owner: str, *, tune_id: int | None, limit: int, offset: int) -> list[Prompt]:
+        query = "SELECT * FROM prompts WHERE owner = ?"
+        params: list[Any] = [owner]
+        if tune_id is not None:
+            query += " AND tune_id = ?"
+            params.append(tune_id)
+        query += " ORDER BY id DESC LIMIT ? OFFSET ?"
+        with self._lock:
+            rows = self._conn.execute(query, (*params, limit, offset)).fetchall()
+            return [self._with_images(from_row(Prompt, row)) for row in rows]
+
+    def update_prompt(self, owner: str, prompt_id: int, **changes: Any) -> None:
+        unknown = set(changes) - _PROMPT_UPDATABLE
+        if unknown:
+            raise ValueError(f"prompt columns cannot be updated: {sorted(unknown)}")
+        changes["updated_at"] = iso(utc_now())
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE prompts SET {assignments} WHERE owner = ? AND id = ?", (*changes.values(), owner, prompt_id)
+            )
+
+    def delete_prompt(self, owner: str, prompt_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM prompts WHERE owner = ? AND id = ?", (owner, prompt_id))
+
+    def complete_prompt(self, owner: str, prompt_id: int, images: Sequence[dict[str, Any]]) -> None:
+        """Store a prompt's images and mark it done in one transaction (a crash keeps neither or both)."""
+        now = iso(utc_now())
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM images WHERE owner = ? AND prompt_id = ?", (owner, prompt_id))
+            for image in images:
+                conn.execute(
+                    "INSERT INTO images (prompt_id, owner, path, seed, width, height, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (prompt_id, owner, image["path"], image["seed"], image["width"], image["height"], now),
+                )
+            conn.execute(
+                "UPDATE prompts SET status = 'done', error = NULL, completed_at = ?, updated_at = ?"
+                " WHERE owner = ? AND id = ?",
+                (now, now, owner, prompt_id),
+            )
+
+    def get_image(self, owner: str, image_id: int) -> Image | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM images WHERE owner = ? AND id = ?", (owner, image_id)).fetchone()
+        return from_row(Image, row) if row else None
+
+    def set_liked(self, owner: str, image_id: int, liked: bool) -> bool:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE images SET liked = ? WHERE owner = ? AND id = ?", (int(liked), owner, image_id)
+            )
+            return cursor.rowcount == 1
+
+    def _with_images(self, prompt: Prompt) -> Prompt:
+        rows = self._conn.execute(
+            "SELECT * FROM images WHERE owner = ? AND prompt_id = ? ORDER BY id", (prompt.owner, prompt.id)
+        ).fetchall()
+        prompt.images = [from_row(Image, row) for row in rows]
+        return prompt
+
+    # -- the worker's queue ----------------------------------------------------------------------
+
+    def claim_next_job(self) -> tuple[str, Tune | Prompt] | None:
+        """Atomically take the next job: a queued prompt whose tune is trained first, else the oldest tune.
+
+        Prompts of trained tunes run between trainings so users of finished tunes are not stuck behind
+        a long training queue; among each kind the order is FIFO.
+        """
+        now = iso(utc_now())
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id"
+                " WHERE p.status = 'queued' AND t.status = 'trained' ORDER BY p.id LIMIT 1"
+            ).fetchone()
+            if row is not None:
+                conn.execute(
+                    "UPDATE prompts SET status = 'generating', attempts = attempts + 1, started_at = ?,"
+                    " updated_at = ? WHERE id = ?",
+                    (now, now, row["id"]),
+                )
+                return "prompt", from_row(
+                    Prompt, conn.execute("SELECT * FROM prompts WHERE id = ?", (row["id"],)).fetchone()
+                )
+            row = conn.execute("SELECT * FROM tunes WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE tunes SET status = 'training', attempts = attempts + 1,"
+                " started_training_at = COALESCE(started_training_at, ?), updated_at = ? WHERE id = ?",
+                (now, now, row["id"]),
+            )
+            return "tune", from_row(Tune, conn.execute("SELECT * FROM tunes WHERE id = ?", (row["id"],)).fetchone())
+
+    def requeue_interrupted(self) -> tuple[int, int]:
+        """Put work a dead process left running back in the queue, or fail it after MAX_ATTEMPTS.
+
+        Returns:
+            (requeued, failed) counts.
+        """
+        now = iso(utc_now())
+        reason = f"interrupted {MAX_ATTEMPTS} times (the worker process stopped while this ran)"
+        with self.transaction() as conn:
+            failed = 0
+            for table, running in (("tunes", "training"), ("prompts", "generating")):
+                failed += conn.execute(
+                    f"UPDATE {table} SET status = 'failed', error = ?, updated_at = ?"
+                    f" WHERE status = '{running}' AND attempts >= ?",
+                    (reason, now, MAX_ATTEMPTS),
+                ).rowcount
+            requeued = conn.execute(
+                "UPDATE tunes SET status = 'queued', updated_at = ? WHERE status = 'training'", (now,)
+            ).rowcount
+            requeued += conn.execute(
+                "UPDATE prompts SET status = 'queued', updated_at = ? WHERE status = 'generating'", (now,)
+            ).rowcount
+        return requeued, failed
+
+    def queued_prompt_ids(self, tune_id: int) -> list[int]:
+        with self._lock:
+            rows = self._conn.execute("SELECT id FROM prompts WHERE tune_id = ? AND status = 'queued'", (tune_id,))
+            return [row["id"] for row in rows.fetchall()]
+
+    def fail_prompts_of_tune(self, tune_id: int, reason: str) -> list[tuple[str, int]]:
+        """When a tune fails or is cancelled, its queued prompts cannot run: fail them. Returns (owner, id)."""
+        now = iso(utc_now())
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT owner, id FROM prompts WHERE tune_id = ? AND status = 'queued'", (tune_id,)
+            ).fetchall()
+            conn.execute(
+                "UPDATE prompts SET status = 'failed', error = ?, updated_at = ?"
+                " WHERE tune_id = ? AND status = 'queued'",
+                (reason, now, tune_id),
+            )
+        return [(row["owner"], row["id"]) for row in rows]
+
+    def pending_prompt_count(self, tune_id: int) -> int:
+        with self._lock:
+            return self._conn.execute(
+                "SELECT COUNT(*) AS n FROM prompts WHERE tune_id = ? AND status IN ('queued', 'generating')",
+                (tune_id,),
+            ).fetchone()["n"]
+
+    def tunes_due_for_expiry(self, now: datetime) -> list[Tune]:
+        """Trained tunes whose LoRA has passed its expiry (the retention sweep's work list)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM tunes WHERE status = 'trained' AND expires_at IS NOT NULL AND expires_at <= ?"
+                " ORDER BY expires_at",
+                (iso(now),),
+            ).fetchall()
+        return [from_row(Tune, row) for row in rows]
+
+    # -- callback deliveries ---------------------------------------------------------------------
+
+    def add_delivery(self, owner: str, url: str, kind: str, record_id: int) -> int:
+        now = iso(utc_now())
+        with self.transaction() as conn:
+            return conn.execute(
+                "INSERT INTO deliveries (owner, url, kind, record_id, status, next_attempt_at, created_at)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                (owner, url, kind, record_id, now, now),
+            ).lastrowid
+
+    def due_deliveries(self, now: datetime) -> list[Delivery]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id",
+                (iso(now),),
+            ).fetchall()
+        return [from_row(Delivery, row) for row in rows]
+
+    def record_delivery(
+        self, delivery_id: int, *, status: str, http_status: int | None, error: str | None, next_at: datetime | None
+    ) -> None:
+        now = iso(utc_now())
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = ?,"
+                " next_attempt_at = COALESCE(?, next_attempt_at),"
+                " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END WHERE id = ?",
+                (status, http_status, error, iso(next_at), status, now, delivery_id),
+            )
+
+    def deliveries_for(self, owner: str, kind: str, record_id: int) -> list[Delivery]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM deliveries WHERE owner = ? AND kind = ? AND record_id = ? ORDER BY id",
+                (owner, kind, record_id),
+            ).fetchall()
+        return [from_row(Delivery, row) for row in rows]

@@ -1,0 +1,154 @@
+"""Records as dataclasses: what the database stores and what every interface returns (as JSON).
+
+Timestamps are UTC ISO-8601 strings. JSON-valued columns (characteristics, reports, file lists) are
+decoded here so callers never see raw column text.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+TUNE_STATUSES = ("queued", "training", "trained", "failed", "cancelled", "expired")
+PROMPT_STATUSES = ("queued", "generating", "done", "failed", "cancelled")
+MAX_ATTEMPTS = 3
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else None
+
+
+@dataclass
+class Tune:
+    id: int
+    owner: str
+    title: str
+    name: str
+    token: str
+    branch: str
+    base_model: str
+    model_type: str
+    steps: int | None
+    face_crop: bool
+    characteristics: dict[str, str]
+    callback: str | None
+    prompts_callback: str | None
+    auto_extend: bool
+    pack_id: str | None
+    status: str
+    progress: float
+    eta_seconds: float | None
+    error: str | None
+    attempts: int
+    seed: int
+    created_at: str
+    updated_at: str
+    started_training_at: str | None
+    trained_at: str | None
+    expires_at: str | None
+    artifact_location: str | None
+    photo_report: list[dict[str, Any]] = field(default_factory=list)
+    orig_images: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("artifact_location")  # a storage detail: interfaces publish URLs, not paths
+        return data
+
+
+@dataclass
+class Prompt:
+    id: int
+    tune_id: int
+    owner: str
+    text: str
+    rendered_text: str
+    negative_prompt: str
+    num_images: int
+    seed: int | None
+    w: int | None
+    h: int | None
+    cfg_scale: float
+    steps: int
+    scheduler: str
+    super_resolution: bool
+    inpaint_faces: bool
+    hires_fix: bool
+    callback: str | None
+    status: str
+    error: str | None
+    attempts: int
+    created_at: str
+    updated_at: str
+    started_at: str | None
+    completed_at: str | None
+    images: list[Image] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["images"] = [image.to_dict() for image in self.images]
+        return data
+
+
+@dataclass
+class Image:
+    id: int
+    prompt_id: int
+    owner: str
+    path: str
+    seed: int
+    width: int
+    height: int
+    liked: bool
+    created_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("path")
+        return data
+
+
+@dataclass
+class Delivery:
+    """One callback to deliver (a tune, a prompt, or a tune's prompts), with its attempts."""
+
+    id: int
+    owner: str
+    url: str
+    kind: str
+    record_id: int
+    status: str
+    attempts: int
+    next_attempt_at: str
+    last_status: int | None
+    last_error: str | None
+    created_at: str
+    delivered_at: str | None
+
+
+_JSON_COLUMNS = {"characteristics", "photo_report", "orig_images"}
+_BOOL_COLUMNS = {"face_crop", "auto_extend", "super_resolution", "inpaint_faces", "hires_fix", "liked"}
+R = TypeVar("R")
+
+
+def from_row(cls: type[R], row: sqlite3.Row) -> R:
+    """Build a record from a row, decoding JSON and boolean columns."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key in row.keys():  # noqa: SIM118 (sqlite3.Row has no __iter__ over keys)
+        if key not in names:
+            continue
+        value = row[key]
+        if key in _JSON_COLUMNS:
+            value = json.loads(value) if value else ([] if key != "characteristics" else {})
+        elif key in _BOOL_COLUMNS:
+            value = bool(value)
+        values[key] = value
+    return cls(**values)

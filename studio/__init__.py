@@ -1,0 +1,1 @@
+"""The service layer: use cases (`service`), typed requests, the worker and callbacks, assembled by `runtime`."""

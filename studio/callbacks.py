@@ -1,0 +1,87 @@
+"""Callbacks: POST a tune, a prompt, or a tune's prompts as JSON when they finish; retried with backoff.
+
+Deliveries are rows in the database, so a restart does not lose them; each attempt is recorded. A
+callback that keeps failing ends `failed` and never changes the tune or prompt it reports on.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from storage.net import backoff_delays, post_json
+
+from studio.service import Studio
+
+log = logging.getLogger(__name__)
+
+
+class CallbackSender:
+    """Queues and delivers callbacks for one studio.
+
+    Args:
+        studio: the service (records, settings, clock).
+        delays: seconds to wait before each retry; the number of attempts is `len(delays) + 1`.
+    """
+
+    def __init__(self, studio: Studio, *, delays: list[float] | None = None):
+        self.studio = studio
+        self.db = studio.db
+        self.delays = backoff_delays() if delays is None else delays
+
+    def tune_finished(self, owner: str, tune_id: int) -> None:
+        tune = self.db.get_tune(owner, tune_id)
+        if tune is not None and tune.callback:
+            self.db.add_delivery(owner, tune.callback, "tune", tune_id)
+
+    def prompt_finished(self, owner: str, prompt_id: int) -> None:
+        """Queue the prompt's callback, and the tune's `prompts_callback` once all its prompts are done."""
+        prompt = self.db.get_prompt(owner, prompt_id)
+        if prompt is None:
+            return
+        if prompt.callback:
+            self.db.add_delivery(owner, prompt.callback, "prompt", prompt_id)
+        tune = self.db.get_tune(owner, prompt.tune_id)
+        if (
+            tune is not None
+            and tune.prompts_callback
+            and self.db.pending_prompt_count(tune.id) == 0
+            and not self.db.deliveries_for(owner, "prompts", tune.id)
+        ):
+            self.db.add_delivery(owner, tune.prompts_callback, "prompts", tune.id)
+
+    def deliver_due(self) -> int:
+        """Try every delivery that is due now. Returns how many were delivered."""
+        delivered = 0
+        now = self.studio.clock()
+        for delivery in self.db.due_deliveries(now):
+            payload = self._payload(delivery.owner, delivery.kind, delivery.record_id)
+            status, error = None, None
+            try:
+                status = post_json(delivery.url, payload, allowed_hosts=self.studio.settings.allowed_fetch_hosts)
+                ok = 200 <= status < 300
+                error = None if ok else f"HTTP {status}"
+            except Exception as failure:  # network errors, refusals: recorded, retried
+                ok, error = False, str(failure)
+            if ok:
+                self.db.record_delivery(delivery.id, status="delivered", http_status=status, error=None, next_at=None)
+                delivered += 1
+                continue
+            attempt = delivery.attempts  # attempts made before this one
+            if attempt < len(self.delays):
+                next_at = now + timedelta(seconds=self.delays[attempt])
+                self.db.record_delivery(delivery.id, status="pending", http_status=status, error=error, next_at=next_at)
+            else:
+                self.db.record_delivery(delivery.id, status="failed", http_status=status, error=error, next_at=None)
+                log.warning("callback %s to %s failed after %d attempts", delivery.kind, delivery.id, attempt + 1)
+        return delivered
+
+    def _payload(self, owner: str, kind: str, record_id: int) -> object:
+        if kind == "tune":
+            tune = self.db.get_tune(owner, record_id)
+            return tune.to_dict() if tune else {"id": record_id, "deleted": True}
+        if kind == "prompt":
+            prompt = self.db.get_prompt(owner, record_id)
+            return prompt.to_dict() if prompt else {"id": record_id, "deleted": True}
+        prompts = self.db.list_prompts(owner, tune_id=record_id, limit=10_000, offset=0)
+        return [prompt.to_dict() for prompt in reversed(prompts)]

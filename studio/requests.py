@@ -1,0 +1,94 @@
+"""Typed requests of the service's use cases, validated once on construction (errors name the field)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pipelines.errors import ValidationError
+from pipelines.generate import MAX_IMAGES, MAX_SEED, SCHEDULERS, GenerationRequest
+from pipelines.photos import PhotoInput
+from pipelines.prompts import check_characteristics
+
+MAX_TITLE = 200
+MAX_TUNES_PER_PAGE = 100
+
+
+@dataclass(frozen=True)
+class PromptCreate:
+    """A prompt to generate; `text` may use `{{subject}}`, `{{token}}`, `{{class}}` and characteristics."""
+
+    text: str
+    negative_prompt: str = ""
+    num_images: int = 4
+    seed: int | None = None
+    w: int | None = None
+    h: int | None = None
+    cfg_scale: float = 7.0
+    steps: int = 30
+    scheduler: str = "dpm++2m_karras"
+    super_resolution: bool = False
+    inpaint_faces: bool = False
+    hires_fix: bool = False
+    callback: str | None = None
+
+    def __post_init__(self) -> None:
+        # the generation request checks the numbers and names; build one with a placeholder prompt
+        GenerationRequest(
+            prompt="check",
+            negative_prompt=self.negative_prompt,
+            num_images=self.num_images,
+            seed=self.seed,
+            width=self.w,
+            height=self.h,
+            steps=self.steps,
+            cfg_scale=self.cfg_scale,
+            scheduler=self.scheduler,
+        )
+        if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > 2000:
+            raise ValidationError("negative_prompt", self.negative_prompt, "must be text of at most 2000 characters")
+
+
+@dataclass(frozen=True)
+class TuneCreate:
+    """A new tune: photos (files and/or URLs) of one subject, and optionally prompts to run once trained."""
+
+    title: str
+    name: str
+    images: Sequence[PhotoInput] = ()
+    image_urls: Sequence[str] = ()
+    branch: str | None = None
+    token: str | None = None
+    steps: int | None = None
+    face_crop: bool = True
+    characteristics: Mapping[str, str] = field(default_factory=dict)
+    callback: str | None = None
+    prompts_callback: str | None = None
+    auto_extend: bool = False
+    seed: int = 0
+    prompts: Sequence[PromptCreate] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.title, str) or not self.title.strip() or len(self.title) > MAX_TITLE:
+            raise ValidationError("title", self.title, f"must be non-empty text of at most {MAX_TITLE} characters")
+        object.__setattr__(self, "title", self.title.strip())
+        object.__setattr__(self, "characteristics", check_characteristics(dict(self.characteristics)))
+        object.__setattr__(self, "images", tuple(self.images))
+        object.__setattr__(self, "image_urls", tuple(self.image_urls))
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)):
+            raise ValidationError("steps", self.steps, "must be an integer")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValidationError("seed", self.seed, f"must be an integer between 0 and {MAX_SEED}")
+        if len(self.prompts) > 64:
+            raise ValidationError("prompts_attributes", len(self.prompts), "must hold at most 64 prompts")
+
+
+def check_page(limit: int, offset: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_TUNES_PER_PAGE:
+        raise ValidationError("limit", limit, f"must be an integer between 1 and {MAX_TUNES_PER_PAGE}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValidationError("offset", offset, "must be a non-negative integer")
+
+
+__all__ = ["MAX_IMAGES", "SCHEDULERS", "PromptCreate", "TuneCreate", "check_page"]

@@ -1,0 +1,295 @@
+"""The use cases of Tune Studio: the only thing the UI, the Gradio API and the REST API call.
+
+Every use case takes the owner first and sees only that owner's records. Work (training, generation)
+is queued in the database and done by a worker (`studio.worker`); this module never runs a model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from storage.net import check_url, fetch_url
+
+from pipelines.errors import ConflictError, InsufficientCreditsError, NotFoundError, ValidationError
+from pipelines.photos import PhotoInput
+from pipelines.prompts import render_prompt
+from pipelines.registry import get_branch, model_reference
+from pipelines.settings import Settings
+from pipelines.tuning import TuneRequest, check_photos
+from storage.db import Database
+from storage.records import Image, Prompt, Tune, iso, utc_now
+from studio.requests import PromptCreate, TuneCreate, check_page
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class TuneCreated:
+    """The tune, and whether this call created it (False: an existing tune with the same title)."""
+
+    tune: Tune
+    created: bool
+
+
+class Studio:
+    """The service. One per process; thread-safe.
+
+    Args:
+        settings: limits, data folder, branch defaults.
+        db: the records.
+        clock: "now" (tests inject a fake clock to drive expiry).
+    """
+
+    def __init__(self, settings: Settings, db: Database, *, clock: Clock = utc_now):
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.work_available = threading.Event()  # set when something is queued; the worker waits on it
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    def photos_dir(self, tune_id: int) -> Path:
+        return self.settings.data_dir / "photos" / str(tune_id)
+
+    def training_dir(self, tune_id: int) -> Path:
+        return self.settings.data_dir / "training" / str(tune_id)
+
+    def images_dir(self, prompt_id: int) -> Path:
+        return self.settings.data_dir / "images" / str(prompt_id)
+
+    # -- tunes -----------------------------------------------------------------------------------
+
+    def create_tune(self, owner: str, request: TuneCreate) -> TuneCreated:
+        """Check everything, then store the tune, its photos and prompts, and queue the training.
+
+        Idempotent by title per owner: a second call with the same title returns the first tune.
+
+        Raises:
+            ValidationError / PhotoRejectedError: bad fields or photos (nothing is written).
+            InsufficientCreditsError: not enough tune or image credits (nothing is written).
+        """
+        # 1. Idempotency: the same title returns the existing tune, no second training
+        existing = self._tune_by_title(owner, request.title)
+        if existing is not None:
+            return TuneCreated(existing, created=False)
+        # 2. Check the request: branch, class, token, steps, URLs, prompts
+        branch = get_branch(request.branch or self.settings.default_branch)
+        tune_request = self._tune_request(request, branch.name)
+        token = tune_request.resolved_token if not branch.is_mock else (request.token or branch.token)
+        callbacks = {name: self._checked_url(getattr(request, name), name) for name in ("callback", "prompts_callback")}
+        rendered = [self._render(p, token, tune_request.class_name, request.characteristics) for p in request.prompts]
+        # 3. Photos: fetch URLs, decode and check every photo
+        inputs = list(request.images) + [self._fetch_photo(url, i) for i, url in enumerate(request.image_urls)]
+        checked = check_photos(self.settings, inputs, class_name=tune_request.class_name)
+        if checked.usable_count == 0:
+            raise ValidationError("images", len(inputs), "contain no usable photo (see the quality report)")
+        # 4. Write: credits, the tune row, its photos and prompts in one transaction
+        values = {
+            "title": request.title,
+            "name": tune_request.class_name,
+            "token": token,
+            "branch": branch.name,
+            "base_model": "mock" if branch.is_mock else model_reference(self.settings, branch),
+            "steps": request.steps if request.steps is not None else (None if branch.is_mock else branch.steps),
+            "face_crop": int(request.face_crop),
+            "characteristics": dict(request.characteristics),
+            "auto_extend": int(request.auto_extend),
+            "seed": request.seed,
+            "photo_report": [report.to_dict() for report in checked.reports],
+            "orig_images": [photo.name for photo in checked.photos],
+            **callbacks,
+        }
+        images = sum(p.num_images for p in request.prompts)
+        with self.db.transaction() as conn:
+            again = self.db.find_tune_by_title(conn, owner, request.title)
+            if again is not None:  # a concurrent call with the same title won the race
+                return TuneCreated(again, created=False)
+            if not self.db.spend_credits(conn, owner, tunes=1, images=images):
+                raise InsufficientCreditsError(self._credit_message(owner, tunes=1, images=images))
+            tune_id = self.db.insert_tune(conn, owner, values)
+            self._store_photos(tune_id, checked.photos)
+            for prompt, text in zip(request.prompts, rendered, strict=True):
+                self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, prompt, text))
+        self.work_available.set()
+        return TuneCreated(self.get_tune(owner, tune_id), created=True)
+
+    def get_tune(self, owner: str, tune_id: int) -> Tune:
+        """Raises NotFoundError when the tune does not exist or belongs to someone else."""
+        tune = self.db.get_tune(owner, tune_id)
+        if tune is None:
+            raise NotFoundError("tune", tune_id)
+        return tune
+
+    def list_tunes(self, owner: str, *, limit: int = 20, offset: int = 0) -> list[Tune]:
+        """The caller's tunes, newest first."""
+        check_page(limit, offset)
+        return self.db.list_tunes(owner, limit=limit, offset=offset)
+
+    def cancel_tune(self, owner: str, tune_id: int) -> Tune:
+        """Stop a queued or training tune; its queued prompts fail with the reason."""
+        tune = self.get_tune(owner, tune_id)
+        if tune.status not in ("queued", "training"):
+            raise ConflictError(f"tune {tune_id} is {tune.status}; only queued or training tunes can be cancelled")
+        self.db.update_tune(owner, tune_id, status="cancelled", error="cancelled by the user", eta_seconds=None)
+        self.db.fail_prompts_of_tune(tune_id, "the tune was cancelled")
+        return self.get_tune(owner, tune_id)
+
+    def delete_tune(self, owner: str, tune_id: int, *, delete_images: bool = False, store: Any = None) -> None:
+        """Delete a tune, its photos and LoRA (from `store` when it lives there); images stay unless asked."""
+        tune = self.get_tune(owner, tune_id)
+        if tune.status in ("queued", "training"):
+            self.cancel_tune(owner, tune_id)
+        if tune.artifact_location and store is not None:
+            store.delete(tune.artifact_location)
+        prompts = self.db.list_prompts(owner, tune_id=tune_id, limit=10_000, offset=0)
+        self.db.delete_tune(owner, tune_id)
+        shutil.rmtree(self.photos_dir(tune_id), ignore_errors=True)
+        shutil.rmtree(self.training_dir(tune_id), ignore_errors=True)
+        if delete_images:
+            for prompt in prompts:
+                shutil.rmtree(self.images_dir(prompt.id), ignore_errors=True)
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    def create_prompt(self, owner: str, tune_id: int, request: PromptCreate) -> Prompt:
+        """Queue a prompt on a trained tune (or one still queued/training: it runs right after).
+
+        Raises:
+            NotFoundError: no such tune of the caller. ConflictError: the tune failed, was cancelled or expired.
+            ValidationError: an unknown placeholder or bad numbers. InsufficientCreditsError: no image credits.
+        """
+        tune = self.get_tune(owner, tune_id)
+        if tune.status not in ("queued", "training", "trained"):
+            raise ConflictError(f"tune {tune_id} is {tune.status}; prompts need a trained (or training) tune")
+        text = self._render(request, tune.token, tune.name, tune.characteristics)
+        self._checked_url(request.callback, "callback")
+        with self.db.transaction() as conn:
+            if not self.db.spend_credits(conn, owner, images=request.num_images):
+                raise InsufficientCreditsError(self._credit_message(owner, tunes=0, images=request.num_images))
+            prompt_id = self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, request, text))
+        self.work_available.set()
+        return self.get_prompt(owner, prompt_id)
+
+    def get_prompt(self, owner: str, prompt_id: int, *, tune_id: int | None = None) -> Prompt:
+        prompt = self.db.get_prompt(owner, prompt_id)
+        if prompt is None or (tune_id is not None and prompt.tune_id != tune_id):
+            raise NotFoundError("prompt", prompt_id)
+        return prompt
+
+    def list_prompts(self, owner: str, *, tune_id: int | None = None, limit: int = 20, offset: int = 0) -> list[Prompt]:
+        check_page(limit, offset)
+        if tune_id is not None:
+            self.get_tune(owner, tune_id)
+        return self.db.list_prompts(owner, tune_id=tune_id, limit=limit, offset=offset)
+
+    def delete_prompt(self, owner: str, prompt_id: int, *, tune_id: int | None = None) -> None:
+        """Delete a prompt and its image files."""
+        prompt = self.get_prompt(owner, prompt_id, tune_id=tune_id)
+        self.db.delete_prompt(owner, prompt.id)
+        shutil.rmtree(self.images_dir(prompt.id), ignore_errors=True)
+
+    def like_image(self, owner: str, image_id: int) -> Image:
+        return self._set_liked(owner, image_id, True)
+
+    def unlike_image(self, owner: str, image_id: int) -> Image:
+        return self._set_liked(owner, image_id, False)
+
+    def image_file(self, owner: str, image_id: int) -> Path:
+        """The file of one of the caller's images (for serving it)."""
+        image = self.db.get_image(owner, image_id)
+        if image is None or not Path(image.path).exists():
+            raise NotFoundError("image", image_id)
+        return Path(image.path)
+
+    def expires_at(self, trained_at: datetime) -> datetime:
+        return trained_at + timedelta(days=self.settings.retention_days)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _set_liked(self, owner: str, image_id: int, liked: bool) -> Image:
+        if not self.db.set_liked(owner, image_id, liked):
+            raise NotFoundError("image", image_id)
+        return self.db.get_image(owner, image_id)
+
+    def _tune_by_title(self, owner: str, title: str) -> Tune | None:
+        with self.db.transaction() as conn:
+            return self.db.find_tune_by_title(conn, owner, title)
+
+    def _tune_request(self, request: TuneCreate, branch: str) -> TuneRequest:
+        # the mock branch is not trainable; check the same fields against a trainable twin
+        checked_branch = branch if not get_branch(branch).is_mock else "tiny"
+        return TuneRequest(
+            class_name=request.name,
+            branch=checked_branch,
+            token=request.token,
+            steps=request.steps,
+            face_crop=request.face_crop,
+            seed=request.seed,
+        )
+
+    def _render(self, prompt: PromptCreate, token: str, class_name: str, characteristics: dict) -> str:
+        return render_prompt(prompt.text, token=token, class_name=class_name, characteristics=characteristics)
+
+    def _checked_url(self, url: str | None, field: str) -> str | None:
+        if url is None or url == "":
+            return None
+        return check_url(url, field=field, allowed_hosts=self.settings.allowed_fetch_hosts)
+
+    def _fetch_photo(self, url: str, index: int) -> PhotoInput:
+        return fetch_url(
+            url,
+            field=f"image_urls[{index}]",
+            max_bytes=self.settings.max_photo_bytes,
+            allowed_hosts=self.settings.allowed_fetch_hosts,
+        )
+
+    def _store_photos(self, tune_id: int, photos: list) -> None:
+        """Write the decoded photos (PNG, no metadata) to a temporary folder, then move it into place."""
+        target = self.photos_dir(tune_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{tune_id}-", dir=target.parent))
+        try:
+            for photo in photos:
+                photo.image.save(staging / f"{photo.index:02d}.png")
+            shutil.rmtree(target, ignore_errors=True)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @staticmethod
+    def _prompt_values(tune_id: int, prompt: PromptCreate, rendered: str) -> dict[str, Any]:
+        return {
+            "tune_id": tune_id,
+            "text": prompt.text,
+            "rendered_text": rendered,
+            "negative_prompt": prompt.negative_prompt,
+            "num_images": prompt.num_images,
+            "seed": prompt.seed,
+            "w": prompt.w,
+            "h": prompt.h,
+            "cfg_scale": prompt.cfg_scale,
+            "steps": prompt.steps,
+            "scheduler": prompt.scheduler,
+            "super_resolution": int(prompt.super_resolution),
+            "inpaint_faces": int(prompt.inpaint_faces),
+            "hires_fix": int(prompt.hires_fix),
+            "callback": prompt.callback or None,
+        }
+
+    def _credit_message(self, owner: str, *, tunes: int, images: int) -> str:
+        tune_credits, image_credits = self.db.credits(owner)
+        have = f"you have {tune_credits if tune_credits is not None else 'unlimited'} tune credit(s) and "
+        have += f"{image_credits if image_credits is not None else 'unlimited'} image credit(s)"
+        return f"Not enough credits: this needs {tunes} tune credit(s) and {images} image credit(s); {have}."
+
+
+def now_iso(clock: Clock) -> str:
+    return iso(clock()) or ""

@@ -1,0 +1,253 @@
+"""The worker: takes queued trainings and generations from the database and runs them, one at a time.
+
+`Backend` is the interface; `InProcessWorker` is the implementation for one local GPU (or the CPU):
+a thread that claims the next job (prompts of trained tunes first, then the oldest training), runs it,
+and delivers callbacks. On start, work a dead process left `training`/`generating` is queued again (a
+training resumes from its checkpoint); after three interrupted or failed attempts it is `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+import traceback
+from typing import Protocol
+
+from pipelines.errors import PhotoRejectedError, TrainingCancelledError, TunesError, ValidationError
+from pipelines.generate import GenerationRequest, Generator, LoraSpec
+from pipelines.registry import get_branch
+from pipelines.train import TrainProgress
+from pipelines.tuning import TuneRequest, check_photos, train_tune
+from storage.records import MAX_ATTEMPTS, Prompt, Tune, iso
+from studio.callbacks import CallbackSender
+from studio.service import Studio
+
+log = logging.getLogger(__name__)
+_PROGRESS_EVERY_S = 0.5  # how often training progress is written to the tune record
+_CANCEL_CHECK_EVERY_S = 1.0
+
+
+class Backend(Protocol):
+    """Where queued work runs. In-process now; Hugging Face Jobs later."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def run_once(self) -> bool: ...
+
+
+class InProcessWorker:
+    """Runs jobs in a background thread of this process (one GPU slot shared by training and generation).
+
+    Args:
+        studio: the service (records, settings, paths).
+        generator: the process's generator (base pipelines stay loaded between prompts).
+        store: the artifact store trained LoRAs go to.
+        callbacks: delivers callbacks; None disables them.
+    """
+
+    def __init__(self, studio: Studio, generator: Generator, store, *, callbacks: CallbackSender | None = None):
+        self.studio = studio
+        self.db = studio.db
+        self.settings = studio.settings
+        self.generator = generator
+        self.store = store
+        self.callbacks = callbacks or CallbackSender(studio)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Re-queue interrupted work, then serve the queue in a daemon thread."""
+        requeued, failed = self.db.requeue_interrupted()
+        if requeued or failed:
+            log.info("worker start: %d job(s) re-queued, %d failed after %d attempts", requeued, failed, MAX_ATTEMPTS)
+        self._thread = threading.Thread(target=self._loop, name="tunes-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.studio.work_available.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+                self.callbacks.deliver_due()
+            except Exception:  # the loop must survive anything a job does
+                log.exception("worker loop error")
+                worked = False
+            if not worked:
+                self.studio.work_available.wait(timeout=1.0)
+                self.studio.work_available.clear()
+
+    def run_once(self) -> bool:
+        """Claim and run one job. Returns False when the queue was empty."""
+        job = self.db.claim_next_job()
+        if job is None:
+            return False
+        kind, record = job
+        if kind == "tune":
+            self._run_training(record)
+        else:
+            self._run_prompt(record)
+        return True
+
+    def drain(self, *, max_jobs: int = 1000) -> int:
+        """Run jobs until the queue is empty (tests and scripts). Returns how many ran."""
+        count = 0
+        while count < max_jobs and self.run_once():
+            count += 1
+        self.callbacks.deliver_due()
+        return count
+
+    # -- training --------------------------------------------------------------------------------
+
+    def _run_training(self, tune: Tune) -> None:
+        branch = get_branch(tune.branch)
+        try:
+            # the mock branch trains nothing; its prompts get placeholder images
+            location = None if branch.is_mock else self._train(tune)
+        except TrainingCancelledError:
+            return  # the record already says cancelled
+        except (ValidationError, PhotoRejectedError) as error:  # will fail the same way again
+            self._fail_tune(tune, str(error))
+            return
+        except Exception as error:
+            log.error("training of tune %s failed: %s", tune.id, traceback.format_exc(limit=5))
+            if tune.attempts >= MAX_ATTEMPTS:
+                self._fail_tune(tune, f"failed {tune.attempts} times; last error: {_describe(error)}")
+            else:
+                self.db.update_tune(tune.owner, tune.id, status="queued", error=_describe(error))
+            return
+        trained_at = self.studio.clock()
+        self.db.update_tune(
+            tune.owner,
+            tune.id,
+            status="trained",
+            progress=1.0,
+            eta_seconds=0,
+            error=None,
+            trained_at=iso(trained_at),
+            expires_at=iso(self.studio.expires_at(trained_at)) if location else None,
+            artifact_location=location,
+        )
+        if location is not None:
+            self._drop_training_files(tune)
+        self.callbacks.tune_finished(tune.owner, tune.id)
+        self.studio.work_available.set()  # its prompts can run now
+
+    def _train(self, tune: Tune) -> str:
+        photos = sorted(self.studio.photos_dir(tune.id).glob("*.png"))
+        checked = check_photos(self.settings, photos, class_name=tune.name)
+        request = TuneRequest(
+            class_name=tune.name,
+            branch=tune.branch,
+            token=tune.token,
+            steps=tune.steps,
+            face_crop=tune.face_crop,
+            seed=tune.seed,
+        )
+        output = self.studio.training_dir(tune.id)
+        last_write = [0.0]
+        last_check = [time.monotonic()]
+
+        def on_progress(progress: TrainProgress) -> None:
+            now = time.monotonic()
+            if progress.phase == "training" and now - last_write[0] >= _PROGRESS_EVERY_S:
+                last_write[0] = now
+                fraction = progress.step / progress.total_steps
+                self.db.update_tune(tune.owner, tune.id, progress=fraction, eta_seconds=progress.eta_seconds)
+
+        def should_cancel() -> bool:
+            now = time.monotonic()
+            if now - last_check[0] < _CANCEL_CHECK_EVERY_S:
+                return self._stop.is_set()
+            last_check[0] = now
+            current = self.db.get_tune(tune.owner, tune.id)
+            return current is None or current.status == "cancelled" or self._stop.is_set()
+
+        result = train_tune(
+            self.settings, checked, request, output, on_progress=on_progress, should_cancel=should_cancel
+        )
+        from storage.artifacts import ModelCard
+
+        card = ModelCard(
+            base_model=tune.base_model,
+            instance_prompt=result.metadata["instance_prompt"],
+            branch=tune.branch,
+            title=tune.title,
+        )
+        return self.store.put(str(tune.id), result.output_dir, card)
+
+    def _drop_training_files(self, tune: Tune) -> None:
+        """Training photos go once the LoRA is safely stored (privacy); the LoRA lives in the store."""
+        shutil.rmtree(self.studio.training_dir(tune.id), ignore_errors=True)
+        if self.settings.delete_photos_after_training:
+            shutil.rmtree(self.studio.photos_dir(tune.id), ignore_errors=True)
+
+    def _fail_tune(self, tune: Tune, reason: str) -> None:
+        self.db.update_tune(tune.owner, tune.id, status="failed", error=reason, eta_seconds=None)
+        for owner, prompt_id in self.db.fail_prompts_of_tune(tune.id, f"the tune failed: {reason}"):
+            self.callbacks.prompt_finished(owner, prompt_id)
+        self.callbacks.tune_finished(tune.owner, tune.id)
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def _run_prompt(self, prompt: Prompt) -> None:
+        tune = self.db.get_tune(prompt.owner, prompt.tune_id)
+        try:
+            images = self._generate(tune, prompt)
+        except Exception as error:
+            if isinstance(error, TunesError) or prompt.attempts >= MAX_ATTEMPTS:
+                self.db.update_prompt(prompt.owner, prompt.id, status="failed", error=_describe(error))
+                self.callbacks.prompt_finished(prompt.owner, prompt.id)
+            else:
+                self.db.update_prompt(prompt.owner, prompt.id, status="queued", error=_describe(error))
+            log.error("prompt %s failed: %s", prompt.id, traceback.format_exc(limit=5))
+            return
+        self.db.complete_prompt(prompt.owner, prompt.id, images)
+        self.callbacks.prompt_finished(prompt.owner, prompt.id)
+
+    def _generate(self, tune: Tune, prompt: Prompt) -> list[dict]:
+        loras = ()
+        if tune.artifact_location:
+            loras = (LoraSpec(f"tune-{tune.id}", self.store.fetch(tune.artifact_location)),)
+        request = GenerationRequest(
+            prompt=prompt.rendered_text,
+            negative_prompt=prompt.negative_prompt,
+            num_images=prompt.num_images,
+            seed=prompt.seed,
+            width=prompt.w,
+            height=prompt.h,
+            steps=prompt.steps,
+            cfg_scale=prompt.cfg_scale,
+            scheduler=prompt.scheduler,
+            loras=loras,
+            inpaint_faces=prompt.inpaint_faces,
+            hires_fix=prompt.hires_fix,
+            super_resolution=prompt.super_resolution,
+        )
+        result = self.generator.generate(tune.branch, request)
+        folder = self.studio.images_dir(prompt.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        stored = []
+        for index, item in enumerate(result.images):
+            path = folder / f"{index:02d}-{item.seed}.png"
+            tmp = path.with_suffix(".tmp")
+            item.image.save(tmp, format="PNG")
+            tmp.replace(path)
+            stored.append(
+                {"path": str(path), "seed": item.seed, "width": item.image.width, "height": item.image.height}
+            )
+        return stored
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, TunesError) else f"{type(error).__name__}: {error}"

@@ -1,0 +1,281 @@
+"""The tunes service end to end: records, idempotency, isolation, the worker, callbacks, credits."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipelines.errors import (
+    ConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PhotoRejectedError,
+    ValidationError,
+)
+from storage.db import Database
+from studio.requests import PromptCreate, TuneCreate
+from studio.runtime import open_runtime
+from tests.conftest import astronaut_photos
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+PHOTOS = [(f"me-{i}.jpg", jpeg(p)) for i, p in enumerate(astronaut_photos())]
+
+
+class Receiver:
+    """A local HTTP server that records POSTed JSON and answers with scripted status codes."""
+
+    def __init__(self, statuses: list[int] | None = None):
+        self.received: list[tuple[str, object]] = []
+        self.statuses = list(statuses or [])
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.received.append((self.path, json.loads(body)))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def runtime(settings):
+    settings = settings.with_overrides(allowed_fetch_hosts=("127.0.0.1",))
+    rt = open_runtime(settings, start_worker=False, callback_delays=[0.0, 0.0])
+    yield rt
+    rt.close()
+
+
+def tune_request(title: str = "me", **changes) -> TuneCreate:
+    return TuneCreate(**{"title": title, "name": "woman", "images": PHOTOS, "branch": "fast", **changes})
+
+
+def test_fast_branch_tune_trains_runs_its_prompts_and_calls_back(runtime, receiver):
+    studio = runtime.studio
+    created = studio.create_tune(
+        "alice",
+        tune_request(
+            callback=f"{receiver.url}/tune",
+            prompts_callback=f"{receiver.url}/prompts",
+            prompts=[PromptCreate("{{subject}} as a pilot", num_images=2, seed=5, callback=f"{receiver.url}/p")],
+        ),
+    )
+    tune = created.tune
+    assert created.created and tune.status == "queued" and tune.token == "sks"
+    assert len(tune.photo_report) == 4 and all(r["faces"] == 1 for r in tune.photo_report)
+
+    runtime.worker.drain()
+
+    tune = studio.get_tune("alice", tune.id)
+    assert tune.status == "trained" and tune.trained_at is not None
+    [prompt] = studio.list_prompts("alice", tune_id=tune.id)
+    assert prompt.status == "done" and prompt.rendered_text == "sks woman as a pilot"
+    assert [image.seed for image in prompt.images] == [5, 6]
+    assert all(Path(studio.image_file("alice", image.id)).exists() for image in prompt.images)
+    paths = [path for path, _ in receiver.received]
+    assert sorted(paths) == ["/p", "/prompts", "/tune"]
+    body = dict(receiver.received)
+    assert body["/tune"]["status"] == "trained" and body["/tune"]["id"] == tune.id
+    assert "artifact_location" not in body["/tune"]
+    assert [p["id"] for p in body["/prompts"]] == [prompt.id]
+
+
+def test_the_same_title_returns_the_same_tune_without_training_twice(runtime):
+    first = runtime.studio.create_tune("alice", tune_request())
+    second = runtime.studio.create_tune("alice", tune_request())
+    other_owner = runtime.studio.create_tune("bob", tune_request())
+
+    assert second.tune.id == first.tune.id and not second.created
+    assert other_owner.created and other_owner.tune.id != first.tune.id
+    assert runtime.worker.drain() == 2
+
+
+def test_another_owner_sees_nothing_and_can_touch_nothing(runtime):
+    studio = runtime.studio
+    tune = studio.create_tune("alice", tune_request(prompts=[PromptCreate("{{subject}}", num_images=1)])).tune
+    runtime.worker.drain()
+    [prompt] = studio.list_prompts("alice", tune_id=tune.id)
+    image_id = prompt.images[0].id
+
+    for action in (
+        lambda: studio.get_tune("bob", tune.id),
+        lambda: studio.cancel_tune("bob", tune.id),
+        lambda: studio.delete_tune("bob", tune.id),
+        lambda: studio.create_prompt("bob", tune.id, PromptCreate("x")),
+        lambda: studio.list_prompts("bob", tune_id=tune.id),
+        lambda: studio.get_prompt("bob", prompt.id),
+        lambda: studio.delete_prompt("bob", prompt.id),
+        lambda: studio.like_image("bob", image_id),
+        lambda: studio.image_file("bob", image_id),
+    ):
+        with pytest.raises(NotFoundError):
+            action()
+    assert studio.list_tunes("bob") == [] and studio.list_prompts("bob") == []
+    assert studio.get_tune("alice", tune.id).status == "trained"
+    assert not studio.get_prompt("alice", prompt.id).images[0].liked
+
+
+def test_list_is_newest_first_with_limit_and_offset(runtime):
+    for title in ("a", "b", "c"):
+        runtime.studio.create_tune("alice", tune_request(title))
+    titles = [t.title for t in runtime.studio.list_tunes("alice")]
+    assert titles == ["c", "b", "a"]
+    assert [t.title for t in runtime.studio.list_tunes("alice", limit=1, offset=1)] == ["b"]
+    with pytest.raises(ValidationError, match="`limit`"):
+        runtime.studio.list_tunes("alice", limit=0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"branch": "sd9"}, "branch"),
+        ({"name": "r2d2"}, "class_name"),
+        ({"token": "OH WX"}, "token"),
+        ({"callback": "http://169.254.169.254/latest"}, "callback"),
+        ({"prompts": [PromptCreate("{{subject}} with {{hat}}")]}, "text"),
+        ({"images": PHOTOS[:2]}, "images"),
+    ],
+)
+def test_bad_requests_are_refused_and_nothing_is_written(runtime, changes, field):
+    with pytest.raises(ValidationError) as error:
+        runtime.studio.create_tune("alice", tune_request(**changes))
+    assert error.value.field == field
+    assert runtime.studio.list_tunes("alice") == []
+    assert not (runtime.settings.data_dir / "photos").exists() or not any(
+        (runtime.settings.data_dir / "photos").iterdir()
+    )
+
+
+def test_a_bad_photo_is_named_and_nothing_is_written(runtime):
+    with pytest.raises(PhotoRejectedError, match=r"notes\.jpg"):
+        runtime.studio.create_tune("alice", tune_request(images=[*PHOTOS[:3], ("notes.jpg", b"hello")]))
+    assert runtime.studio.list_tunes("alice") == []
+
+
+def test_without_credits_nothing_is_queued(runtime):
+    runtime.db.set_credits("alice", tunes=1, images=2)
+    with pytest.raises(InsufficientCreditsError, match="needs 1 tune credit"):
+        runtime.studio.create_tune("alice", tune_request(prompts=[PromptCreate("{{subject}}", num_images=4)]))
+    assert runtime.studio.list_tunes("alice") == []
+    tune = runtime.studio.create_tune("alice", tune_request(prompts=[PromptCreate("{{subject}}", num_images=2)]))
+    assert runtime.db.credits("alice") == (0, 0)
+    with pytest.raises(InsufficientCreditsError):
+        runtime.studio.create_prompt("alice", tune.tune.id, PromptCreate("{{subject}}", num_images=1))
+
+
+def test_cancel_stops_a_queued_tune_and_fails_its_prompts(runtime):
+    tune = runtime.studio.create_tune("alice", tune_request(prompts=[PromptCreate("{{subject}}")])).tune
+    cancelled = runtime.studio.cancel_tune("alice", tune.id)
+
+    assert cancelled.status == "cancelled"
+    assert runtime.worker.drain() == 0
+    [prompt] = runtime.studio.list_prompts("alice", tune_id=tune.id)
+    assert prompt.status == "failed" and "cancelled" in prompt.error
+    with pytest.raises(ConflictError):
+        runtime.studio.create_prompt("alice", tune.id, PromptCreate("{{subject}}"))
+
+
+def test_likes_and_delete(runtime):
+    studio = runtime.studio
+    tune = studio.create_tune("alice", tune_request(prompts=[PromptCreate("{{subject}}", num_images=1)])).tune
+    runtime.worker.drain()
+    [prompt] = studio.list_prompts("alice", tune_id=tune.id)
+    image = prompt.images[0]
+    assert studio.like_image("alice", image.id).liked
+    assert not studio.unlike_image("alice", image.id).liked
+
+    image_path = studio.image_file("alice", image.id)
+    studio.delete_tune("alice", tune.id)
+    with pytest.raises(NotFoundError):
+        studio.get_tune("alice", tune.id)
+    assert image_path.exists(), "images outlive their tune unless asked"
+    assert not studio.photos_dir(tune.id).exists()
+
+
+def test_a_failing_callback_is_retried_then_given_up_and_never_fails_the_tune(runtime):
+    receiver = Receiver(statuses=[500, 500, 500])
+    try:
+        tune = runtime.studio.create_tune("alice", tune_request(callback=f"{receiver.url}/tune")).tune
+        runtime.worker.drain()  # first attempt: 500
+        runtime.worker.callbacks.deliver_due()  # retry 1: 500
+        runtime.worker.callbacks.deliver_due()  # retry 2: 500, out of retries
+        runtime.worker.callbacks.deliver_due()  # nothing left to try
+    finally:
+        receiver.close()
+    [delivery] = runtime.db.deliveries_for("alice", "tune", tune.id)
+    assert (delivery.status, delivery.attempts, delivery.last_status) == ("failed", 3, 500)
+    assert len(receiver.received) == 3
+    assert runtime.studio.get_tune("alice", tune.id).status == "trained"
+
+
+def test_a_callback_that_fails_once_is_delivered_on_retry(runtime):
+    receiver = Receiver(statuses=[503])
+    try:
+        tune = runtime.studio.create_tune("alice", tune_request(callback=f"{receiver.url}/tune")).tune
+        runtime.worker.drain()
+        runtime.worker.callbacks.deliver_due()
+    finally:
+        receiver.close()
+    [delivery] = runtime.db.deliveries_for("alice", "tune", tune.id)
+    assert (delivery.status, delivery.attempts, delivery.last_status) == ("delivered", 2, 200)
+
+
+def test_work_left_running_by_a_dead_process_is_requeued_then_failed_after_three_tries(runtime):
+    tune = runtime.studio.create_tune("alice", tune_request()).tune
+    for attempt in (1, 2, 3):
+        kind, claimed = runtime.db.claim_next_job()  # "crash" right after claiming
+        assert (kind, claimed.id, claimed.attempts) == ("tune", tune.id, attempt)
+        reopened = Database(runtime.db.path)
+        requeued, failed = reopened.requeue_interrupted()
+        reopened.close()
+        assert (requeued, failed) == ((1, 0) if attempt < 3 else (0, 1))
+    final = runtime.studio.get_tune("alice", tune.id)
+    assert final.status == "failed" and "interrupted 3 times" in final.error
+
+
+def test_tiny_branch_trains_a_real_lora_and_generates_with_it(runtime):
+    studio = runtime.studio
+    tune = studio.create_tune(
+        "alice",
+        tune_request(branch="tiny", steps=3, prompts=[PromptCreate("{{subject}} smiling", num_images=2, steps=2)]),
+    ).tune
+    runtime.worker.drain()
+
+    tune = studio.get_tune("alice", tune.id)
+    assert tune.status == "trained", tune.error
+    assert tune.expires_at > tune.trained_at
+    assert runtime.store.exists(tune.artifact_location)
+    assert not studio.photos_dir(tune.id).exists(), "training photos are deleted once trained"
+    [prompt] = studio.list_prompts("alice", tune_id=tune.id)
+    assert prompt.status == "done" and len(prompt.images) == 2
+    assert Image.open(studio.image_file("alice", prompt.images[0].id)).size == (128, 128)
