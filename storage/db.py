@@ -222,6 +222,38 @@ class Database:
         )
         return True
 
+    # -- API keys ------------------------------------------------------------------------------------
+
+    def add_api_key(self, owner: str, key_hash: str, prefix: str) -> int:
+        with self.transaction() as conn:
+            self.ensure_user(conn, owner)
+            return conn.execute(
+                "INSERT INTO api_keys (owner, key_hash, prefix, created_at) VALUES (?, ?, ?, ?)",
+                (owner, key_hash, prefix, iso(utc_now())),
+            ).lastrowid
+
+    def owner_of_key(self, key_hash: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT owner FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
+            ).fetchone()
+        return row["owner"] if row else None
+
+    def list_api_keys(self, owner: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, prefix, created_at, revoked_at FROM api_keys WHERE owner = ? ORDER BY id", (owner,)
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def revoke_api_key(self, owner: str, key_id: int) -> bool:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE owner = ? AND id = ? AND revoked_at IS NULL",
+                (iso(utc_now()), owner, key_id),
+            )
+            return cursor.rowcount == 1
+
     # -- tunes -----------------------------------------------------------------------------------
 
     def insert_tune(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:

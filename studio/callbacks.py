@@ -10,7 +10,6 @@ import logging
 from datetime import timedelta
 
 from storage.net import backoff_delays, post_json
-
 from studio.service import Studio
 
 log = logging.getLogger(__name__)

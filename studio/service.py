@@ -6,6 +6,8 @@ is queued in the database and done by a worker (`studio.worker`); this module ne
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import shutil
 import tempfile
 import threading
@@ -15,8 +17,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from storage.net import check_url, fetch_url
-
 from pipelines.errors import ConflictError, InsufficientCreditsError, NotFoundError, ValidationError
 from pipelines.photos import PhotoInput
 from pipelines.prompts import render_prompt
@@ -24,7 +24,8 @@ from pipelines.registry import get_branch, model_reference
 from pipelines.settings import Settings
 from pipelines.tuning import TuneRequest, check_photos
 from storage.db import Database
-from storage.records import Image, Prompt, Tune, iso, utc_now
+from storage.net import check_url, fetch_url
+from storage.records import Image, Prompt, Tune, utc_now
 from studio.requests import PromptCreate, TuneCreate, check_page
 
 Clock = Callable[[], datetime]
@@ -211,6 +212,28 @@ class Studio:
     def expires_at(self, trained_at: datetime) -> datetime:
         return trained_at + timedelta(days=self.settings.retention_days)
 
+    # -- API keys --------------------------------------------------------------------------------
+
+    def create_api_key(self, owner: str) -> str:
+        """A new API key for `owner`. Returned once; only its SHA-256 is stored."""
+        key = "tsk_" + secrets.token_urlsafe(32)
+        self.db.add_api_key(owner, _hash_key(key), prefix=key[:8])
+        return key
+
+    def owner_for_api_key(self, key: str) -> str | None:
+        """The owner of a valid, unrevoked key, else None."""
+        if not isinstance(key, str) or not key.startswith("tsk_") or len(key) > 100:
+            return None
+        return self.db.owner_of_key(_hash_key(key))
+
+    def list_api_keys(self, owner: str) -> list[dict[str, Any]]:
+        """The caller's keys: id, first characters, created and revoked times (never the key)."""
+        return self.db.list_api_keys(owner)
+
+    def revoke_api_key(self, owner: str, key_id: int) -> None:
+        if not self.db.revoke_api_key(owner, key_id):
+            raise NotFoundError("api key", key_id)
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _set_liked(self, owner: str, image_id: int, liked: bool) -> Image:
@@ -291,5 +314,6 @@ class Studio:
         return f"Not enough credits: this needs {tunes} tune credit(s) and {images} image credit(s); {have}."
 
 
-def now_iso(clock: Clock) -> str:
-    return iso(clock()) or ""
+def _hash_key(key: str) -> str:
+    # API keys are 256-bit random, so a fast hash is enough (no password stretching needed)
+    return hashlib.sha256(key.encode()).hexdigest()
