@@ -2,13 +2,16 @@
 
 The sweep runs once at start (so expiries missed while the app was down still happen) and then every
 few minutes. Expired tunes lose their LoRA (local folder or Hub repo) and become `expired`; their images
-are kept. Tunes with `auto_extend` get a new expiry instead.
+are kept. Tunes with `auto_extend` get a new expiry instead. Generated images older than
+`TUNES_IMAGE_RETENTION_DAYS` (when set) are purged.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 
 from storage.records import iso
 from studio.service import Studio
@@ -22,6 +25,7 @@ class SweepResult:
     expired: list[int] = field(default_factory=list)
     extended: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
+    purged_images: int = 0
 
 
 def sweep(studio: Studio, store) -> SweepResult:
@@ -45,6 +49,11 @@ def sweep(studio: Studio, store) -> SweepResult:
             continue
         studio.db.update_tune(tune.owner, tune.id, status="expired", artifact_location=None, eta_seconds=None)
         result.expired.append(tune.id)
+    if studio.settings.image_retention_days:
+        cutoff = now - timedelta(days=studio.settings.image_retention_days)
+        for path in studio.db.purge_images_before(cutoff):
+            Path(path).unlink(missing_ok=True)
+            result.purged_images += 1
     return result
 
 

@@ -1,8 +1,9 @@
-"""Run the benchmark suite: `python -m bench [--only train|generate|real] [--quick]`.
+"""Run the benchmark suite: `python -m bench [--only train|generate|real|service] [--quick]`.
 
-Each configuration runs in a subprocess (`bench.train_step`, `bench.generation`) so that its peak
-memory is its own; this process only schedules them, relays their records to stdout (one JSON object
-per line) and writes all of them to `bench/results.json`. See bench/README.md for what the figures mean.
+Each configuration runs in a subprocess (`bench.train_step`, `bench.generation`, `bench.service`) so
+that its peak memory is its own; this process only schedules them, relays their records to stdout (one
+JSON object per line) and writes all of them to `bench/results.json`. See bench/README.md for what the
+figures mean.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from bench.common import ROOT, child_env, progress
 
-SECTIONS = ("train", "generate", "real")
+SECTIONS = ("train", "generate", "real", "service")
 DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
 CHILD_TIMEOUT_S = 20 * 60
 
@@ -46,6 +47,10 @@ def plan(sections: list[str], *, quick: bool, device: str, workdir: Path, thread
         jobs.append(Job("tiny generation", tuple(argv)))
     if "real" in sections:
         jobs += _real_training_jobs(workdir, quick=quick, common=common)
+    if "service" in sections:
+        argv = ["bench.service", "--workdir", str(workdir / "service"), *common]
+        argv += ["--tunes", "3", "--calls", "300", "--calls-per-thread", "50"] if quick else []
+        jobs.append(Job("service calls, fast branch", tuple(argv)))
     return jobs
 
 
@@ -124,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         choices=SECTIONS,
         help="run only this section (repeatable): train = tiny training, generate = tiny generation, "
-        "real = training the SD-1.5 architecture at 256 px",
+        "real = training the SD-1.5 architecture at 256 px, service = in-process service calls (fast branch)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions: a smoke run")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")

@@ -34,6 +34,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "TUNES_LORA_CACHE_SIZE": ("lora_cache_size", "LoRA adapters kept loaded per base pipeline (LRU)."),
     "TUNES_CHECKPOINT_EVERY": ("checkpoint_every", "Training steps between resumable checkpoints."),
     "TUNES_DEVICE": ("device", "`auto`, `cpu`, `cuda` or `cuda:N` for training and generation."),
+    "TUNES_IMAGE_RETENTION_DAYS": ("image_retention_days", "Days generated images are kept; 0 keeps them forever."),
     "TUNES_DELETE_PHOTOS": ("delete_photos_after_training", "Delete training photos once a tune is trained (1/0)."),
 }
 
@@ -61,6 +62,7 @@ class Settings:
     checkpoint_every: int = 100
     device: str = "auto"
     delete_photos_after_training: bool = True
+    image_retention_days: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -71,6 +73,8 @@ class Settings:
         for name in ("min_photo_side", "max_photo_pixels", "max_photo_bytes", "retention_days", "lora_cache_size"):
             if getattr(self, name) < 1:
                 raise SettingsError(_env_name(name), getattr(self, name), "must be a positive integer")
+        if self.image_retention_days < 0:
+            raise SettingsError("TUNES_IMAGE_RETENTION_DAYS", self.image_retention_days, "must be 0 (keep) or more")
         if self.checkpoint_every < 1:
             raise SettingsError("TUNES_CHECKPOINT_EVERY", self.checkpoint_every, "must be a positive integer")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):

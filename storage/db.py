@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -146,10 +146,12 @@ class Database:
 
     Args:
         path: the database file; its folder is created. Schema migrations run on open.
+        clock: "now" for the timestamps it writes (tests inject a fake clock).
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = utc_now):
         path = Path(path)
+        self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
@@ -195,7 +197,7 @@ class Database:
     # -- users -----------------------------------------------------------------------------------
 
     def ensure_user(self, conn: sqlite3.Connection, owner: str) -> None:
-        conn.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (owner, iso(utc_now())))
+        conn.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (?, ?)", (owner, iso(self.clock())))
 
     def credits(self, owner: str) -> tuple[int | None, int | None]:
         """(tune credits, image credits) of a user; None means unlimited."""
@@ -229,7 +231,7 @@ class Database:
             self.ensure_user(conn, owner)
             return conn.execute(
                 "INSERT INTO api_keys (owner, key_hash, prefix, created_at) VALUES (?, ?, ?, ?)",
-                (owner, key_hash, prefix, iso(utc_now())),
+                (owner, key_hash, prefix, iso(self.clock())),
             ).lastrowid
 
     def owner_of_key(self, key_hash: str) -> str | None:
@@ -250,14 +252,14 @@ class Database:
         with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE owner = ? AND id = ? AND revoked_at IS NULL",
-                (iso(utc_now()), owner, key_id),
+                (iso(self.clock()), owner, key_id),
             )
             return cursor.rowcount == 1
 
     # -- tunes -----------------------------------------------------------------------------------
 
     def insert_tune(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:
-        now = iso(utc_now())
+        now = iso(self.clock())
         row = {"owner": owner, "status": "queued", "created_at": now, "updated_at": now, **values}
         for key in ("characteristics", "photo_report", "orig_images"):
             if key in row:
@@ -288,7 +290,7 @@ class Database:
             raise ValueError(f"tune columns cannot be updated: {sorted(unknown)}")
         if "orig_images" in changes:
             changes["orig_images"] = json.dumps(changes["orig_images"])
-        changes["updated_at"] = iso(utc_now())
+        changes["updated_at"] = iso(self.clock())
         assignments = ", ".join(f"{key} = ?" for key in changes)
         with self.transaction() as conn:
             conn.execute(
@@ -302,7 +304,7 @@ class Database:
     # -- prompts and images ----------------------------------------------------------------------
 
     def insert_prompt(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:
-        now = iso(utc_now())
+        now = iso(self.clock())
         row = {"owner": owner, "status": "queued", "created_at": now, "updated_at": now, **values}
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -328,7 +330,7 @@ class Database:
         unknown = set(changes) - _PROMPT_UPDATABLE
         if unknown:
             raise ValueError(f"prompt columns cannot be updated: {sorted(unknown)}")
-        changes["updated_at"] = iso(utc_now())
+        changes["updated_at"] = iso(self.clock())
         assignments = ", ".join(f"{key} = ?" for key in changes)
         with self.transaction() as conn:
             conn.execute(
@@ -341,7 +343,7 @@ class Database:
 
     def complete_prompt(self, owner: str, prompt_id: int, images: Sequence[dict[str, Any]]) -> None:
         """Store a prompt's images and mark it done in one transaction (a crash keeps neither or both)."""
-        now = iso(utc_now())
+        now = iso(self.clock())
         with self.transaction() as conn:
             conn.execute("DELETE FROM images WHERE owner = ? AND prompt_id = ?", (owner, prompt_id))
             for image in images:
@@ -383,7 +385,7 @@ class Database:
         Prompts of trained tunes run between trainings so users of finished tunes are not stuck behind
         a long training queue; among each kind the order is FIFO.
         """
-        now = iso(utc_now())
+        now = iso(self.clock())
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id"
@@ -414,7 +416,7 @@ class Database:
         Returns:
             (requeued, failed) counts.
         """
-        now = iso(utc_now())
+        now = iso(self.clock())
         reason = f"interrupted {MAX_ATTEMPTS} times (the worker process stopped while this ran)"
         with self.transaction() as conn:
             failed = 0
@@ -439,7 +441,7 @@ class Database:
 
     def fail_prompts_of_tune(self, tune_id: int, reason: str) -> list[tuple[str, int]]:
         """When a tune fails or is cancelled, its queued prompts cannot run: fail them. Returns (owner, id)."""
-        now = iso(utc_now())
+        now = iso(self.clock())
         with self.transaction() as conn:
             rows = conn.execute(
                 "SELECT owner, id FROM prompts WHERE tune_id = ? AND status = 'queued'", (tune_id,)
@@ -468,10 +470,17 @@ class Database:
             ).fetchall()
         return [from_row(Tune, row) for row in rows]
 
+    def purge_images_before(self, cutoff: datetime) -> list[str]:
+        """Delete the rows of images created before `cutoff` (the retention sweep); returns their file paths."""
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT path FROM images WHERE created_at < ?", (iso(cutoff),)).fetchall()
+            conn.execute("DELETE FROM images WHERE created_at < ?", (iso(cutoff),))
+        return [row["path"] for row in rows]
+
     # -- callback deliveries ---------------------------------------------------------------------
 
     def add_delivery(self, owner: str, url: str, kind: str, record_id: int) -> int:
-        now = iso(utc_now())
+        now = iso(self.clock())
         with self.transaction() as conn:
             return conn.execute(
                 "INSERT INTO deliveries (owner, url, kind, record_id, status, next_attempt_at, created_at)"
@@ -490,7 +499,7 @@ class Database:
     def record_delivery(
         self, delivery_id: int, *, status: str, http_status: int | None, error: str | None, next_at: datetime | None
     ) -> None:
-        now = iso(utc_now())
+        now = iso(self.clock())
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = ?,"

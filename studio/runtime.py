@@ -33,7 +33,7 @@ def open_runtime(
 ) -> Runtime:
     """Open the database (migrating it), pick the artifact store, and start the worker unless told not to."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.data_dir / "tunes.db")
+    db = Database(settings.data_dir / "tunes.db", clock=clock)
     studio = Studio(settings, db, clock=clock)
     store = open_store(settings)
     generator = Generator(settings)

@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Protocol
 
 from pipelines.errors import PhotoRejectedError, TrainingCancelledError, TunesError, ValidationError
@@ -20,6 +21,7 @@ from pipelines.generate import GenerationRequest, Generator, LoraSpec
 from pipelines.registry import get_branch
 from pipelines.train import TrainProgress
 from pipelines.tuning import TuneRequest, check_photos, train_tune
+from storage.artifacts import ModelCard
 from storage.records import MAX_ATTEMPTS, Prompt, Tune, iso
 from studio.callbacks import CallbackSender
 from studio.service import Studio
@@ -27,6 +29,7 @@ from studio.service import Studio
 log = logging.getLogger(__name__)
 _PROGRESS_EVERY_S = 0.5  # how often training progress is written to the tune record
 _CANCEL_CHECK_EVERY_S = 1.0
+SAMPLE_IMAGES, SAMPLE_STEPS = 2, 25  # model-card samples: a few seconds on a GPU
 
 
 class Backend(Protocol):
@@ -176,15 +179,38 @@ class InProcessWorker:
         result = train_tune(
             self.settings, checked, request, output, on_progress=on_progress, should_cancel=should_cancel
         )
-        from storage.artifacts import ModelCard
-
+        instance_prompt = result.metadata["instance_prompt"]
         card = ModelCard(
             base_model=tune.base_model,
-            instance_prompt=result.metadata["instance_prompt"],
+            instance_prompt=instance_prompt,
             branch=tune.branch,
             title=tune.title,
+            sample_images=self._samples(tune, result.output_dir, instance_prompt),
         )
         return self.store.put(str(tune.id), result.output_dir, card)
+
+    def _samples(self, tune: Tune, lora_dir: Path, prompt: str) -> tuple[Path, ...]:
+        """Two images of the instance prompt for the model card; a failure here never fails the tune."""
+        try:
+            request = GenerationRequest(
+                prompt=prompt,
+                num_images=SAMPLE_IMAGES,
+                seed=tune.seed,
+                steps=SAMPLE_STEPS,
+                loras=(LoraSpec(f"tune-{tune.id}", lora_dir),),
+            )
+            result = self.generator.generate(tune.branch, request)
+        except Exception:
+            log.warning("no sample images for tune %s: %s", tune.id, traceback.format_exc(limit=3))
+            return ()
+        folder = lora_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        paths = []
+        for index, item in enumerate(result.images):
+            path = folder / f"{index}.png"
+            item.image.save(path)
+            paths.append(path)
+        return tuple(paths)
 
     def _drop_training_files(self, tune: Tune) -> None:
         """Training photos go once the LoRA is safely stored (privacy); the LoRA lives in the store."""

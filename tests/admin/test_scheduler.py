@@ -90,3 +90,24 @@ def test_the_scheduler_sweeps_once_at_start(runtime, clock):
     finally:
         scheduler.shutdown()
     assert runtime.studio.get_tune("alice", tune.id).status == "expired"
+
+
+def test_generated_images_older_than_their_retention_are_purged(settings, clock):
+    runtime = open_runtime(settings.with_overrides(image_retention_days=10), clock=clock, start_worker=False)
+    try:
+        request = TuneCreate(
+            title="me", name="woman", images=PHOTOS, branch="fast", prompts=[PromptCreate("{{subject}}", num_images=2)]
+        )
+        tune = runtime.studio.create_tune("alice", request).tune
+        runtime.worker.drain()
+        [prompt] = runtime.studio.list_prompts("alice", tune_id=tune.id)
+        files = [runtime.studio.image_file("alice", image.id) for image in prompt.images]
+
+        clock.advance(9)
+        assert sweep(runtime.studio, runtime.store).purged_images == 0
+        clock.advance(2)
+        assert sweep(runtime.studio, runtime.store).purged_images == 2
+        assert not any(path.exists() for path in files)
+        assert runtime.studio.get_prompt("alice", prompt.id).images == []
+    finally:
+        runtime.close()
