@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import gradio as gr
 
+from admin.scheduler import start_scheduler
 from pipelines.generate import Generator
 from pipelines.settings import Settings
+from studio.runtime import open_runtime
 from ui.core_tab import build_core_tab
 
 
-def build_app(settings: Settings) -> gr.Blocks:
-    """The whole app for one process: one generator (pipelines stay loaded) shared by every session."""
-    generator = Generator(settings)
+def build_app(settings: Settings, generator: Generator | None = None) -> gr.Blocks:
+    """The app for one process: one generator (pipelines stay loaded) shared by every session."""
+    generator = generator or Generator(settings)
     with gr.Blocks(title="Tune Studio") as app:
         gr.Markdown("# Tune Studio\nPersonal AI avatars: train a DreamBooth LoRA on your photos, then generate.")
         build_core_tab(settings, generator)
@@ -20,8 +22,14 @@ def build_app(settings: Settings) -> gr.Blocks:
 
 def main() -> None:
     settings = Settings.from_env()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    build_app(settings).queue(default_concurrency_limit=1).launch(max_file_size=settings.max_photo_bytes)
+    runtime = open_runtime(settings)  # database, artifact store, worker thread (re-queues interrupted work)
+    scheduler = start_scheduler(runtime.studio, runtime.store)  # expiry sweep: now, then every few minutes
+    try:
+        app = build_app(settings, runtime.generator).queue(default_concurrency_limit=1)
+        app.launch(max_file_size=settings.max_photo_bytes)
+    finally:
+        scheduler.shutdown(wait=False)
+        runtime.close()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ WAIT_LIMIT_S = 60.0  # a tune or prompt not finished by then means the worker is
 def astronaut_photos() -> list[tuple[str, bytes]]:
     """Four distinct JPEGs of one real face (~512 px): the photo, its mirror image, a crop, a brighter crop.
 
-    Distinct so that the photo check keeps all four (it refuses near-duplicates).
+    Distinct, so that the photo check reports none of them as a near-duplicate of another.
     """
     from PIL import Image, ImageEnhance
     from skimage import data
@@ -108,8 +108,8 @@ def _turnaround(studio: Studio, photos: list[tuple[str, bytes]], title: str, *, 
 def _fill(runtime: Runtime, total: int) -> list[int]:
     """Bring the owner's tunes up to `total` with trained copies of the newest one; returns all their ids.
 
-    Copies are written through the database (no photo check: ~1 s saved per tune); each keeps the copied
-    tune's photo report and other fields, so a row costs what a created one costs to read.
+    Copies are written through the database (no photo check: ~1 s saved per tune on 2 CPU cores); each
+    keeps the copied tune's photo report and other fields, so a row costs what a created one costs to read.
     """
     tunes = runtime.db.list_tunes(OWNER, limit=total, offset=0)
     template = dataclasses.asdict(tunes[0])
