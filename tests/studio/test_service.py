@@ -279,3 +279,68 @@ def test_tiny_branch_trains_a_real_lora_and_generates_with_it(runtime):
     [prompt] = studio.list_prompts("alice", tune_id=tune.id)
     assert prompt.status == "done" and len(prompt.images) == 2
     assert Image.open(studio.image_file("alice", prompt.images[0].id)).size == (128, 128)
+
+
+def test_api_keys_are_shown_once_stored_hashed_and_revocable(runtime):
+    studio = runtime.studio
+    key = studio.create_api_key("alice")
+    assert key.startswith("tsk_") and len(key) > 40
+    assert studio.owner_for_api_key(key) == "alice"
+    assert studio.owner_for_api_key(key + "x") is None and studio.owner_for_api_key("") is None
+    [listed] = studio.list_api_keys("alice")
+    assert key not in json.dumps(listed) and listed["prefix"] == key[:8]
+    stored = b"".join(path.read_bytes() for path in runtime.db.path.parent.glob("tunes.db*"))  # with the WAL
+    assert key[4:].encode() not in stored
+    with pytest.raises(NotFoundError):
+        studio.revoke_api_key("bob", listed["id"])
+    studio.revoke_api_key("alice", listed["id"])
+    assert studio.owner_for_api_key(key) is None
+
+
+def test_prompts_of_trained_tunes_run_before_queued_trainings(runtime):
+    studio = runtime.studio
+    first = studio.create_tune("alice", tune_request("first")).tune
+    runtime.worker.drain()
+    studio.create_tune("alice", tune_request("second"))
+    studio.create_prompt("alice", first.id, PromptCreate("{{subject}}", num_images=1))
+    kind, record = runtime.db.claim_next_job()
+    assert kind == "prompt" and record.tune_id == first.id
+    kind, record = runtime.db.claim_next_job()
+    assert kind == "tune" and record.title == "second"
+
+
+def test_photos_can_come_from_urls(runtime):
+    served = {f"/p{i}.jpg": body for i, (_, body) in enumerate(PHOTOS)}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = served[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        request = tune_request(images=[], image_urls=[f"{base}{path}" for path in served])
+        created = runtime.studio.create_tune("alice", request)
+    finally:
+        server.shutdown()
+    assert created.tune.orig_images == ["p0.jpg", "p1.jpg", "p2.jpg", "p3.jpg"]
+    assert len(list(runtime.studio.photos_dir(created.tune.id).glob("*.png"))) == 4
+
+
+def test_photo_urls_to_private_addresses_are_refused(settings):
+    runtime = open_runtime(settings, start_worker=False)  # no allowed hosts
+    try:
+        with pytest.raises(ValidationError) as error:
+            runtime.studio.create_tune("alice", tune_request(images=PHOTOS[:3], image_urls=["http://127.0.0.1/x.jpg"]))
+        assert error.value.field == "image_urls[0]"
+        assert runtime.studio.list_tunes("alice") == []
+    finally:
+        runtime.close()
