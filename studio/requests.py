@@ -12,6 +12,7 @@ from pipelines.prompts import check_characteristics
 
 MAX_TITLE = 200
 MAX_TUNES_PER_PAGE = 100
+MAX_STEPS = 20_000  # the trainer's bound, checked here so a bad value never reaches the queue
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ class TuneCreate:
         object.__setattr__(self, "images", tuple(self.images))
         object.__setattr__(self, "image_urls", tuple(self.image_urls))
         object.__setattr__(self, "prompts", tuple(self.prompts))
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)):
-            raise ValidationError("steps", self.steps, "must be an integer")
+        if self.steps is not None and (
+            isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS
+        ):
+            raise ValidationError("steps", self.steps, f"must be an integer between 1 and {MAX_STEPS}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
             raise ValidationError("seed", self.seed, f"must be an integer between 0 and {MAX_SEED}")
         if len(self.prompts) > 64:

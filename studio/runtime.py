@@ -34,8 +34,8 @@ def open_runtime(
     """Open the database (migrating it), pick the artifact store, and start the worker unless told not to."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.data_dir / "tunes.db", clock=clock)
-    studio = Studio(settings, db, clock=clock)
     store = open_store(settings)
+    studio = Studio(settings, db, store=store, clock=clock)
     generator = Generator(settings)
     worker = InProcessWorker(studio, generator, store, callbacks=CallbackSender(studio, delays=callback_delays))
     if start_worker:

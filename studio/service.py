@@ -45,12 +45,14 @@ class Studio:
     Args:
         settings: limits, data folder, branch defaults.
         db: the records.
+        store: the artifact store holding trained LoRAs (deleted with their tune).
         clock: "now" (tests inject a fake clock to drive expiry).
     """
 
-    def __init__(self, settings: Settings, db: Database, *, clock: Clock = utc_now):
+    def __init__(self, settings: Settings, db: Database, *, store: Any = None, clock: Clock = utc_now):
         self.settings = settings
         self.db = db
+        self.store = store
         self.clock = clock
         self.work_available = threading.Event()  # set when something is queued; the worker waits on it
 
@@ -142,13 +144,18 @@ class Studio:
         self.db.fail_prompts_of_tune(tune_id, "the tune was cancelled")
         return self.get_tune(owner, tune_id)
 
-    def delete_tune(self, owner: str, tune_id: int, *, delete_images: bool = False, store: Any = None) -> None:
-        """Delete a tune, its photos and LoRA (from `store` when it lives there); images stay unless asked."""
+    def delete_tune(self, owner: str, tune_id: int, *, delete_images: bool = False) -> None:
+        """Delete a tune, its photos and its LoRA (local folder or Hub repo); images stay unless asked.
+
+        Raises:
+            NotFoundError: no such tune of the caller. ArtifactError: the LoRA could not be deleted (the
+            tune is kept, so the deletion can be retried).
+        """
         tune = self.get_tune(owner, tune_id)
         if tune.status in ("queued", "training"):
             self.cancel_tune(owner, tune_id)
-        if tune.artifact_location and store is not None:
-            store.delete(tune.artifact_location)
+        if tune.artifact_location and self.store is not None:
+            self.store.delete(tune.artifact_location)
         prompts = self.db.list_prompts(owner, tune_id=tune_id, limit=10_000, offset=0)
         self.db.delete_tune(owner, tune_id)
         shutil.rmtree(self.photos_dir(tune_id), ignore_errors=True)

@@ -54,7 +54,9 @@ def test_a_killed_worker_loses_nothing_and_resumes_training(settings):
     assert checkpoint.exists(), child.stderr.read().decode()[-3000:] if child.poll() is not None else "no checkpoint"
     child.send_signal(signal.SIGKILL)
     child.wait()
-    assert runtime.studio.get_tune("alice", tune.id).status == "training", "the dead worker left it running"
+    interrupted = runtime.studio.get_tune("alice", tune.id)
+    assert interrupted.status == "training", "the dead worker left it running"
+    assert interrupted.progress > 0 and interrupted.eta_seconds > 0, "progress is written to the record"
 
     # a new worker process would do exactly this on start
     runtime.db.requeue_interrupted()

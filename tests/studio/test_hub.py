@@ -39,7 +39,7 @@ def test_a_tiny_tune_goes_to_a_private_repo_with_a_card_and_comes_back_for_promp
         [prompt] = runtime.studio.list_prompts("alice", tune_id=tune.id)
         assert prompt.status == "done" and len(prompt.images) == 1
 
-        runtime.studio.delete_tune("alice", tune.id, store=runtime.store)
+        runtime.studio.delete_tune("alice", tune.id)
         assert repo_id not in fake_hub.repos
     finally:
         runtime.close()

@@ -164,6 +164,8 @@ def test_list_is_newest_first_with_limit_and_offset(runtime):
         ({"callback": "http://169.254.169.254/latest"}, "callback"),
         ({"prompts": [PromptCreate("{{subject}} with {{hat}}")]}, "text"),
         ({"images": PHOTOS[:2]}, "images"),
+        ({"steps": 10**6}, "steps"),
+        ({"characteristics": {"eye color": "blue"}}, "characteristics.eye color"),
     ],
 )
 def test_bad_requests_are_refused_and_nothing_is_written(runtime, changes, field):
@@ -279,6 +281,9 @@ def test_tiny_branch_trains_a_real_lora_and_generates_with_it(runtime):
     [prompt] = studio.list_prompts("alice", tune_id=tune.id)
     assert prompt.status == "done" and len(prompt.images) == 2
     assert Image.open(studio.image_file("alice", prompt.images[0].id)).size == (128, 128)
+
+    studio.delete_tune("alice", tune.id)
+    assert not runtime.store.exists(tune.artifact_location), "deleting a tune deletes its LoRA"
 
 
 def test_api_keys_are_shown_once_stored_hashed_and_revocable(runtime):
