@@ -284,18 +284,29 @@ class Database:
             ).fetchall()
         return [from_row(Tune, row) for row in rows]
 
-    def update_tune(self, owner: str, tune_id: int, **changes: Any) -> None:
-        unknown = set(changes) - _TUNE_UPDATABLE
+    def update_tune(self, owner: str, tune_id: int, *, only_if_status: str | None = None, **changes: Any) -> bool:
+        """Change columns of one tune. With `only_if_status`, only while it still has that status (the
+        worker uses this so a tune cancelled or deleted meanwhile is not brought back). Returns whether a
+        row changed."""
+        return self._update("tunes", _TUNE_UPDATABLE, owner, tune_id, only_if_status, changes)
+
+    def _update(
+        self, table: str, allowed: set[str], owner: str, record_id: int, status: str | None, changes: dict[str, Any]
+    ) -> bool:
+        unknown = set(changes) - allowed
         if unknown:
-            raise ValueError(f"tune columns cannot be updated: {sorted(unknown)}")
+            raise ValueError(f"{table} columns cannot be updated: {sorted(unknown)}")
         if "orig_images" in changes:
             changes["orig_images"] = json.dumps(changes["orig_images"])
         changes["updated_at"] = iso(self.clock())
-        assignments = ", ".join(f"{key} = ?" for key in changes)
+        assignments = ", ".join(f"{key} = ?" for key in changes)  # keys come from `allowed`, never from users
+        query = f"UPDATE {table} SET {assignments} WHERE owner = ? AND id = ?"
+        params: list[Any] = [*changes.values(), owner, record_id]
+        if status is not None:
+            query += " AND status = ?"
+            params.append(status)
         with self.transaction() as conn:
-            conn.execute(
-                f"UPDATE tunes SET {assignments} WHERE owner = ? AND id = ?", (*changes.values(), owner, tune_id)
-            )
+            return conn.execute(query, params).rowcount == 1
 
     def delete_tune(self, owner: str, tune_id: int) -> None:
         with self.transaction() as conn:
@@ -326,25 +337,25 @@ class Database:
             rows = self._conn.execute(query, (*params, limit, offset)).fetchall()
             return [self._with_images(from_row(Prompt, row)) for row in rows]
 
-    def update_prompt(self, owner: str, prompt_id: int, **changes: Any) -> None:
-        unknown = set(changes) - _PROMPT_UPDATABLE
-        if unknown:
-            raise ValueError(f"prompt columns cannot be updated: {sorted(unknown)}")
-        changes["updated_at"] = iso(self.clock())
-        assignments = ", ".join(f"{key} = ?" for key in changes)
-        with self.transaction() as conn:
-            conn.execute(
-                f"UPDATE prompts SET {assignments} WHERE owner = ? AND id = ?", (*changes.values(), owner, prompt_id)
-            )
+    def update_prompt(self, owner: str, prompt_id: int, *, only_if_status: str | None = None, **changes: Any) -> bool:
+        """Change columns of one prompt (see `update_tune` for `only_if_status`)."""
+        return self._update("prompts", _PROMPT_UPDATABLE, owner, prompt_id, only_if_status, changes)
 
     def delete_prompt(self, owner: str, prompt_id: int) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM prompts WHERE owner = ? AND id = ?", (owner, prompt_id))
 
-    def complete_prompt(self, owner: str, prompt_id: int, images: Sequence[dict[str, Any]]) -> None:
-        """Store a prompt's images and mark it done in one transaction (a crash keeps neither or both)."""
+    def complete_prompt(self, owner: str, prompt_id: int, images: Sequence[dict[str, Any]]) -> bool:
+        """Store a prompt's images and mark it done in one transaction (a crash keeps neither or both).
+
+        Returns False, storing nothing, when the prompt is no longer generating (deleted or its tune
+        cancelled meanwhile).
+        """
         now = iso(self.clock())
         with self.transaction() as conn:
+            row = conn.execute("SELECT status FROM prompts WHERE owner = ? AND id = ?", (owner, prompt_id)).fetchone()
+            if row is None or row["status"] != "generating":
+                return False
             conn.execute("DELETE FROM images WHERE owner = ? AND prompt_id = ?", (owner, prompt_id))
             for image in images:
                 conn.execute(
@@ -357,6 +368,7 @@ class Database:
                 " WHERE owner = ? AND id = ?",
                 (now, now, owner, prompt_id),
             )
+        return True
 
     def get_image(self, owner: str, image_id: int) -> Image | None:
         with self._lock:

@@ -95,12 +95,15 @@ class InProcessWorker:
         job = self.db.claim_next_job()
         if job is None:
             return False
-        kind, record = job
+        self.run(*job)
+        return True
+
+    def run(self, kind: str, record: Tune | Prompt) -> None:
+        """Run one claimed job ("tune" or "prompt")."""
         if kind == "tune":
             self._run_training(record)
         else:
             self._run_prompt(record)
-        return True
 
     def drain(self, *, max_jobs: int = 1000) -> int:
         """Run jobs until the queue is empty (tests and scripts). Returns how many ran."""
@@ -118,7 +121,8 @@ class InProcessWorker:
             # the mock branch trains nothing; its prompts get placeholder images
             location = None if branch.is_mock else self._train(tune)
         except TrainingCancelledError:
-            return  # the record already says cancelled
+            self._discard_if_gone(tune)
+            return  # the record already says cancelled (or is deleted)
         except (ValidationError, PhotoRejectedError) as error:  # will fail the same way again
             self._fail_tune(tune, str(error))
             return
@@ -127,12 +131,15 @@ class InProcessWorker:
             if tune.attempts >= MAX_ATTEMPTS:
                 self._fail_tune(tune, f"failed {tune.attempts} times; last error: {_describe(error)}")
             else:
-                self.db.update_tune(tune.owner, tune.id, status="queued", error=_describe(error))
+                self.db.update_tune(
+                    tune.owner, tune.id, only_if_status="training", status="queued", error=_describe(error)
+                )
             return
         trained_at = self.studio.clock()
-        self.db.update_tune(
+        finished = self.db.update_tune(
             tune.owner,
             tune.id,
+            only_if_status="training",
             status="trained",
             progress=1.0,
             eta_seconds=0,
@@ -141,6 +148,11 @@ class InProcessWorker:
             expires_at=iso(self.studio.expires_at(trained_at)) if location else None,
             artifact_location=location,
         )
+        if not finished:  # cancelled or deleted while the last steps ran: keep nothing of it
+            if location is not None:
+                self.store.delete(location)
+            self._discard_if_gone(tune)
+            return
         if location is not None:
             self._drop_training_files(tune)
         self.callbacks.tune_finished(tune.owner, tune.id)
@@ -218,8 +230,18 @@ class InProcessWorker:
         if self.settings.delete_photos_after_training:
             shutil.rmtree(self.studio.photos_dir(tune.id), ignore_errors=True)
 
+    def _discard_if_gone(self, tune: Tune) -> None:
+        """A tune deleted or cancelled while it trained keeps no training files (nothing will resume it)."""
+        current = self.db.get_tune(tune.owner, tune.id)
+        if current is None or current.status == "cancelled":
+            shutil.rmtree(self.studio.training_dir(tune.id), ignore_errors=True)
+            shutil.rmtree(self.studio.photos_dir(tune.id), ignore_errors=True)
+
     def _fail_tune(self, tune: Tune, reason: str) -> None:
-        self.db.update_tune(tune.owner, tune.id, status="failed", error=reason, eta_seconds=None)
+        if not self.db.update_tune(
+            tune.owner, tune.id, only_if_status="training", status="failed", error=reason, eta_seconds=None
+        ):
+            return
         for owner, prompt_id in self.db.fail_prompts_of_tune(tune.id, f"the tune failed: {reason}"):
             self.callbacks.prompt_finished(owner, prompt_id)
         self.callbacks.tune_finished(tune.owner, tune.id)
@@ -231,14 +253,21 @@ class InProcessWorker:
         try:
             images = self._generate(tune, prompt)
         except Exception as error:
-            if isinstance(error, TunesError) or prompt.attempts >= MAX_ATTEMPTS:
-                self.db.update_prompt(prompt.owner, prompt.id, status="failed", error=_describe(error))
+            final = isinstance(error, TunesError) or prompt.attempts >= MAX_ATTEMPTS
+            changed = self.db.update_prompt(
+                prompt.owner,
+                prompt.id,
+                only_if_status="generating",
+                status="failed" if final else "queued",
+                error=_describe(error),
+            )
+            if final and changed:
                 self.callbacks.prompt_finished(prompt.owner, prompt.id)
-            else:
-                self.db.update_prompt(prompt.owner, prompt.id, status="queued", error=_describe(error))
             log.error("prompt %s failed: %s", prompt.id, traceback.format_exc(limit=5))
             return
-        self.db.complete_prompt(prompt.owner, prompt.id, images)
+        if not self.db.complete_prompt(prompt.owner, prompt.id, images):  # deleted meanwhile
+            shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)
+            return
         self.callbacks.prompt_finished(prompt.owner, prompt.id)
 
     def _generate(self, tune: Tune, prompt: Prompt) -> list[dict]:

@@ -349,3 +349,32 @@ def test_photo_urls_to_private_addresses_are_refused(settings):
         assert runtime.studio.list_tunes("alice") == []
     finally:
         runtime.close()
+
+
+def test_a_tune_cancelled_while_training_stays_cancelled_and_keeps_no_lora(runtime):
+    studio = runtime.studio
+    tune = studio.create_tune("alice", tune_request(branch="tiny", steps=2)).tune
+    kind, claimed = runtime.db.claim_next_job()
+    studio.cancel_tune("alice", tune.id)  # the user cancels while the worker trains
+    runtime.worker.run(kind, claimed)
+
+    final = studio.get_tune("alice", tune.id)
+    assert final.status == "cancelled" and final.artifact_location is None
+    assert not (runtime.settings.data_dir / "artifacts").exists() or not any(
+        (runtime.settings.data_dir / "artifacts").iterdir()
+    )
+    assert not studio.training_dir(tune.id).exists() and not studio.photos_dir(tune.id).exists()
+
+
+def test_a_prompt_deleted_while_generating_leaves_no_images(runtime):
+    studio = runtime.studio
+    tune = studio.create_tune("alice", tune_request()).tune
+    runtime.worker.drain()
+    prompt = studio.create_prompt("alice", tune.id, PromptCreate("{{subject}}", num_images=2))
+    kind, claimed = runtime.db.claim_next_job()
+    studio.delete_prompt("alice", prompt.id)
+    runtime.worker.run(kind, claimed)
+
+    assert not studio.images_dir(prompt.id).exists()
+    with pytest.raises(NotFoundError):
+        studio.get_prompt("alice", prompt.id)
