@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("USER must not be empty")
             key = Studio(settings, db).create_api_key(args.user.strip())
             print(key)
-            print(f"API key for {args.user} (shown once; store it now).", file=sys.stderr)
+            print(f"API key for {args.user} in {db.path} (shown once; store it now).", file=sys.stderr)
     finally:
         db.close()
     return 0

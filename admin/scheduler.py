@@ -47,8 +47,10 @@ def sweep(studio: Studio, store) -> SweepResult:
             result.errors[tune.id] = str(error)
             log.warning("could not delete the LoRA of tune %s: %s", tune.id, error)
             continue
-        studio.db.update_tune(tune.owner, tune.id, status="expired", artifact_location=None, eta_seconds=None)
-        result.expired.append(tune.id)
+        if studio.db.end_tune(
+            tune.owner, tune.id, "expired", from_statuses=("trained",), artifact_location=None, eta_seconds=None
+        ):
+            result.expired.append(tune.id)
     if studio.settings.image_retention_days:
         cutoff = now - timedelta(days=studio.settings.image_retention_days)
         for path in studio.db.purge_images_before(cutoff):

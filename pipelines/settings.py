@@ -65,7 +65,8 @@ class Settings:
     image_retention_days: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        # absolute: stored file paths must not depend on the folder the process was started from
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
         if not 1 <= self.min_photos <= self.max_photos:
             raise SettingsError(
                 "TUNES_MIN_PHOTOS", self.min_photos, f"must be >= 1 and <= TUNES_MAX_PHOTOS={self.max_photos}"

@@ -308,8 +308,14 @@ class Database:
         with self.transaction() as conn:
             return conn.execute(query, params).rowcount == 1
 
-    def delete_tune(self, owner: str, tune_id: int) -> None:
+    def delete_tune(self, owner: str, tune_id: int, *, with_images: bool = False) -> None:
+        """Delete a tune and its prompts; its images stay (they outlive the tune) unless `with_images`."""
         with self.transaction() as conn:
+            if with_images:
+                conn.execute(
+                    "DELETE FROM images WHERE owner = ? AND prompt_id IN (SELECT id FROM prompts WHERE tune_id = ?)",
+                    (owner, tune_id),
+                )
             conn.execute("DELETE FROM tunes WHERE owner = ? AND id = ?", (owner, tune_id))
 
     # -- prompts and images ----------------------------------------------------------------------
@@ -342,33 +348,10 @@ class Database:
         return self._update("prompts", _PROMPT_UPDATABLE, owner, prompt_id, only_if_status, changes)
 
     def delete_prompt(self, owner: str, prompt_id: int) -> None:
+        """Delete a prompt and its image rows (the caller removes the files)."""
         with self.transaction() as conn:
-            conn.execute("DELETE FROM prompts WHERE owner = ? AND id = ?", (owner, prompt_id))
-
-    def complete_prompt(self, owner: str, prompt_id: int, images: Sequence[dict[str, Any]]) -> bool:
-        """Store a prompt's images and mark it done in one transaction (a crash keeps neither or both).
-
-        Returns False, storing nothing, when the prompt is no longer generating (deleted or its tune
-        cancelled meanwhile).
-        """
-        now = iso(self.clock())
-        with self.transaction() as conn:
-            row = conn.execute("SELECT status FROM prompts WHERE owner = ? AND id = ?", (owner, prompt_id)).fetchone()
-            if row is None or row["status"] != "generating":
-                return False
             conn.execute("DELETE FROM images WHERE owner = ? AND prompt_id = ?", (owner, prompt_id))
-            for image in images:
-                conn.execute(
-                    "INSERT INTO images (prompt_id, owner, path, seed, width, height, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (prompt_id, owner, image["path"], image["seed"], image["width"], image["height"], now),
-                )
-            conn.execute(
-                "UPDATE prompts SET status = 'done', error = NULL, completed_at = ?, updated_at = ?"
-                " WHERE owner = ? AND id = ?",
-                (now, now, owner, prompt_id),
-            )
-        return True
+            conn.execute("DELETE FROM prompts WHERE owner = ? AND id = ?", (owner, prompt_id))
 
     def get_image(self, owner: str, image_id: int) -> Image | None:
         with self._lock:
@@ -399,6 +382,17 @@ class Database:
         """
         now = iso(self.clock())
         with self.transaction() as conn:
+            # a backstop: prompts whose tune can no longer train never wait forever
+            for dead in conn.execute(
+                "SELECT p.owner, p.id FROM prompts p JOIN tunes t ON t.id = p.tune_id"
+                " WHERE p.status = 'queued' AND t.status IN ('failed', 'cancelled', 'expired')"
+            ).fetchall():
+                conn.execute(
+                    "UPDATE prompts SET status = 'failed', error = 'the tune can no longer be used', updated_at = ?"
+                    " WHERE id = ?",
+                    (now, dead["id"]),
+                )
+                self._after_prompt_ended(conn, dead["owner"], dead["id"])
             row = conn.execute(
                 "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id"
                 " WHERE p.status = 'queued' AND t.status = 'trained' ORDER BY p.id LIMIT 1"
@@ -423,7 +417,8 @@ class Database:
             return "tune", from_row(Tune, conn.execute("SELECT * FROM tunes WHERE id = ?", (row["id"],)).fetchone())
 
     def requeue_interrupted(self) -> tuple[int, int]:
-        """Put work a dead process left running back in the queue, or fail it after MAX_ATTEMPTS.
+        """Put work a dead process left running back in the queue, or fail it after MAX_ATTEMPTS
+        (failing a tune fails its queued prompts; callbacks are queued).
 
         Returns:
             (requeued, failed) counts.
@@ -432,12 +427,24 @@ class Database:
         reason = f"interrupted {MAX_ATTEMPTS} times (the worker process stopped while this ran)"
         with self.transaction() as conn:
             failed = 0
-            for table, running in (("tunes", "training"), ("prompts", "generating")):
-                failed += conn.execute(
-                    f"UPDATE {table} SET status = 'failed', error = ?, updated_at = ?"
-                    f" WHERE status = '{running}' AND attempts >= ?",
-                    (reason, now, MAX_ATTEMPTS),
-                ).rowcount
+            for row in conn.execute(
+                "SELECT owner, id FROM prompts WHERE status = 'generating' AND attempts >= ?", (MAX_ATTEMPTS,)
+            ).fetchall():
+                conn.execute(
+                    "UPDATE prompts SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                    (reason, now, row["id"]),
+                )
+                self._after_prompt_ended(conn, row["owner"], row["id"])
+                failed += 1
+            for row in conn.execute(
+                "SELECT owner, id FROM tunes WHERE status = 'training' AND attempts >= ?", (MAX_ATTEMPTS,)
+            ).fetchall():
+                conn.execute(
+                    "UPDATE tunes SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                    (reason, now, row["id"]),
+                )
+                self._after_tune_ended(conn, row["owner"], row["id"], "failed", reason)
+                failed += 1
             requeued = conn.execute(
                 "UPDATE tunes SET status = 'queued', updated_at = ? WHERE status = 'training'", (now,)
             ).rowcount
@@ -446,24 +453,105 @@ class Database:
             ).rowcount
         return requeued, failed
 
-    def queued_prompt_ids(self, tune_id: int) -> list[int]:
-        with self._lock:
-            rows = self._conn.execute("SELECT id FROM prompts WHERE tune_id = ? AND status = 'queued'", (tune_id,))
-            return [row["id"] for row in rows.fetchall()]
+    def release(self, owner: str, tune_id: int) -> None:
+        """Give a tune back to the queue without counting the attempt (a clean worker shutdown)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE tunes SET status = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?"
+                " WHERE owner = ? AND id = ? AND status = 'training'",
+                (iso(self.clock()), owner, tune_id),
+            )
 
-    def fail_prompts_of_tune(self, tune_id: int, reason: str) -> list[tuple[str, int]]:
-        """When a tune fails or is cancelled, its queued prompts cannot run: fail them. Returns (owner, id)."""
+    def end_tune(
+        self, owner: str, tune_id: int, status: str, *, from_statuses: tuple[str, ...], **changes: Any
+    ) -> bool:
+        """Move a tune to `status` if it is in one of `from_statuses`, with its consequences, atomically:
+        a tune that can no longer train fails its queued prompts, and the callbacks are queued.
+
+        Returns:
+            False (nothing changed) when the tune is gone or in another status.
+        """
+        changes = {"status": status, **changes, "updated_at": iso(self.clock())}
+        unknown = set(changes) - _TUNE_UPDATABLE - {"updated_at"}
+        if unknown:
+            raise ValueError(f"tunes columns cannot be updated: {sorted(unknown)}")
+        assignments = ", ".join(f"{key} = ?" for key in changes)
+        marks = ", ".join("?" for _ in from_statuses)
+        with self.transaction() as conn:
+            changed = conn.execute(
+                f"UPDATE tunes SET {assignments} WHERE owner = ? AND id = ? AND status IN ({marks})",
+                (*changes.values(), owner, tune_id, *from_statuses),
+            ).rowcount
+            if not changed:
+                return False
+            self._after_tune_ended(conn, owner, tune_id, status, changes.get("error"))
+        return True
+
+    def end_prompt(
+        self, owner: str, prompt_id: int, status: str, *, error: str | None = None, images: Sequence[dict] = ()
+    ) -> bool:
+        """Finish a generating prompt as `done` (storing its images) or `failed`, and queue its callbacks,
+        in one transaction: a crash keeps neither or both. False when it is no longer generating."""
         now = iso(self.clock())
         with self.transaction() as conn:
-            rows = conn.execute(
-                "SELECT owner, id FROM prompts WHERE tune_id = ? AND status = 'queued'", (tune_id,)
+            changed = conn.execute(
+                "UPDATE prompts SET status = ?, error = ?, completed_at = ?, updated_at = ?"
+                " WHERE owner = ? AND id = ? AND status = 'generating'",
+                (status, error, now if status == "done" else None, now, owner, prompt_id),
+            ).rowcount
+            if not changed:
+                return False
+            for image in images:
+                conn.execute(
+                    "INSERT INTO images (prompt_id, owner, path, seed, width, height, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (prompt_id, owner, image["path"], image["seed"], image["width"], image["height"], now),
+                )
+            self._after_prompt_ended(conn, owner, prompt_id)
+        return True
+
+    def _after_tune_ended(self, conn: sqlite3.Connection, owner: str, tune_id: int, status: str, error: Any) -> None:
+        tune = conn.execute("SELECT * FROM tunes WHERE id = ?", (tune_id,)).fetchone()
+        if status in ("failed", "cancelled", "expired"):
+            now = iso(self.clock())
+            reason = f"the tune is {status}" + (f": {error}" if error else "")
+            queued = conn.execute(
+                "SELECT id FROM prompts WHERE tune_id = ? AND status = 'queued'", (tune_id,)
             ).fetchall()
-            conn.execute(
-                "UPDATE prompts SET status = 'failed', error = ?, updated_at = ?"
-                " WHERE tune_id = ? AND status = 'queued'",
-                (reason, now, tune_id),
-            )
-        return [(row["owner"], row["id"]) for row in rows]
+            for row in queued:
+                conn.execute(
+                    "UPDATE prompts SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                    (reason, now, row["id"]),
+                )
+                self._after_prompt_ended(conn, owner, row["id"])
+        if tune["callback"] and status in ("trained", "failed", "cancelled"):
+            self._queue_delivery(conn, owner, tune["callback"], "tune", tune_id)
+
+    def _after_prompt_ended(self, conn: sqlite3.Connection, owner: str, prompt_id: int) -> None:
+        """Queue the prompt's callback, and its tune's `prompts_callback` once none of its prompts is pending."""
+        prompt = conn.execute("SELECT tune_id, callback FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+        if prompt["callback"]:
+            self._queue_delivery(conn, owner, prompt["callback"], "prompt", prompt_id)
+        tune = conn.execute("SELECT prompts_callback FROM tunes WHERE id = ?", (prompt["tune_id"],)).fetchone()
+        if tune is None or not tune["prompts_callback"]:
+            return
+        pending = conn.execute(
+            "SELECT COUNT(*) AS n FROM prompts WHERE tune_id = ? AND status IN ('queued', 'generating')",
+            (prompt["tune_id"],),
+        ).fetchone()["n"]
+        already = conn.execute(
+            "SELECT 1 FROM deliveries WHERE kind = 'prompts' AND record_id = ?", (prompt["tune_id"],)
+        ).fetchone()
+        if pending == 0 and already is None:
+            self._queue_delivery(conn, owner, tune["prompts_callback"], "prompts", prompt["tune_id"])
+
+    def _queue_delivery(self, conn: sqlite3.Connection, owner: str, url: str, kind: str, record_id: int) -> None:
+        now = iso(self.clock())
+        conn.execute(
+            "INSERT INTO deliveries (owner, url, kind, record_id, status, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            (owner, url, kind, record_id, now, now),
+        )
 
     def pending_prompt_count(self, tune_id: int) -> int:
         with self._lock:
@@ -490,15 +578,6 @@ class Database:
         return [row["path"] for row in rows]
 
     # -- callback deliveries ---------------------------------------------------------------------
-
-    def add_delivery(self, owner: str, url: str, kind: str, record_id: int) -> int:
-        now = iso(self.clock())
-        with self.transaction() as conn:
-            return conn.execute(
-                "INSERT INTO deliveries (owner, url, kind, record_id, status, next_attempt_at, created_at)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                (owner, url, kind, record_id, now, now),
-            ).lastrowid
 
     def due_deliveries(self, now: datetime) -> list[Delivery]:
         with self._lock:

@@ -1,7 +1,8 @@
 """Callbacks: POST a tune, a prompt, or a tune's prompts as JSON when they finish; retried with backoff.
 
-Deliveries are rows in the database, so a restart does not lose them; each attempt is recorded. A
-callback that keeps failing ends `failed` and never changes the tune or prompt it reports on.
+Deliveries are rows in the database, queued in the same transaction as the status change they report
+(`Database.end_tune` / `end_prompt`), so a crash cannot lose one; each attempt is recorded. A callback
+that keeps failing ends `failed` and never changes the tune or prompt it reports on.
 """
 
 from __future__ import annotations
@@ -27,27 +28,6 @@ class CallbackSender:
         self.studio = studio
         self.db = studio.db
         self.delays = backoff_delays() if delays is None else delays
-
-    def tune_finished(self, owner: str, tune_id: int) -> None:
-        tune = self.db.get_tune(owner, tune_id)
-        if tune is not None and tune.callback:
-            self.db.add_delivery(owner, tune.callback, "tune", tune_id)
-
-    def prompt_finished(self, owner: str, prompt_id: int) -> None:
-        """Queue the prompt's callback, and the tune's `prompts_callback` once all its prompts are done."""
-        prompt = self.db.get_prompt(owner, prompt_id)
-        if prompt is None:
-            return
-        if prompt.callback:
-            self.db.add_delivery(owner, prompt.callback, "prompt", prompt_id)
-        tune = self.db.get_tune(owner, prompt.tune_id)
-        if (
-            tune is not None
-            and tune.prompts_callback
-            and self.db.pending_prompt_count(tune.id) == 0
-            and not self.db.deliveries_for(owner, "prompts", tune.id)
-        ):
-            self.db.add_delivery(owner, tune.prompts_callback, "prompts", tune.id)
 
     def deliver_due(self) -> int:
         """Try every delivery that is due now. Returns how many were delivered."""

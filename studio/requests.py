@@ -46,6 +46,11 @@ class PromptCreate:
             cfg_scale=self.cfg_scale,
             scheduler=self.scheduler,
         )
+        for name in ("super_resolution", "inpaint_faces", "hires_fix"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValidationError(name, getattr(self, name), "must be true or false")
+        if self.callback is not None and not isinstance(self.callback, str):
+            raise ValidationError("callback", self.callback, "must be a URL")
         if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > 2000:
             raise ValidationError("negative_prompt", self.negative_prompt, "must be text of at most 2000 characters")
 

@@ -87,6 +87,12 @@ class Studio:
         tune_request = self._tune_request(request, branch.name)
         token = tune_request.resolved_token if not branch.is_mock else (request.token or branch.token)
         callbacks = {name: self._checked_url(getattr(request, name), name) for name in ("callback", "prompts_callback")}
+        for index, prompt in enumerate(request.prompts):
+            self._checked_url(prompt.callback, f"prompts_attributes[{index}].callback")
+        for index, item in enumerate(request.images):
+            # uploads arrive as contents; a path here could name another user's files on this server
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes)):
+                raise ValidationError(f"images[{index}]", type(item).__name__, "must be an uploaded file's contents")
         rendered = [self._render(p, token, tune_request.class_name, request.characteristics) for p in request.prompts]
         # 3. Photos: fetch URLs, decode and check every photo
         inputs = list(request.images) + [self._fetch_photo(url, i) for i, url in enumerate(request.image_urls)]
@@ -117,9 +123,9 @@ class Studio:
             if not self.db.spend_credits(conn, owner, tunes=1, images=images):
                 raise InsufficientCreditsError(self._credit_message(owner, tunes=1, images=images))
             tune_id = self.db.insert_tune(conn, owner, values)
-            self._store_photos(tune_id, checked.photos)
             for prompt, text in zip(request.prompts, rendered, strict=True):
                 self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, prompt, text))
+            self._store_photos(tune_id, checked.photos)  # last: nothing after it can fail before commit
         self.work_available.set()
         return TuneCreated(self.get_tune(owner, tune_id), created=True)
 
@@ -136,12 +142,21 @@ class Studio:
         return self.db.list_tunes(owner, limit=limit, offset=offset)
 
     def cancel_tune(self, owner: str, tune_id: int) -> Tune:
-        """Stop a queued or training tune; its queued prompts fail with the reason."""
+        """Stop a queued or training tune; its queued prompts fail, callbacks are sent, photos deleted."""
         tune = self.get_tune(owner, tune_id)
-        if tune.status not in ("queued", "training"):
-            raise ConflictError(f"tune {tune_id} is {tune.status}; only queued or training tunes can be cancelled")
-        self.db.update_tune(owner, tune_id, status="cancelled", error="cancelled by the user", eta_seconds=None)
-        self.db.fail_prompts_of_tune(tune_id, "the tune was cancelled")
+        cancelled = self.db.end_tune(
+            owner,
+            tune_id,
+            "cancelled",
+            from_statuses=("queued", "training"),
+            error="cancelled by the user",
+            eta_seconds=None,
+        )
+        if not cancelled:
+            current = self.get_tune(owner, tune_id)
+            raise ConflictError(f"tune {tune_id} is {current.status}; only queued or training tunes can be cancelled")
+        if tune.status == "queued":  # a training one is cleaned up by the worker when it stops
+            shutil.rmtree(self.photos_dir(tune_id), ignore_errors=True)
         return self.get_tune(owner, tune_id)
 
     def delete_tune(self, owner: str, tune_id: int, *, delete_images: bool = False) -> None:
@@ -157,7 +172,7 @@ class Studio:
         if tune.artifact_location and self.store is not None:
             self.store.delete(tune.artifact_location)
         prompts = self.db.list_prompts(owner, tune_id=tune_id, limit=10_000, offset=0)
-        self.db.delete_tune(owner, tune_id)
+        self.db.delete_tune(owner, tune_id, with_images=delete_images)
         shutil.rmtree(self.photos_dir(tune_id), ignore_errors=True)
         shutil.rmtree(self.training_dir(tune_id), ignore_errors=True)
         if delete_images:
@@ -179,6 +194,9 @@ class Studio:
         text = self._render(request, tune.token, tune.name, tune.characteristics)
         self._checked_url(request.callback, "callback")
         with self.db.transaction() as conn:
+            status = conn.execute("SELECT status FROM tunes WHERE owner = ? AND id = ?", (owner, tune_id)).fetchone()
+            if status is None or status["status"] not in ("queued", "training", "trained"):
+                raise ConflictError(f"tune {tune_id} changed to {status['status'] if status else 'deleted'}")
             if not self.db.spend_credits(conn, owner, images=request.num_images):
                 raise InsufficientCreditsError(self._credit_message(owner, tunes=0, images=request.num_images))
             prompt_id = self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, request, text))

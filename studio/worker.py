@@ -9,6 +9,7 @@ training resumes from its checkpoint); after three interrupted or failed attempt
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -16,8 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Protocol
 
-from pipelines.errors import PhotoRejectedError, TrainingCancelledError, TunesError, ValidationError
-from pipelines.generate import GenerationRequest, Generator, LoraSpec
+from pipelines.errors import ConflictError, PhotoRejectedError, TrainingCancelledError, TunesError, ValidationError
+from pipelines.generate import MAX_SEED, GenerationRequest, Generator, LoraSpec
 from pipelines.registry import get_branch
 from pipelines.train import TrainProgress
 from pipelines.tuning import TuneRequest, check_photos, train_tune
@@ -61,6 +62,7 @@ class InProcessWorker:
         self.callbacks = callbacks or CallbackSender(studio)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._callback_thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -71,18 +73,28 @@ class InProcessWorker:
             log.info("worker start: %d job(s) re-queued, %d failed after %d attempts", requeued, failed, MAX_ATTEMPTS)
         self._thread = threading.Thread(target=self._loop, name="tunes-worker", daemon=True)
         self._thread.start()
+        # callbacks have their own thread: a receiver that hangs must not hold up training and generation
+        self._callback_thread = threading.Thread(target=self._deliver_loop, name="tunes-callbacks", daemon=True)
+        self._callback_thread.start()
+
+    def _deliver_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.callbacks.deliver_due()
+            except Exception:
+                log.exception("callback delivery error")
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.studio.work_available.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in (self._thread, self._callback_thread):
+            if thread is not None:
+                thread.join(timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
-                self.callbacks.deliver_due()
             except Exception:  # the loop must survive anything a job does
                 log.exception("worker loop error")
                 worked = False
@@ -121,8 +133,10 @@ class InProcessWorker:
             # the mock branch trains nothing; its prompts get placeholder images
             location = None if branch.is_mock else self._train(tune)
         except TrainingCancelledError:
-            self._discard_if_gone(tune)
-            return  # the record already says cancelled (or is deleted)
+            if self._stop.is_set():
+                self.db.release(tune.owner, tune.id)  # a clean shutdown is not a failed attempt
+            self._discard_if_ended(tune)
+            return
         except (ValidationError, PhotoRejectedError) as error:  # will fail the same way again
             self._fail_tune(tune, str(error))
             return
@@ -136,11 +150,11 @@ class InProcessWorker:
                 )
             return
         trained_at = self.studio.clock()
-        finished = self.db.update_tune(
+        finished = self.db.end_tune(
             tune.owner,
             tune.id,
-            only_if_status="training",
-            status="trained",
+            "trained",
+            from_statuses=("training",),
             progress=1.0,
             eta_seconds=0,
             error=None,
@@ -149,13 +163,8 @@ class InProcessWorker:
             artifact_location=location,
         )
         if not finished:  # cancelled or deleted while the last steps ran: keep nothing of it
-            if location is not None:
-                self.store.delete(location)
-            self._discard_if_gone(tune)
-            return
-        if location is not None:
-            self._drop_training_files(tune)
-        self.callbacks.tune_finished(tune.owner, tune.id)
+            self._delete_artifact(location)
+        self._discard_if_ended(tune)
         self.studio.work_available.set()  # its prompts can run now
 
     def _train(self, tune: Tune) -> str:
@@ -199,7 +208,8 @@ class InProcessWorker:
             title=tune.title,
             sample_images=self._samples(tune, result.output_dir, instance_prompt),
         )
-        return self.store.put(str(tune.id), result.output_dir, card)
+        # a random suffix: a reset database or a second deployment never writes onto an old tune's repo
+        return self.store.put(f"{tune.id}-{secrets.token_hex(4)}", result.output_dir, card)
 
     def _samples(self, tune: Tune, lora_dir: Path, prompt: str) -> tuple[Path, ...]:
         """Two images of the instance prompt for the model card; a failure here never fails the tune."""
@@ -224,27 +234,27 @@ class InProcessWorker:
             paths.append(path)
         return tuple(paths)
 
-    def _drop_training_files(self, tune: Tune) -> None:
-        """Training photos go once the LoRA is safely stored (privacy); the LoRA lives in the store."""
+    def _discard_if_ended(self, tune: Tune) -> None:
+        """Once a tune is trained, failed, cancelled or deleted, its photos and checkpoints go (privacy):
+        the LoRA lives in the store and nothing will resume the training. Photos stay only while queued."""
+        current = self.db.get_tune(tune.owner, tune.id)
+        if current is not None and current.status in ("queued", "training"):
+            return
         shutil.rmtree(self.studio.training_dir(tune.id), ignore_errors=True)
-        if self.settings.delete_photos_after_training:
+        if current is None or current.status != "trained" or self.settings.delete_photos_after_training:
             shutil.rmtree(self.studio.photos_dir(tune.id), ignore_errors=True)
 
-    def _discard_if_gone(self, tune: Tune) -> None:
-        """A tune deleted or cancelled while it trained keeps no training files (nothing will resume it)."""
-        current = self.db.get_tune(tune.owner, tune.id)
-        if current is None or current.status == "cancelled":
-            shutil.rmtree(self.studio.training_dir(tune.id), ignore_errors=True)
-            shutil.rmtree(self.studio.photos_dir(tune.id), ignore_errors=True)
+    def _delete_artifact(self, location: str | None) -> None:
+        if location is None:
+            return
+        try:
+            self.store.delete(location)
+        except Exception:  # the Hub may be down; the orphan is logged for the operator
+            log.error("could not delete orphaned LoRA %s: %s", location, traceback.format_exc(limit=2))
 
     def _fail_tune(self, tune: Tune, reason: str) -> None:
-        if not self.db.update_tune(
-            tune.owner, tune.id, only_if_status="training", status="failed", error=reason, eta_seconds=None
-        ):
-            return
-        for owner, prompt_id in self.db.fail_prompts_of_tune(tune.id, f"the tune failed: {reason}"):
-            self.callbacks.prompt_finished(owner, prompt_id)
-        self.callbacks.tune_finished(tune.owner, tune.id)
+        self.db.end_tune(tune.owner, tune.id, "failed", from_statuses=("training",), error=reason, eta_seconds=None)
+        self._discard_if_ended(tune)
 
     # -- generation ------------------------------------------------------------------------------
 
@@ -253,32 +263,34 @@ class InProcessWorker:
         try:
             images = self._generate(tune, prompt)
         except Exception as error:
-            final = isinstance(error, TunesError) or prompt.attempts >= MAX_ATTEMPTS
-            changed = self.db.update_prompt(
-                prompt.owner,
-                prompt.id,
-                only_if_status="generating",
-                status="failed" if final else "queued",
-                error=_describe(error),
-            )
-            if final and changed:
-                self.callbacks.prompt_finished(prompt.owner, prompt.id)
             log.error("prompt %s failed: %s", prompt.id, traceback.format_exc(limit=5))
+            if isinstance(error, TunesError) or prompt.attempts >= MAX_ATTEMPTS:
+                self.db.end_prompt(prompt.owner, prompt.id, "failed", error=_describe(error))
+            else:
+                self.db.update_prompt(
+                    prompt.owner, prompt.id, only_if_status="generating", status="queued", error=_describe(error)
+                )
             return
-        if not self.db.complete_prompt(prompt.owner, prompt.id, images):  # deleted meanwhile
+        if not self.db.end_prompt(prompt.owner, prompt.id, "done", images=images):  # deleted meanwhile
             shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)
-            return
-        self.callbacks.prompt_finished(prompt.owner, prompt.id)
 
-    def _generate(self, tune: Tune, prompt: Prompt) -> list[dict]:
+    def _generate(self, tune: Tune | None, prompt: Prompt) -> list[dict]:
+        if tune is None or tune.status != "trained":
+            raise ConflictError(f"the tune is {tune.status if tune else 'deleted'}; its prompts cannot run")
         loras = ()
-        if tune.artifact_location:
+        if not get_branch(tune.branch).is_mock:
+            if not tune.artifact_location:
+                raise ConflictError("the tune has no LoRA any more (expired or deleted)")
             loras = (LoraSpec(f"tune-{tune.id}", self.store.fetch(tune.artifact_location)),)
+        seed = prompt.seed
+        if seed is None:  # chosen once and kept, so a retry after a crash draws the same images
+            seed = secrets.randbelow(MAX_SEED + 1)
+            self.db.update_prompt(prompt.owner, prompt.id, seed=seed)
         request = GenerationRequest(
             prompt=prompt.rendered_text,
             negative_prompt=prompt.negative_prompt,
             num_images=prompt.num_images,
-            seed=prompt.seed,
+            seed=seed,
             width=prompt.w,
             height=prompt.h,
             steps=prompt.steps,

@@ -111,3 +111,13 @@ def test_generated_images_older_than_their_retention_are_purged(settings, clock)
         assert runtime.studio.get_prompt("alice", prompt.id).images == []
     finally:
         runtime.close()
+
+
+def test_an_expired_tune_fails_its_waiting_prompts(runtime, clock):
+    tune = trained_tune(runtime, "late")
+    waiting = runtime.studio.create_prompt("alice", tune.id, PromptCreate("{{subject}} again", num_images=1))
+    clock.advance(31)
+    sweep(runtime.studio, runtime.store)
+    assert runtime.worker.drain() == 0
+    prompt = runtime.studio.get_prompt("alice", waiting.id)
+    assert prompt.status == "failed" and "expired" in prompt.error

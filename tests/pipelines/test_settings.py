@@ -12,7 +12,7 @@ from pipelines.settings import SETTINGS_DOC, Settings
 
 def test_defaults_match_the_design():
     settings = Settings.from_env({})
-    assert settings.data_dir == Path("./data")
+    assert settings.data_dir == Path("./data").resolve() and settings.data_dir.is_absolute()
     assert (settings.min_photos, settings.max_photos, settings.min_photo_side) == (4, 30, 256)
     assert settings.retention_days == 30 and settings.default_branch == "tiny"
 

@@ -144,10 +144,25 @@ def test_cancel_keeps_a_checkpoint_and_resuming_matches_an_uninterrupted_run(tmp
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, tiny_sd15_dir, subject_samples):
-    with pytest.raises(TrainingCancelledError):
-        train_lora(tiny_config(steps=4), subject_samples, tmp_path, model_dir=tiny_sd15_dir, should_cancel=lambda: True)
-    other = train_lora(tiny_config(steps=4, seed=99), subject_samples, tmp_path, model_dir=tiny_sd15_dir)
-    assert other.resumed_from_step is None
+    def interrupted_run(folder):
+        steps = []
+        with pytest.raises(TrainingCancelledError):
+            train_lora(
+                tiny_config(steps=4),
+                subject_samples,
+                folder,
+                model_dir=tiny_sd15_dir,
+                on_progress=lambda p: p.phase == "training" and steps.append(p.step),
+                should_cancel=lambda: len(steps) >= 2,
+            )
+
+    interrupted_run(tmp_path / "same")
+    same = train_lora(tiny_config(steps=4), subject_samples, tmp_path / "same", model_dir=tiny_sd15_dir)
+    assert same.resumed_from_step == 2, "control: the same run resumes"
+
+    interrupted_run(tmp_path / "other")
+    other = train_lora(tiny_config(steps=4, seed=99), subject_samples, tmp_path / "other", model_dir=tiny_sd15_dir)
+    assert other.resumed_from_step is None, "another seed must start over, not continue someone else's weights"
 
 
 def test_a_killed_training_process_resumes_from_its_last_checkpoint(tmp_path, tiny_sd15_dir):

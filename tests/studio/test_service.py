@@ -378,3 +378,63 @@ def test_a_prompt_deleted_while_generating_leaves_no_images(runtime):
     assert not studio.images_dir(prompt.id).exists()
     with pytest.raises(NotFoundError):
         studio.get_prompt("alice", prompt.id)
+
+
+def test_a_trained_tune_cannot_be_cancelled(runtime):
+    tune = runtime.studio.create_tune("alice", tune_request()).tune
+    runtime.worker.drain()
+    with pytest.raises(ConflictError, match="trained"):
+        runtime.studio.cancel_tune("alice", tune.id)
+    assert runtime.studio.get_tune("alice", tune.id).status == "trained"
+
+
+def test_cancelling_sends_the_callbacks_and_deletes_the_photos(runtime, receiver):
+    request = tune_request(
+        callback=f"{receiver.url}/tune",
+        prompts_callback=f"{receiver.url}/prompts",
+        prompts=[PromptCreate("{{subject}}", callback=f"{receiver.url}/p")],
+    )
+    tune = runtime.studio.create_tune("alice", request).tune
+    runtime.studio.cancel_tune("alice", tune.id)
+    runtime.worker.callbacks.deliver_due()
+
+    assert sorted(path for path, _ in receiver.received) == ["/p", "/prompts", "/tune"]
+    assert dict(receiver.received)["/tune"]["status"] == "cancelled"
+    assert not runtime.studio.photos_dir(tune.id).exists()
+
+
+def test_a_tune_failed_after_three_interruptions_fails_its_prompts_and_calls_back(runtime, receiver):
+    request = tune_request(callback=f"{receiver.url}/tune", prompts=[PromptCreate("{{subject}}")])
+    tune = runtime.studio.create_tune("alice", request).tune
+    for _ in range(3):
+        runtime.db.claim_next_job()
+        runtime.db.requeue_interrupted()
+    runtime.worker.callbacks.deliver_due()
+
+    [prompt] = runtime.studio.list_prompts("alice", tune_id=tune.id)
+    assert prompt.status == "failed" and "interrupted 3 times" in prompt.error
+    assert [(path, body["status"]) for path, body in receiver.received] == [("/tune", "failed")]
+
+
+def test_photos_of_a_fast_tune_are_deleted_once_trained_and_a_random_seed_is_kept(runtime):
+    tune = runtime.studio.create_tune("alice", tune_request(prompts=[PromptCreate("{{subject}}", num_images=2)])).tune
+    assert len(list(runtime.studio.photos_dir(tune.id).glob("*.png"))) == 4
+    runtime.worker.drain()
+    assert not runtime.studio.photos_dir(tune.id).exists()
+    [prompt] = runtime.studio.list_prompts("alice", tune_id=tune.id)
+    assert prompt.seed is not None and [image.seed for image in prompt.images] == [prompt.seed, prompt.seed + 1]
+
+
+def test_the_service_takes_photo_contents_not_server_paths(runtime):
+    stolen = [str(runtime.settings.data_dir / "photos" / "1" / f"{i:02d}.png") for i in range(4)]
+    with pytest.raises(ValidationError) as error:
+        runtime.studio.create_tune("bob", tune_request(images=stolen))
+    assert error.value.field == "images[0]"
+
+
+def test_a_bad_prompt_callback_is_refused_before_anything_is_written(runtime):
+    request = tune_request(prompts=[PromptCreate("{{subject}}", callback="http://10.0.0.7/hook")])
+    with pytest.raises(ValidationError) as error:
+        runtime.studio.create_tune("alice", request)
+    assert error.value.field == "prompts_attributes[0].callback"
+    assert runtime.studio.list_tunes("alice") == []
