@@ -189,7 +189,7 @@ class Generator:
         else:
             for spec in request.loras:
                 if not spec.weights_file.exists():
-                    raise ValidationError("loras", spec.name, f"has no LoRA weights at {spec.weights_file}")
+                    raise ValidationError("loras", spec.name, "has no LoRA weights (its file is gone)")
             loaded = self._load(branch)
             with loaded.lock:
                 images = self._run(loaded, request, seeds, width, height, on_step, should_cancel)
