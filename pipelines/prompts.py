@@ -13,10 +13,11 @@ from pipelines.errors import PromptTemplateError, ValidationError
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _ANY_BRACES = re.compile(r"\{\{|\}\}|\{%|%\}")  # `{% %}` too: this is not Jinja, say so
+_EMPTY_LIST_ITEMS = re.compile(r"\s*,(\s*,)+\s*")
 _KEY = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 MAX_PROMPT_CHARS = 2000
 MAX_CHARACTERISTIC_CHARS = 100
-RESERVED_KEYS = ("token", "class", "name", "subject")
+RESERVED_KEYS = ("token", "class", "name", "subject", "characteristics")
 
 
 def check_characteristics(characteristics: Mapping[str, object]) -> dict[str, str]:
@@ -47,12 +48,15 @@ def render_prompt(
     class_name: str,
     characteristics: Mapping[str, str] | None = None,
     field: str = "text",
+    add_subject: bool = True,
 ) -> str:
     """Fill a prompt template for one tune.
 
-    `{{token}}`, `{{class}}`/`{{name}}` and `{{subject}}` (= "token class") are always known; other
-    `{{key}}` come from `characteristics`. When the rendered text does not mention the token, the
-    subject is put in front (`"ohwx woman, ..."`), since a prompt without it would not show the tune.
+    `{{token}}`, `{{class}}`/`{{name}}` and `{{subject}}` (= "token class") are always known;
+    `{{characteristics}}` is all characteristic values joined ("blue eyes, short hair", or nothing);
+    other `{{key}}` come from `characteristics`. When the rendered text does not mention the token and
+    `add_subject` is set, the subject is put in front (`"ohwx woman, ..."`), since a prompt without it
+    would not show the tune (negative prompts pass `add_subject=False`).
 
     Raises:
         PromptTemplateError: an unknown placeholder or stray braces; the message names them.
@@ -63,14 +67,23 @@ def render_prompt(
     if len(text) > MAX_PROMPT_CHARS:
         raise ValidationError(field, f"{len(text)} characters", f"must be at most {MAX_PROMPT_CHARS} characters")
     subject = f"{token} {class_name}"
-    values = {"token": token, "class": class_name, "name": class_name, "subject": subject, **(characteristics or {})}
+    joined = ", ".join(value for value in (characteristics or {}).values() if value)
+    values = {
+        "token": token,
+        "class": class_name,
+        "name": class_name,
+        "subject": subject,
+        "characteristics": joined,
+        **(characteristics or {}),
+    }
     unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - values.keys())
     if unknown:
         known = ", ".join(sorted(values))
         raise PromptTemplateError(field, text, f"uses unknown placeholder(s) {', '.join(unknown)}; known: {known}")
     if _ANY_BRACES.search(_PLACEHOLDER.sub("", text)):
         raise PromptTemplateError(field, text, "has `{{`, `}}`, `{%` or `%}` that is not a `{{name}}` placeholder")
-    rendered = _PLACEHOLDER.sub(lambda m: values[m.group(1)], text).strip()
-    if not re.search(rf"(?<!\w){re.escape(token)}(?!\w)", rendered):
+    rendered = _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+    rendered = _EMPTY_LIST_ITEMS.sub(", ", rendered).strip().strip(",").strip()  # an empty {{characteristics}}
+    if add_subject and not re.search(rf"(?<!\w){re.escape(token)}(?!\w)", rendered):
         rendered = f"{subject}, {rendered}"
     return rendered

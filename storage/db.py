@@ -123,6 +123,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX deliveries_due ON deliveries(status, next_attempt_at);
     """,
+    # 2: prompts remember the pack prompt they came from, so likes roll up to it
+    """
+    ALTER TABLE prompts ADD COLUMN pack_id TEXT;
+    ALTER TABLE prompts ADD COLUMN pack_prompt TEXT;
+    CREATE INDEX prompts_pack ON prompts(pack_id, pack_prompt);
+    """,
 )
 
 _TUNE_UPDATABLE = {
@@ -576,6 +582,16 @@ class Database:
             rows = conn.execute("SELECT path FROM images WHERE created_at < ?", (iso(cutoff),)).fetchall()
             conn.execute("DELETE FROM images WHERE created_at < ?", (iso(cutoff),))
         return [row["path"] for row in rows]
+
+    def pack_likes(self, pack_id: str) -> dict[str, dict[str, int]]:
+        """Per pack prompt ("class/index"): images generated and images liked, over every owner (team stats)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT p.pack_prompt AS key, COUNT(i.id) AS images, COALESCE(SUM(i.liked), 0) AS likes"
+                " FROM prompts p JOIN images i ON i.prompt_id = p.id WHERE p.pack_id = ? GROUP BY p.pack_prompt",
+                (pack_id,),
+            ).fetchall()
+        return {row["key"]: {"images": row["images"], "likes": row["likes"]} for row in rows}
 
     # -- callback deliveries ---------------------------------------------------------------------
 

@@ -89,6 +89,8 @@ class Prompt:
     updated_at: str
     started_at: str | None
     completed_at: str | None
+    pack_id: str | None = None
+    pack_prompt: str | None = None  # "class/index" of the pack prompt it came from
     images: list[Image] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

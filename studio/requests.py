@@ -32,6 +32,8 @@ class PromptCreate:
     inpaint_faces: bool = False
     hires_fix: bool = False
     callback: str | None = None
+    pack_id: str | None = None  # set by the service for prompts that come from a pack
+    pack_prompt: str | None = None  # "class/index" in that pack
 
     def __post_init__(self) -> None:
         # the generation request checks the numbers and names; build one with a placeholder prompt

@@ -11,21 +11,23 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from packs.loader import LIBRARY_DIR, Pack
 from pipelines.errors import ConflictError, InsufficientCreditsError, NotFoundError, ValidationError
 from pipelines.photos import PhotoInput
-from pipelines.prompts import render_prompt
+from pipelines.prompts import check_characteristics, render_prompt
 from pipelines.registry import get_branch, model_reference
 from pipelines.settings import Settings
 from pipelines.tuning import TuneRequest, check_photos
 from storage.db import Database
 from storage.net import check_url, fetch_url
 from storage.records import Image, Prompt, Tune, utc_now
+from studio.packs import PackEditor, PackLibrary
 from studio.requests import PromptCreate, TuneCreate, check_page
 
 Clock = Callable[[], datetime]
@@ -46,13 +48,24 @@ class Studio:
         settings: limits, data folder, branch defaults.
         db: the records.
         store: the artifact store holding trained LoRAs (deleted with their tune).
+        packs: the pack library (default: the shipped packs plus the team's in the data folder).
         clock: "now" (tests inject a fake clock to drive expiry).
     """
 
-    def __init__(self, settings: Settings, db: Database, *, store: Any = None, clock: Clock = utc_now):
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        store: Any = None,
+        packs: PackLibrary | None = None,
+        clock: Clock = utc_now,
+    ):
         self.settings = settings
         self.db = db
         self.store = store
+        self.packs = packs or PackLibrary(LIBRARY_DIR, settings.data_dir / "packs")
+        self.pack_editor = PackEditor(self.packs, settings.data_dir / "packs", clock=clock)
         self.clock = clock
         self.work_available = threading.Event()  # set when something is queued; the worker waits on it
 
@@ -123,7 +136,7 @@ class Studio:
             if not self.db.spend_credits(conn, owner, tunes=1, images=images):
                 raise InsufficientCreditsError(self._credit_message(owner, tunes=1, images=images))
             tune_id = self.db.insert_tune(conn, owner, values)
-            for prompt, text in zip(request.prompts, rendered, strict=True):
+            for prompt, text in rendered:
                 self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, prompt, text))
             self._store_photos(tune_id, checked.photos)  # last: nothing after it can fail before commit
         self.work_available.set()
@@ -188,20 +201,29 @@ class Studio:
             NotFoundError: no such tune of the caller. ConflictError: the tune failed, was cancelled or expired.
             ValidationError: an unknown placeholder or bad numbers. InsufficientCreditsError: no image credits.
         """
-        tune = self.get_tune(owner, tune_id)
-        if tune.status not in ("queued", "training", "trained"):
-            raise ConflictError(f"tune {tune_id} is {tune.status}; prompts need a trained (or training) tune")
-        text = self._render(request, tune.token, tune.name, tune.characteristics)
-        self._checked_url(request.callback, "callback")
-        with self.db.transaction() as conn:
-            status = conn.execute("SELECT status FROM tunes WHERE owner = ? AND id = ?", (owner, tune_id)).fetchone()
-            if status is None or status["status"] not in ("queued", "training", "trained"):
-                raise ConflictError(f"tune {tune_id} changed to {status['status'] if status else 'deleted'}")
-            if not self.db.spend_credits(conn, owner, images=request.num_images):
-                raise InsufficientCreditsError(self._credit_message(owner, tunes=0, images=request.num_images))
-            prompt_id = self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, request, text))
-        self.work_available.set()
+        [prompt_id] = self._queue_prompts(owner, self.get_tune(owner, tune_id), [request])
         return self.get_prompt(owner, prompt_id)
+
+    def _queue_prompts(self, owner: str, tune: Tune, requests: list[PromptCreate]) -> list[int]:
+        """Render, check credits for all, and insert all prompts in one transaction (all or nothing)."""
+        if tune.status not in ("queued", "training", "trained"):
+            raise ConflictError(f"tune {tune.id} is {tune.status}; prompts need a trained (or training) tune")
+        rendered = [self._render(request, tune.token, tune.name, tune.characteristics) for request in requests]
+        for index, request in enumerate(requests):
+            self._checked_url(request.callback, "callback" if len(requests) == 1 else f"prompts[{index}].callback")
+        images = sum(request.num_images for request in requests)
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT status FROM tunes WHERE owner = ? AND id = ?", (owner, tune.id)).fetchone()
+            if row is None or row["status"] not in ("queued", "training", "trained"):
+                raise ConflictError(f"tune {tune.id} changed to {row['status'] if row else 'deleted'}")
+            if not self.db.spend_credits(conn, owner, images=images):
+                raise InsufficientCreditsError(self._credit_message(owner, tunes=0, images=images))
+            ids = [
+                self.db.insert_prompt(conn, owner, self._prompt_values(tune.id, request, text))
+                for request, text in rendered
+            ]
+        self.work_available.set()
+        return ids
 
     def get_prompt(self, owner: str, prompt_id: int, *, tune_id: int | None = None) -> Prompt:
         prompt = self.db.get_prompt(owner, prompt_id)
@@ -236,6 +258,122 @@ class Studio:
 
     def expires_at(self, trained_at: datetime) -> datetime:
         return trained_at + timedelta(days=self.settings.retention_days)
+
+    # -- packs -------------------------------------------------------------------------------------
+
+    def list_packs(self, class_name: str | None = None) -> list[Pack]:
+        """Published packs by title, optionally only those that support `class_name`."""
+        return self.packs.list(class_name)
+
+    def get_pack(self, pack_id: str) -> Pack:
+        """Raises NotFoundError for an unknown or unpublished pack."""
+        return self.packs.get(pack_id)
+
+    def create_tune_from_pack(
+        self, owner: str, pack_id: str, request: TuneCreate, *, tune_ids: Sequence[int] = ()
+    ) -> list[TuneCreated]:
+        """Train a tune with the pack's preset and queue every pack prompt of its class; `prompts_callback`
+        fires when all are done. With `tune_ids`, reuse those trained tunes of the caller instead (no training).
+
+        Raises:
+            NotFoundError: unknown pack, or a tune id that is not the caller's.
+            ValidationError: the pack does not support the class (`name`); bad fields or photos.
+            ConflictError: a reused tune failed, expired or was cancelled.
+        """
+        pack = self.get_pack(pack_id)
+        if tune_ids:
+            tunes = [self.get_tune(owner, tune_id) for tune_id in tune_ids]  # all checked before queuing any
+            for tune in tunes:
+                self._check_pack_class(pack, tune.name, field=f"tune_ids[{tune_ids.index(tune.id)}]")
+                if tune.status not in ("queued", "training", "trained"):
+                    raise ConflictError(f"tune {tune.id} is {tune.status}; it cannot take pack prompts")
+            for tune in tunes:
+                self._queue_prompts(owner, tune, self._pack_prompts(pack, tune.name, tune.branch))
+            return [TuneCreated(self.get_tune(owner, tune.id), created=False) for tune in tunes]
+        class_name = request.name.strip().lower() if isinstance(request.name, str) else request.name
+        self._check_pack_class(pack, class_name, field="name")
+        branch = get_branch(request.branch or pack.default_branch)
+        from_pack = replace(
+            request,
+            branch=branch.name,
+            steps=request.steps if request.steps is not None else pack.preset_steps,
+            face_crop=pack.preset_face_crop,
+            prompts=self._pack_prompts(pack, class_name, branch.name),
+        )
+        return [self.create_tune(owner, from_pack)]
+
+    def preview_pack_prompt(
+        self,
+        pack_id: str,
+        class_name: str,
+        index: int,
+        *,
+        characteristics: dict[str, str] | None = None,
+        owner: str | None = None,
+        tune_id: int | None = None,
+    ) -> tuple[str, Prompt | None]:
+        """Render one pack prompt with sample characteristics (token `ohwx`), and with `owner`/`tune_id`
+        also queue it on that trained tune so the team sees real images. Unpublished packs included.
+
+        Returns:
+            (rendered text, the queued prompt or None).
+        """
+        pack = self.packs.get(pack_id, include_unpublished=True)
+        self._check_pack_class(pack, class_name, field="class_name")
+        items = pack.prompts[class_name]
+        if not isinstance(index, int) or not 0 <= index < len(items):
+            raise ValidationError("index", index, f"must be between 0 and {len(items) - 1}")
+        samples = check_characteristics(characteristics or {"eye_color": "green eyes", "hair": "short brown hair"})
+        text = render_prompt(items[index].text, token="ohwx", class_name=class_name, characteristics=samples)
+        if owner is None or tune_id is None:
+            return text, None
+        tune = self.get_tune(owner, tune_id)
+        self._check_pack_class(pack, tune.name, field="tune_id")
+        [request] = [p for i, p in enumerate(self._pack_prompts(pack, class_name, tune.branch)) if i == index]
+        [prompt_id] = self._queue_prompts(owner, tune, [request])
+        return text, self.get_prompt(owner, prompt_id)
+
+    def pack_stats(self, pack_id: str) -> list[dict[str, Any]]:
+        """Per pack prompt: its text, images generated and likes (all users), for the creative team."""
+        pack = self.packs.get(pack_id, include_unpublished=True)
+        counts = self.db.pack_likes(pack_id)
+        rows = []
+        for class_name, prompts in pack.prompts.items():
+            for index, prompt in enumerate(prompts):
+                key = f"{class_name}/{index}"
+                rows.append({"prompt": key, "text": prompt.text, **counts.get(key, {"images": 0, "likes": 0})})
+        return rows
+
+    @staticmethod
+    def _check_pack_class(pack: Pack, class_name: str, *, field: str) -> None:
+        if class_name not in pack.classes:
+            supported = ", ".join(pack.classes)
+            raise ValidationError(field, class_name, f"is not a class of pack {pack.id!r}; it supports {supported}")
+
+    @staticmethod
+    def _pack_prompts(pack: Pack, class_name: str, branch: str) -> list[PromptCreate]:
+        resolution = get_branch(branch).resolution
+        prompts = []
+        for index, item in enumerate(pack.prompts[class_name]):
+            w, h = item.size_for(resolution)
+            prompts.append(
+                PromptCreate(
+                    text=item.text,
+                    negative_prompt=item.negative_prompt,
+                    num_images=item.num_images,
+                    seed=item.seed,
+                    w=w,
+                    h=h,
+                    cfg_scale=item.cfg_scale,
+                    steps=item.steps,
+                    scheduler=item.scheduler,
+                    inpaint_faces=item.inpaint_faces,
+                    hires_fix=item.hires_fix,
+                    pack_id=pack.id,
+                    pack_prompt=f"{class_name}/{index}",
+                )
+            )
+        return prompts
 
     # -- API keys --------------------------------------------------------------------------------
 
@@ -282,8 +420,22 @@ class Studio:
             seed=request.seed,
         )
 
-    def _render(self, prompt: PromptCreate, token: str, class_name: str, characteristics: dict) -> str:
-        return render_prompt(prompt.text, token=token, class_name=class_name, characteristics=characteristics)
+    def _render(
+        self, prompt: PromptCreate, token: str, class_name: str, characteristics: dict
+    ) -> tuple[PromptCreate, str]:
+        """The prompt with its text and negative prompt rendered for the tune (`text` keeps the template)."""
+        negative = prompt.negative_prompt
+        if negative.strip():
+            negative = render_prompt(
+                negative,
+                token=token,
+                class_name=class_name,
+                characteristics=characteristics,
+                field="negative_prompt",
+                add_subject=False,
+            )
+        rendered = render_prompt(prompt.text, token=token, class_name=class_name, characteristics=characteristics)
+        return replace(prompt, negative_prompt=negative), rendered
 
     def _checked_url(self, url: str | None, field: str) -> str | None:
         if url is None or url == "":
@@ -330,6 +482,8 @@ class Studio:
             "inpaint_faces": int(prompt.inpaint_faces),
             "hires_fix": int(prompt.hires_fix),
             "callback": prompt.callback or None,
+            "pack_id": prompt.pack_id,
+            "pack_prompt": prompt.pack_prompt,
         }
 
     def _credit_message(self, owner: str, *, tunes: int, images: int) -> str:

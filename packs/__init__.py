@@ -1,0 +1,1 @@
+"""Curated prompt packs: the shipped library (data), the loader/validator, and team edits."""

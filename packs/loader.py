@@ -1,0 +1,326 @@
+"""Pack files: load and validate them against the schema in `packs/SCHEMA.md`.
+
+Prompts are rendered for a tune by `pipelines.prompts.render_prompt`, like every other prompt.
+
+Every refusal names the file, the path to the key (`prompts.man[2].num_images`) and the value, so the
+creative team can fix a pack without reading code. Unknown keys are errors, never ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ValidationError
+from pipelines.generate import MAX_IMAGES, MAX_SEED, SCHEDULERS
+from pipelines.registry import BRANCHES
+
+LIBRARY_DIR = Path(__file__).resolve().parent / "library"
+COVERS_DIR = Path(__file__).resolve().parent / "covers"
+KNOWN_CLASSES = ("man", "woman", "boy", "girl", "person", "couple", "baby", "cat", "dog")
+ASPECT_RATIOS = {
+    "1:1": (1, 1),
+    "4:5": (4, 5),
+    "5:4": (5, 4),
+    "2:3": (2, 3),
+    "3:2": (3, 2),
+    "9:16": (9, 16),
+    "16:9": (16, 9),
+}
+PLACEHOLDERS = frozenset({"subject", "token", "class", "characteristics"})
+_KNOWN_PLACEHOLDERS = ", ".join("{{" + name + "}}" for name in sorted(PLACEHOLDERS))
+_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_PLACEHOLDER = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+_PACK_KEYS = {
+    "id",
+    "title",
+    "description",
+    "cover",
+    "classes",
+    "default_branch",
+    "preset",
+    "published",
+    "prompts",
+}
+_PROMPT_KEYS = {
+    "text",
+    "negative_prompt",
+    "num_images",
+    "aspect_ratio",
+    "w",
+    "h",
+    "cfg_scale",
+    "steps",
+    "scheduler",
+    "inpaint_faces",
+    "hires_fix",
+    "seed",
+}
+
+
+class PackError(ValidationError):
+    """A pack file (or edit) breaks the schema. `field` is "file: path.to.key"."""
+
+    def __init__(self, source: str, path: str, value: object, message: str):
+        self.source = source
+        self.path = path
+        super().__init__(f"{source}: {path}", value, message)
+
+
+@dataclass(frozen=True)
+class PackPrompt:
+    text: str
+    negative_prompt: str = ""
+    num_images: int = 4
+    aspect_ratio: str | None = None
+    w: int | None = None
+    h: int | None = None
+    cfg_scale: float = 7.0
+    steps: int = 30
+    scheduler: str = "dpm++2m_karras"
+    inpaint_faces: bool = False
+    hires_fix: bool = False
+    seed: int | None = None  # None: a random seed per generation
+
+    def size_for(self, resolution: int) -> tuple[int, int]:
+        """(w, h) for a branch: explicit w/h, or the aspect ratio at the branch's pixel count, multiples of 8."""
+        if self.w and self.h:
+            return self.w, self.h
+        rw, rh = ASPECT_RATIOS[self.aspect_ratio or "1:1"]
+        scale = (resolution * resolution / (rw * rh)) ** 0.5
+        return max(64, round(rw * scale / 8) * 8), max(64, round(rh * scale / 8) * 8)
+
+
+@dataclass(frozen=True)
+class Pack:
+    id: str
+    title: str
+    description: str
+    cover: str | None
+    classes: tuple[str, ...]
+    default_branch: str
+    preset_steps: int | None
+    preset_face_crop: bool
+    published: bool
+    prompts: dict[str, tuple[PackPrompt, ...]]
+
+    def images_for(self, class_name: str) -> int:
+        """How many images the pack produces for one class (its cost)."""
+        return sum(prompt.num_images for prompt in self.prompts.get(class_name, ()))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["images_per_class"] = {name: self.images_for(name) for name in self.classes}
+        return data
+
+    def to_file_data(self) -> dict[str, Any]:
+        """The pack as its file says it (for saving edits)."""
+        preset: dict[str, Any] = {"face_crop": self.preset_face_crop}
+        if self.preset_steps is not None:
+            preset["steps"] = self.preset_steps
+        prompts = {
+            name: [{k: v for k, v in asdict(p).items() if v is not None} for p in items]
+            for name, items in self.prompts.items()
+        }
+        for items in prompts.values():
+            for item in items:
+                item.setdefault("seed", "random")
+        return {
+            "id": self.id,
+            "title": self.title,
+            "description": self.description,
+            "cover": self.cover,
+            "classes": list(self.classes),
+            "default_branch": self.default_branch,
+            "preset": preset,
+            "published": self.published,
+            "prompts": prompts,
+        }
+
+
+def load_pack_file(path: Path) -> Pack:
+    """Read and validate one pack file (YAML or JSON).
+
+    Raises:
+        PackError: the file cannot be parsed or breaks the schema; names the file, key and value.
+    """
+    path = Path(path)
+    source = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else _yaml_load(text)
+    except (OSError, ValueError) as error:
+        raise PackError(source, "(file)", str(path.name), f"cannot be read as YAML/JSON: {error}") from None
+    pack = parse_pack(data, source=source)
+    if pack.id != path.stem:
+        raise PackError(source, "id", pack.id, f"must equal the file name ({path.stem!r})")
+    return pack
+
+
+def load_library(*folders: Path) -> dict[str, Pack]:
+    """All packs in the folders (default: the shipped library), by id; a later folder overrides."""
+    packs: dict[str, Pack] = {}
+    for folder in folders or (LIBRARY_DIR,):
+        for path in sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.json")):
+            pack = load_pack_file(path)
+            packs[pack.id] = pack
+    return packs
+
+
+def parse_pack(data: object, *, source: str) -> Pack:
+    """Validate pack data (a parsed file or an edit) and build a `Pack`.
+
+    Raises:
+        PackError: the first problem found, naming `source`, the key path and the value.
+    """
+    obj = _mapping(source, "(top level)", data, _PACK_KEYS, required={"id", "title", "description", "classes"})
+    for key in ("default_branch", "prompts"):
+        if key not in obj:
+            raise PackError(source, key, None, "is required")
+    pack_id = _text(source, "id", obj["id"], 60)
+    if not _ID.match(pack_id):
+        raise PackError(source, "id", pack_id, "must be lowercase letters, digits and single hyphens")
+    classes = obj["classes"]
+    if not isinstance(classes, list) or not classes:
+        raise PackError(source, "classes", classes, "must be a non-empty list of classes")
+    for i, name in enumerate(classes):
+        if name not in KNOWN_CLASSES:
+            raise PackError(source, f"classes[{i}]", name, f"must be one of {', '.join(KNOWN_CLASSES)}")
+    if len(set(classes)) != len(classes):
+        raise PackError(source, "classes", classes, "must not repeat a class")
+    branch = obj["default_branch"]
+    if branch not in BRANCHES:
+        raise PackError(source, "default_branch", branch, f"must be one of {', '.join(BRANCHES)}")
+    preset = _mapping(source, "preset", obj.get("preset") or {}, {"steps", "face_crop"}, required=set())
+    steps = preset.get("steps")
+    if steps is not None:
+        _int(source, "preset.steps", steps, 1, 20_000)
+    cover = obj.get("cover")
+    if cover is not None:
+        _text(source, "cover", cover, 200)
+        if "/" in cover or "\\" in cover or not (COVERS_DIR / cover).is_file():
+            raise PackError(source, "cover", cover, f"must be the name of an image file in {COVERS_DIR.name}/")
+    prompts = _mapping(source, "prompts", obj["prompts"], set(KNOWN_CLASSES), required=set())
+    missing = [name for name in classes if name not in prompts]
+    if missing:
+        raise PackError(source, f"prompts.{missing[0]}", None, "is required: every class in `classes` needs prompts")
+    extra = [name for name in prompts if name not in classes]
+    if extra:
+        raise PackError(source, f"prompts.{extra[0]}", "...", "is not in `classes`; add the class or remove these")
+    parsed = {name: tuple(_prompts(source, f"prompts.{name}", prompts[name])) for name in classes}
+    return Pack(
+        id=pack_id,
+        title=_text(source, "title", obj["title"], 80),
+        description=_text(source, "description", obj["description"], 600),
+        cover=cover,
+        classes=tuple(classes),
+        default_branch=branch,
+        preset_steps=steps,
+        preset_face_crop=_bool(source, "preset.face_crop", preset.get("face_crop", True)),
+        published=_bool(source, "published", obj.get("published", True)),
+        prompts=parsed,
+    )
+
+
+# -- validation helpers ----------------------------------------------------------------------------
+
+
+def _yaml_load(text: str) -> object:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(str(error).replace("\n", " ")) from None
+
+
+def _mapping(source: str, path: str, value: object, allowed: set[str], *, required: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PackError(source, path, value, "must be a mapping of keys to values")
+    for key in value:
+        if key not in allowed:
+            where = key if path == "(top level)" else f"{path}.{key}"
+            raise PackError(source, where, value[key], f"is not a known key; known: {', '.join(sorted(allowed))}")
+    for key in sorted(required):
+        if key not in value:
+            raise PackError(source, key if path == "(top level)" else f"{path}.{key}", None, "is required")
+    return value
+
+
+def _text(source: str, path: str, value: object, limit: int) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise PackError(source, path, value, f"must be non-empty text of at most {limit} characters")
+    return value.strip()
+
+
+def _int(source: str, path: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise PackError(source, path, value, f"must be an integer between {low} and {high}")
+    return value
+
+
+def _bool(source: str, path: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise PackError(source, path, value, "must be true or false")
+    return value
+
+
+def _prompts(source: str, path: str, items: object) -> list[PackPrompt]:
+    if not isinstance(items, list) or not items:
+        raise PackError(source, path, items, "must be a non-empty list of prompts")
+    return [_prompt(source, f"{path}[{i}]", item) for i, item in enumerate(items)]
+
+
+def _prompt(source: str, path: str, item: object) -> PackPrompt:
+    obj = _mapping(source, path, item, _PROMPT_KEYS, required={"text"})
+    text = _text(source, f"{path}.text", obj["text"], 2000)
+    negative = obj.get("negative_prompt", "")
+    if not isinstance(negative, str) or len(negative) > 2000:
+        raise PackError(source, f"{path}.negative_prompt", negative, "must be text of at most 2000 characters")
+    for key, template in (("text", text), ("negative_prompt", negative)):
+        for name in _PLACEHOLDER.findall(template):
+            if name not in PLACEHOLDERS:
+                raise PackError(
+                    source,
+                    f"{path}.{key}",
+                    "{{" + name + "}}",
+                    f"is a placeholder no class can fill; use {_KNOWN_PLACEHOLDERS}",
+                )
+    if not re.search(r"\{\{\s*(subject|token)\s*\}\}", text):
+        raise PackError(source, f"{path}.text", text, "must name the subject with {{subject}} or {{token}}")
+    ratio, w, h = obj.get("aspect_ratio"), obj.get("w"), obj.get("h")
+    if ratio is not None and (w is not None or h is not None):
+        raise PackError(source, f"{path}.aspect_ratio", ratio, "cannot be combined with w/h; use one of them")
+    if ratio is not None and ratio not in ASPECT_RATIOS:
+        raise PackError(source, f"{path}.aspect_ratio", ratio, f"must be one of {', '.join(ASPECT_RATIOS)}")
+    if (w is None) != (h is None):
+        raise PackError(source, f"{path}.{'h' if h is None else 'w'}", None, "is required together with the other side")
+    for key, side in (("w", w), ("h", h)):
+        if side is not None and (_int(source, f"{path}.{key}", side, 256, 2048) % 8):
+            raise PackError(source, f"{path}.{key}", side, "must be a multiple of 8")
+    cfg = obj.get("cfg_scale", 7.0)
+    if isinstance(cfg, bool) or not isinstance(cfg, int | float) or not 0 <= cfg <= 30:
+        raise PackError(source, f"{path}.cfg_scale", cfg, "must be a number between 0 and 30")
+    scheduler = obj.get("scheduler", "dpm++2m_karras")
+    if scheduler not in SCHEDULERS:
+        raise PackError(source, f"{path}.scheduler", scheduler, f"must be one of {', '.join(SCHEDULERS)}")
+    seed = obj.get("seed", "random")
+    if seed != "random":
+        _int(source, f"{path}.seed", seed, 0, MAX_SEED)
+    return PackPrompt(
+        text=text,
+        negative_prompt=negative.strip(),
+        num_images=_int(source, f"{path}.num_images", obj.get("num_images", 4), 1, MAX_IMAGES),
+        aspect_ratio=ratio,
+        w=w,
+        h=h,
+        cfg_scale=float(cfg),
+        steps=_int(source, f"{path}.steps", obj.get("steps", 30), 1, 150),
+        scheduler=scheduler,
+        inpaint_faces=_bool(source, f"{path}.inpaint_faces", obj.get("inpaint_faces", False)),
+        hires_fix=_bool(source, f"{path}.hires_fix", obj.get("hires_fix", False)),
+        seed=None if seed == "random" else seed,
+    )

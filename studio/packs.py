@@ -1,0 +1,139 @@
+"""The pack library a studio serves (shipped packs plus the team's in the data folder) and the team's editor."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import yaml
+
+from packs.loader import LIBRARY_DIR, Pack, PackError, load_library, parse_pack
+from pipelines.errors import ConflictError, NotFoundError
+from storage.records import iso
+
+
+class PackLibrary:
+    """Loads packs once and on `reload()`; team packs (data folder) override shipped ones with the same id.
+
+    Args:
+        folders: folders of pack files, later ones overriding earlier ones.
+    """
+
+    def __init__(self, *folders: Path):
+        self.folders = folders or (LIBRARY_DIR,)
+        self._lock = threading.Lock()
+        self._packs: dict[str, Pack] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        packs = load_library(*[folder for folder in self.folders if Path(folder).is_dir()])
+        with self._lock:
+            self._packs = packs
+
+    def list(self, class_name: str | None = None, *, include_unpublished: bool = False) -> list[Pack]:
+        """Packs by title, optionally only those supporting `class_name`."""
+        with self._lock:
+            packs = list(self._packs.values())
+        return sorted(
+            (
+                pack
+                for pack in packs
+                if (include_unpublished or pack.published) and (class_name is None or class_name in pack.classes)
+            ),
+            key=lambda pack: pack.title.lower(),
+        )
+
+    def get(self, pack_id: str, *, include_unpublished: bool = False) -> Pack:
+        with self._lock:
+            pack = self._packs.get(pack_id)
+        if pack is None or not (pack.published or include_unpublished):
+            raise NotFoundError("pack", pack_id)
+        return pack
+
+
+class PackEditor:
+    """The creative team's edits: team packs are files in `folder` (the data folder's `packs/`), each
+    saved edit also kept as a numbered version in `folder/.versions/<id>/`, so any edit can be reverted.
+    Shipped packs stay read-only: editing one saves a team copy that overrides it.
+
+    Args:
+        library: the library to reload after each edit.
+        folder: where team packs live.
+        clock: "now" for the version log.
+    """
+
+    def __init__(self, library: PackLibrary, folder: Path, *, clock=None):
+        from storage.records import utc_now
+
+        self.library = library
+        self.folder = Path(folder)
+        self.clock = clock or utc_now
+        self._lock = threading.Lock()
+
+    def create(self, data: dict, *, editor: str) -> Pack:
+        """A new pack; its id must be new. Raises PackError (validation) or ConflictError (id taken)."""
+        pack = parse_pack(data, source=f"new pack {data.get('id')!r}" if isinstance(data, dict) else "new pack")
+        if pack.id in {p.id for p in self.library.list(include_unpublished=True)}:
+            raise ConflictError(f"a pack with id {pack.id!r} exists already; edit it or choose another id")
+        return self._save(pack, editor=editor, action="create")
+
+    def edit(self, pack_id: str, data: dict, *, editor: str) -> Pack:
+        """Replace a pack with `data` (the whole pack). A refused edit leaves every file as it was."""
+        self.library.get(pack_id, include_unpublished=True)
+        pack = parse_pack(data, source=f"edit of {pack_id}")
+        if pack.id != pack_id:
+            raise PackError(f"edit of {pack_id}", "id", pack.id, "cannot change; duplicate the pack instead")
+        return self._save(pack, editor=editor, action="edit")
+
+    def duplicate(self, pack_id: str, new_id: str, *, editor: str, title: str | None = None) -> Pack:
+        """A copy under a new id (unpublished, so it can be worked on before users see it)."""
+        data = self.library.get(pack_id, include_unpublished=True).to_file_data()
+        data.update(id=new_id, title=title or f"{data['title']} (copy)", published=False)
+        return self.create(data, editor=editor)
+
+    def set_published(self, pack_id: str, published: bool, *, editor: str) -> Pack:
+        data = self.library.get(pack_id, include_unpublished=True).to_file_data()
+        data["published"] = published
+        return self._save(
+            parse_pack(data, source=pack_id), editor=editor, action="publish" if published else "unpublish"
+        )
+
+    def versions(self, pack_id: str) -> list[dict]:
+        """Saved versions of a team pack, oldest first: version, saved_at, saved_by, action."""
+        log = self._versions_dir(pack_id) / "log.jsonl"
+        if not log.exists():
+            return []
+        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    def revert(self, pack_id: str, version: int, *, editor: str) -> Pack:
+        """Make an earlier version current again (saved as a new version, so the revert can be undone)."""
+        path = self._versions_dir(pack_id) / f"{version:04d}.yaml"
+        if not path.exists():
+            raise NotFoundError(f"version of pack {pack_id}", version)
+        pack = parse_pack(yaml.safe_load(path.read_text()), source=path.name)
+        return self._save(pack, editor=editor, action=f"revert to {version}")
+
+    def _versions_dir(self, pack_id: str) -> Path:
+        return self.folder / ".versions" / pack_id
+
+    def _save(self, pack: Pack, *, editor: str, action: str) -> Pack:
+        with self._lock:
+            versions = self._versions_dir(pack.id)
+            versions.mkdir(parents=True, exist_ok=True)
+            number = len(self.versions(pack.id)) + 1
+            text = yaml.safe_dump(pack.to_file_data(), sort_keys=False, allow_unicode=True)
+            _write_atomically(versions / f"{number:04d}.yaml", text)
+            _write_atomically(self.folder / f"{pack.id}.yaml", text)
+            entry = {"version": number, "saved_at": iso(self.clock()), "saved_by": editor, "action": action}
+            with (versions / "log.jsonl").open("a") as log:
+                log.write(json.dumps(entry) + "\n")
+            self.library.reload()
+        return self.library.get(pack.id, include_unpublished=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
