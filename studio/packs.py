@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -10,8 +11,10 @@ from pathlib import Path
 import yaml
 
 from packs.loader import LIBRARY_DIR, Pack, PackError, load_library, parse_pack
-from pipelines.errors import ConflictError, NotFoundError
+from pipelines.errors import ConflictError, NotFoundError, TunesError
 from storage.records import iso
+
+logger = logging.getLogger(__name__)
 
 
 class PackLibrary:
@@ -62,14 +65,18 @@ class PackEditor:
         library: the library to reload after each edit.
         folder: where team packs live.
         clock: "now" for the version log.
+        mirror: pushes every saved edit to a private Hub dataset repo (a failed push is logged and kept in
+            `last_push_error`; the local save stands).
     """
 
-    def __init__(self, library: PackLibrary, folder: Path, *, clock=None):
+    def __init__(self, library: PackLibrary, folder: Path, *, clock=None, mirror=None):
         from storage.records import utc_now
 
         self.library = library
         self.folder = Path(folder)
         self.clock = clock or utc_now
+        self.mirror = mirror  # a HubPackMirror when the Hub is configured
+        self.last_push_error: str | None = None
         self._lock = threading.Lock()
 
     def create(self, data: dict, *, editor: str) -> Pack:
@@ -130,7 +137,23 @@ class PackEditor:
             with (versions / "log.jsonl").open("a") as log:
                 log.write(json.dumps(entry) + "\n")
             self.library.reload()
+            self._push(pack.id, number, text, entry)
         return self.library.get(pack.id, include_unpublished=True)
+
+    def _push(self, pack_id: str, number: int, text: str, entry: dict) -> None:
+        if self.mirror is None:
+            return
+        files = {
+            f"packs/{pack_id}.yaml": text.encode(),
+            f"versions/{pack_id}/{number:04d}.yaml": text.encode(),
+            f"versions/{pack_id}/log.jsonl": (self._versions_dir(pack_id) / "log.jsonl").read_bytes(),
+        }
+        try:
+            self.mirror.push(files, message=f"{entry['action']} {pack_id} (version {number}) by {entry['saved_by']}")
+            self.last_push_error = None
+        except TunesError as error:
+            self.last_push_error = str(error)
+            logger.warning("pack %s saved locally but not pushed to the Hub: %s", pack_id, error)
 
 
 def _write_atomically(path: Path, text: str) -> None:

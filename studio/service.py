@@ -25,6 +25,7 @@ from pipelines.registry import get_branch, model_reference
 from pipelines.settings import Settings
 from pipelines.tuning import TuneRequest, check_photos
 from storage.db import Database
+from storage.hub_packs import open_pack_mirror
 from storage.net import check_url, fetch_url
 from storage.records import Image, Prompt, Tune, utc_now
 from studio.packs import PackEditor, PackLibrary
@@ -65,7 +66,9 @@ class Studio:
         self.db = db
         self.store = store
         self.packs = packs or PackLibrary(LIBRARY_DIR, settings.data_dir / "packs")
-        self.pack_editor = PackEditor(self.packs, settings.data_dir / "packs", clock=clock)
+        self.pack_editor = PackEditor(
+            self.packs, settings.data_dir / "packs", clock=clock, mirror=open_pack_mirror(settings)
+        )
         self.clock = clock
         self.work_available = threading.Event()  # set when something is queued; the worker waits on it
 

@@ -242,6 +242,13 @@ class FakeHubHandler(BaseHTTPRequestHandler):
             self._route(method, segments, body)
 
     def _route(self, method: str, segments: list[str], body: bytes) -> None:
+        # dataset repos use the same routes under /api/datasets/ and /datasets/; they are stored as "datasets/<id>"
+        prefix = ""
+        if segments[:2] == ["api", "datasets"]:
+            segments, prefix = ["api", "models", *segments[2:]], "datasets/"
+        elif segments[:1] == ["datasets"]:
+            segments, prefix = segments[1:], "datasets/"
+        self._prefix = prefix
         match (method, segments):
             case ("POST", ["api", "repos", "create"]):
                 return self._create_repo(json.loads(body))
@@ -250,35 +257,37 @@ class FakeHubHandler(BaseHTTPRequestHandler):
             case ("POST", ["api", "validate-yaml"]):
                 return self._json({"errors": [], "warnings": []})
             case ("GET", ["api", "models", namespace, name]):
-                return self._model_info(f"{namespace}/{name}", "main")
+                return self._model_info(f"{prefix}{namespace}/{name}", "main")
             case ("GET", ["api", "models", namespace, name, "revision", revision]):
-                return self._model_info(f"{namespace}/{name}", revision)
+                return self._model_info(f"{prefix}{namespace}/{name}", revision)
             case ("PUT", ["api", "models", namespace, name, "settings"]):
-                return self._settings(f"{namespace}/{name}", json.loads(body))
+                return self._settings(f"{prefix}{namespace}/{name}", json.loads(body))
             case ("POST", ["api", "models", namespace, name, "preupload", revision]):
-                return self._preupload(f"{namespace}/{name}", revision, json.loads(body))
+                return self._preupload(f"{prefix}{namespace}/{name}", revision, json.loads(body))
             case ("POST", ["api", "models", namespace, name, "commit", revision]):
-                return self._commit(f"{namespace}/{name}", revision, body)
+                return self._commit(f"{prefix}{namespace}/{name}", revision, body)
             case ("GET", ["api", "models", namespace, name, "tree", revision, *path]):
-                return self._tree(f"{namespace}/{name}", revision, "/".join(path))
+                return self._tree(f"{prefix}{namespace}/{name}", revision, "/".join(path))
             case ("GET" | "HEAD", [namespace, name, "resolve", revision, *path]) if path:
-                return self._resolve(method, f"{namespace}/{name}", revision, "/".join(path))
+                return self._resolve(method, f"{prefix}{namespace}/{name}", revision, "/".join(path))
         return self._error(404, f"Sorry, we can't find the page you are looking for ({method} {self.path}).")
 
     # --- routes ------------------------------------------------------------------------------------------
 
     def _create_repo(self, payload: dict) -> None:
-        repo_id = f"{payload.get('organization')}/{payload['name']}"
+        if payload.get("type") not in (None, "model", "dataset"):
+            return self._error(400, "the fake Hub only hosts model and dataset repos")
+        prefix = "datasets/" if payload.get("type") == "dataset" else ""
+        repo_id = f"{prefix}{payload.get('organization')}/{payload['name']}"
         url = f"{self.hub.url}/{repo_id}"
-        if payload.get("type") not in (None, "model"):
-            return self._error(400, "the fake Hub only hosts model repos")
         if repo_id in self.hub.repos:
             return self._json({"error": "You already created this model repo", "url": url}, status=409)
         self.hub._create(repo_id, private=payload.get("visibility") == "private")
         return self._json({"url": url, "name": repo_id, "id": repo_id})
 
     def _delete_repo(self, payload: dict) -> None:
-        repo_id = f"{payload.get('organization')}/{payload['name']}"
+        prefix = "datasets/" if payload.get("type") == "dataset" else ""
+        repo_id = f"{prefix}{payload.get('organization')}/{payload['name']}"
         if self.hub.repos.pop(repo_id, None) is None:
             return self._repo_not_found()
         return self._json({})

@@ -8,6 +8,7 @@ from packs.loader import PackError
 from pipelines.errors import ConflictError
 from studio.packs import PackEditor, PackLibrary
 from studio.requests import TuneCreate
+from tests.fakehub import fake_hub_fixture  # noqa: F401 (registers `fake_hub`)
 from tests.studio.test_packs import MINI_PACK
 from tests.studio.test_service import PHOTOS
 
@@ -92,3 +93,39 @@ def test_preview_renders_with_sample_characteristics(settings, tmp_path):
         assert done.status == "done" and len(done.images) == 2 and done.pack_prompt == "woman/0"
     finally:
         runtime.close()
+
+
+def test_with_the_hub_configured_every_saved_edit_is_pushed_to_a_private_dataset(tmp_path, fake_hub):
+    from pipelines.settings import Settings
+    from storage.hub_packs import HubPackMirror
+    from tests.fakehub import FAKE_TOKEN
+
+    settings = Settings(data_dir=tmp_path / "data", hf_token=FAKE_TOKEN, hub_namespace="studio")
+    library = PackLibrary(tmp_path / "team")
+    editor = PackEditor(library, tmp_path / "team", mirror=HubPackMirror(settings))
+    editor.create(MINI_PACK, editor="ana")
+    editor.edit("mini", {**MINI_PACK, "title": "Mini v2"}, editor="ben")
+
+    repo = fake_hub.repos["datasets/studio/tune-studio-packs"]
+    assert repo.private and editor.last_push_error is None
+    files = repo.files
+    assert "title: Mini v2" in files["packs/mini.yaml"].decode()
+    assert {"versions/mini/0001.yaml", "versions/mini/0002.yaml"} <= set(files)
+    assert len(files["versions/mini/log.jsonl"].decode().splitlines()) == 2
+
+
+def test_a_failed_push_keeps_the_local_save(tmp_path, fake_hub):
+    from pipelines.settings import Settings
+    from storage.artifacts import RetryPolicy
+    from storage.hub_packs import HubPackMirror
+    from tests.fakehub import FAKE_TOKEN
+
+    settings = Settings(data_dir=tmp_path / "data", hf_token=FAKE_TOKEN, hub_namespace="studio")
+    mirror = HubPackMirror(settings, retry=RetryPolicy(attempts=1))
+    library = PackLibrary(tmp_path / "team")
+    editor = PackEditor(library, tmp_path / "team", mirror=mirror)
+    fake_hub.fail_next("/api/repos/create", status=500, times=5)
+    editor.create(MINI_PACK, editor="ana")
+
+    assert library.get("mini").title == "Mini"
+    assert editor.last_push_error and FAKE_TOKEN not in editor.last_push_error
