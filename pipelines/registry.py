@@ -17,7 +17,6 @@ from pipelines.errors import ModelUnavailableError, ValidationError
 from pipelines.settings import Settings
 from pipelines.tiny import TINY_RESOLUTION, build_tiny_sd15
 
-FAMILIES = ("sd15", "sdxl", "flux", "mock")
 PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
 
 

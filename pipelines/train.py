@@ -330,15 +330,17 @@ class _Encoder:
     placement: Placement
 
     def latent_distribution(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         vae = self.pipe.vae
-        if vae.config.get("force_upcast", False) and vae.dtype != self._float32:
-            vae.to(dtype=self._float32)  # the SDXL VAE overflows in fp16
+        if vae.config.get("force_upcast", False) and vae.dtype != torch.float32:
+            vae.to(dtype=torch.float32)  # the SDXL VAE overflows in fp16
         means, stds = [], []
         for chunk in pixels.split(4):
             dist = vae.encode(chunk.to(self.placement.device, vae.dtype)).latent_dist
             means.append(dist.mean.float())
             stds.append(dist.std.float())
-        return _cat(means), _cat(stds)
+        return torch.cat(means), torch.cat(stds)
 
     def captions(self, captions: list[str]) -> dict[str, torch.Tensor]:
         """Text conditioning per caption: hidden states, plus pooled embeds and time ids for SDXL."""
@@ -357,18 +359,6 @@ class _Encoder:
             "text_embeds": pooled.float(),
             "time_ids": time_ids.repeat(len(captions), 1),
         }
-
-    @property
-    def _float32(self) -> torch.dtype:
-        import torch
-
-        return torch.float32
-
-
-def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
-    import torch
-
-    return torch.cat(tensors)
 
 
 def _prepare_batches(

@@ -279,6 +279,10 @@ class Database:
             row = self._conn.execute("SELECT * FROM tunes WHERE owner = ? AND id = ?", (owner, tune_id)).fetchone()
         return from_row(Tune, row) if row else None
 
+    def tune_by_title(self, owner: str, title: str) -> Tune | None:
+        with self._lock:
+            return self.find_tune_by_title(self._conn, owner, title)
+
     def find_tune_by_title(self, conn: sqlite3.Connection, owner: str, title: str) -> Tune | None:
         row = conn.execute("SELECT * FROM tunes WHERE owner = ? AND title = ?", (owner, title)).fetchone()
         return from_row(Tune, row) if row else None
@@ -558,13 +562,6 @@ class Database:
             " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
             (owner, url, kind, record_id, now, now),
         )
-
-    def pending_prompt_count(self, tune_id: int) -> int:
-        with self._lock:
-            return self._conn.execute(
-                "SELECT COUNT(*) AS n FROM prompts WHERE tune_id = ? AND status IN ('queued', 'generating')",
-                (tune_id,),
-            ).fetchone()["n"]
 
     def tunes_due_for_expiry(self, now: datetime) -> list[Tune]:
         """Trained tunes whose LoRA has passed its expiry (the retention sweep's work list)."""

@@ -12,8 +12,6 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-TUNE_STATUSES = ("queued", "training", "trained", "failed", "cancelled", "expired")
-PROMPT_STATUSES = ("queued", "generating", "done", "failed", "cancelled")
 MAX_ATTEMPTS = 3
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pipelines.errors import ValidationError
-from pipelines.generate import MAX_IMAGES, MAX_SEED, SCHEDULERS, GenerationRequest
+from pipelines.generate import MAX_SEED, GenerationRequest
 from pipelines.photos import PhotoInput
 from pipelines.prompts import check_characteristics
 
@@ -99,6 +99,3 @@ def check_page(limit: int, offset: int) -> None:
         raise ValidationError("limit", limit, f"must be an integer between 1 and {MAX_TUNES_PER_PAGE}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValidationError("offset", offset, "must be a non-negative integer")
-
-
-__all__ = ["MAX_IMAGES", "SCHEDULERS", "PromptCreate", "TuneCreate", "check_page"]

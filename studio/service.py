@@ -95,7 +95,7 @@ class Studio:
             InsufficientCreditsError: not enough tune or image credits (nothing is written).
         """
         # 1. Idempotency: the same title returns the existing tune, no second training
-        existing = self._tune_by_title(owner, request.title)
+        existing = self.db.tune_by_title(owner, request.title)
         if existing is not None:
             return TuneCreated(existing, created=False)
         # 2. Check the request: branch, class, token, steps, URLs, prompts
@@ -406,10 +406,6 @@ class Studio:
         if not self.db.set_liked(owner, image_id, liked):
             raise NotFoundError("image", image_id)
         return self.db.get_image(owner, image_id)
-
-    def _tune_by_title(self, owner: str, title: str) -> Tune | None:
-        with self.db.transaction() as conn:
-            return self.db.find_tune_by_title(conn, owner, title)
 
     def _tune_request(self, request: TuneCreate, branch: str) -> TuneRequest:
         # the mock branch is not trainable; check the same fields against a trainable twin
