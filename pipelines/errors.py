@@ -23,6 +23,14 @@ class ValidationError(TunesError, ValueError):
         super().__init__(f"`{field}` {message} (got {_short(value)})")
 
 
+class PermissionDeniedError(TunesError):
+    """The caller is signed in but lacks the role the action needs (admin, pack editor)."""
+
+
+class SignInRequiredError(TunesError):
+    """Nobody is signed in where the deployment requires it (a Space with Hugging Face sign-in)."""
+
+
 class SettingsError(ValidationError):
     """An environment setting could not be parsed."""
 

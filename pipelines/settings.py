@@ -29,7 +29,14 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "HF_TOKEN": ("hf_token", "Hugging Face token: gated base models, private LoRA repos. Never logged."),
     "TUNES_HUB_NAMESPACE": ("hub_namespace", "User or org for private LoRA repos (with HF_TOKEN)."),
     "TUNES_RETENTION_DAYS": ("retention_days", "Days a trained LoRA is kept before it expires."),
-    "TUNES_ADMINS": ("admins", "Comma-separated user ids with admin rights."),
+    "TUNES_ADMINS": ("admins", "Comma-separated user ids with admin rights (the admin tab and its actions)."),
+    "TUNES_EDITORS": ("editors", "Comma-separated user ids who may edit packs (admins may too)."),
+    "TUNES_LOCAL_USER": (
+        "local_user",
+        "The one user when nobody signs in (no accounts, no OAuth); an admin unless TUNES_ADMINS is set.",
+    ),
+    "TUNES_ACCOUNTS": ("accounts", "Accounts `name:password,name:password`; the app asks to sign in. Never logged."),
+    "OAUTH_CLIENT_ID": ("oauth_client_id", "Set by Spaces with `hf_oauth: true`: users sign in with Hugging Face."),
     "TUNES_ALLOWED_FETCH_HOSTS": ("allowed_fetch_hosts", "Hosts photo URLs and callbacks may reach although private."),
     "TUNES_LORA_CACHE_SIZE": ("lora_cache_size", "LoRA adapters kept loaded per base pipeline (LRU)."),
     "TUNES_CHECKPOINT_EVERY": ("checkpoint_every", "Training steps between resumable checkpoints."),
@@ -57,6 +64,10 @@ class Settings:
     hub_namespace: str | None = None
     retention_days: int = 30
     admins: tuple[str, ...] = ()
+    editors: tuple[str, ...] = ()
+    local_user: str = "local"
+    accounts: tuple[str, ...] = field(default=(), repr=False)
+    oauth_client_id: str | None = None
     allowed_fetch_hosts: tuple[str, ...] = ()
     lora_cache_size: int = 4
     checkpoint_every: int = 100
@@ -78,6 +89,13 @@ class Settings:
             raise SettingsError("TUNES_IMAGE_RETENTION_DAYS", self.image_retention_days, "must be 0 (keep) or more")
         if self.checkpoint_every < 1:
             raise SettingsError("TUNES_CHECKPOINT_EVERY", self.checkpoint_every, "must be a positive integer")
+        for account in self.accounts:
+            name, _, password = account.partition(":")
+            if not name.strip() or not password:
+                # the value holds passwords: name the variable and the account, never the value
+                raise SettingsError("TUNES_ACCOUNTS", name.strip() or "(empty)", "entries must read name:password")
+        if not self.local_user.strip():
+            raise SettingsError("TUNES_LOCAL_USER", self.local_user, "must be a non-empty user id")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise SettingsError("TUNES_DEVICE", self.device, "must be `auto`, `cpu`, `cuda` or `cuda:N`")
 
@@ -104,6 +122,11 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def account_pairs(self) -> list[tuple[str, str]]:
+        """(name, password) pairs for `launch(auth=...)`."""
+        return [(name.strip(), password) for name, _, password in (a.partition(":") for a in self.accounts)]
 
     def base_model_override(self, branch: str) -> str | None:
         """The configured model id/path for a real branch, or None for branches without one."""

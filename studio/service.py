@@ -23,7 +23,7 @@ from pipelines.photos import PhotoInput
 from pipelines.prompts import check_characteristics, render_prompt
 from pipelines.registry import get_branch, model_reference
 from pipelines.settings import Settings
-from pipelines.tuning import TuneRequest, check_photos
+from pipelines.tuning import CheckedPhotos, TuneRequest, check_photos
 from storage.db import Database
 from storage.hub_packs import open_pack_mirror
 from storage.net import check_url, fetch_url
@@ -105,10 +105,7 @@ class Studio:
         callbacks = {name: self._checked_url(getattr(request, name), name) for name in ("callback", "prompts_callback")}
         for index, prompt in enumerate(request.prompts):
             self._checked_url(prompt.callback, f"prompts_attributes[{index}].callback")
-        for index, item in enumerate(request.images):
-            # uploads arrive as contents; a path here could name another user's files on this server
-            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes)):
-                raise ValidationError(f"images[{index}]", type(item).__name__, "must be an uploaded file's contents")
+        _require_contents(request.images)
         rendered = [self._render(p, token, tune_request.class_name, request.characteristics) for p in request.prompts]
         # 3. Photos: fetch URLs, decode and check every photo
         inputs = list(request.images) + [self._fetch_photo(url, i) for i, url in enumerate(request.image_urls)]
@@ -144,6 +141,16 @@ class Studio:
             self._store_photos(tune_id, checked.photos)  # last: nothing after it can fail before commit
         self.work_available.set()
         return TuneCreated(self.get_tune(owner, tune_id), created=True)
+
+    def check_photos(self, photos: Sequence[tuple[str, bytes]], class_name: str) -> CheckedPhotos:
+        """The quality report a tune would get, before anything is written or trained (nothing is stored).
+
+        Raises:
+            ValidationError: a bad class or the wrong number of photos. PhotoRejectedError: unusable files.
+        """
+        class_name = TuneRequest(class_name=class_name, branch="tiny").class_name  # checks the class word
+        _require_contents(photos)
+        return check_photos(self.settings, list(photos), class_name=class_name)
 
     def get_tune(self, owner: str, tune_id: int) -> Tune:
         """Raises NotFoundError when the tune does not exist or belongs to someone else."""
@@ -490,6 +497,13 @@ class Studio:
         have = f"you have {tune_credits if tune_credits is not None else 'unlimited'} tune credit(s) and "
         have += f"{image_credits if image_credits is not None else 'unlimited'} image credit(s)"
         return f"Not enough credits: this needs {tunes} tune credit(s) and {images} image credit(s); {have}."
+
+
+def _require_contents(photos: Sequence[object]) -> None:
+    """Uploads arrive as (name, contents); a path here could name another user's files on this server."""
+    for index, item in enumerate(photos):
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes)):
+            raise ValidationError(f"images[{index}]", type(item).__name__, "must be an uploaded file's contents")
 
 
 def _hash_key(key: str) -> str:
