@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from storage.records import iso
+from storage.records import Tune, iso
 from studio.service import Studio
 
 log = logging.getLogger(__name__)
@@ -41,16 +41,11 @@ def sweep(studio: Studio, store) -> SweepResult:
             result.extended.append(tune.id)
             continue
         try:
-            if tune.artifact_location:
-                store.delete(tune.artifact_location)
+            if expire_tune(studio, store, tune):
+                result.expired.append(tune.id)
         except Exception as error:  # e.g. the Hub is down: keep the record, try again next time
             result.errors[tune.id] = str(error)
-            log.warning("could not delete the LoRA of tune %s: %s", tune.id, error)
-            continue
-        if studio.db.end_tune(
-            tune.owner, tune.id, "expired", from_statuses=("trained",), artifact_location=None, eta_seconds=None
-        ):
-            result.expired.append(tune.id)
+            log.warning("could not expire tune %s: %s", tune.id, error)
     if studio.settings.image_retention_days:
         cutoff = now - timedelta(days=studio.settings.image_retention_days)
         for path in studio.db.purge_images_before(cutoff):
@@ -59,9 +54,31 @@ def sweep(studio: Studio, store) -> SweepResult:
     return result
 
 
+def expire_tune(studio: Studio, store, tune: Tune, *, now: datetime | None = None) -> bool:
+    """Delete a trained tune's LoRA, then mark the tune `expired`: its waiting prompts fail, callbacks are queued.
+
+    The sweep and the admin's "expire now" both go through here.
+
+    Args:
+        now: when given, recorded as the tune's `expires_at` (an early expiry); the sweep keeps the due date.
+
+    Returns:
+        False when the tune was no longer `trained` (nothing changed).
+
+    Raises:
+        ArtifactError: the LoRA could not be deleted; the tune stays `trained`, so this can be tried again.
+    """
+    if tune.artifact_location:
+        store.delete(tune.artifact_location)
+    changes = {"expires_at": iso(now)} if now is not None else {}
+    return studio.db.end_tune(
+        tune.owner, tune.id, "expired", from_statuses=("trained",), artifact_location=None, eta_seconds=None, **changes
+    )
+
+
 def start_scheduler(studio: Studio, store, *, every_minutes: int = SWEEP_EVERY_MINUTES):
     """Start a BackgroundScheduler running `sweep` now and every `every_minutes`. Returns it (call .shutdown())."""
-    from datetime import UTC, datetime
+    from datetime import UTC
 
     from apscheduler.schedulers.background import BackgroundScheduler
 

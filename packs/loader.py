@@ -19,7 +19,8 @@ from pipelines.generate import MAX_IMAGES, MAX_SEED, SCHEDULERS
 from pipelines.registry import BRANCHES
 
 LIBRARY_DIR = Path(__file__).resolve().parent / "library"
-COVERS_DIR = Path(__file__).resolve().parent / "covers"
+COVERS_DIR = LIBRARY_DIR / "covers"  # cover and sample images; the shipped covers are placeholders
+MAX_SAMPLES = 12
 KNOWN_CLASSES = ("man", "woman", "boy", "girl", "person", "couple", "baby", "cat", "dog")
 ASPECT_RATIOS = {
     "1:1": (1, 1),
@@ -44,6 +45,7 @@ _PACK_KEYS = {
     "preset",
     "published",
     "prompts",
+    "samples",
 }
 _PROMPT_KEYS = {
     "text",
@@ -106,6 +108,7 @@ class Pack:
     preset_face_crop: bool
     published: bool
     prompts: dict[str, tuple[PackPrompt, ...]]
+    samples: tuple[str, ...] = ()  # image files in COVERS_DIR showing what the pack produces
 
     def images_for(self, class_name: str) -> int:
         """How many images the pack produces for one class (its cost)."""
@@ -138,6 +141,7 @@ class Pack:
             "preset": preset,
             "published": self.published,
             "prompts": prompts,
+            **({"samples": list(self.samples)} if self.samples else {}),
         }
 
 
@@ -151,13 +155,31 @@ def load_pack_file(path: Path) -> Pack:
     source = path.name
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else _yaml_load(text)
-    except (OSError, ValueError) as error:
-        raise PackError(source, "(file)", str(path.name), f"cannot be read as YAML/JSON: {error}") from None
+    except OSError as error:
+        raise PackError(source, "(file)", str(path.name), f"cannot be read: {error}") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise PackError(source, "(file)", str(path.name), f"cannot be read as YAML/JSON: {error}") from None
+    else:
+        data = read_pack_text(text, source=source)
     pack = parse_pack(data, source=source)
     if pack.id != path.stem:
         raise PackError(source, "id", pack.id, f"must equal the file name ({path.stem!r})")
     return pack
+
+
+def read_pack_text(text: str, *, source: str) -> object:
+    """Parse pack text as the team writes it (YAML, or JSON, which YAML reads too); `parse_pack` checks it.
+
+    Raises:
+        PackError: the text is not YAML/JSON; names `source` and the parser's reason (line and column).
+    """
+    try:
+        return _yaml_load(text)
+    except ValueError as error:
+        raise PackError(source, "(file)", source, f"cannot be read as YAML/JSON: {error}") from None
 
 
 def load_library(*folders: Path) -> dict[str, Pack]:
@@ -200,9 +222,12 @@ def parse_pack(data: object, *, source: str) -> Pack:
         _int(source, "preset.steps", steps, 1, 20_000)
     cover = obj.get("cover")
     if cover is not None:
-        _text(source, "cover", cover, 200)
-        if "/" in cover or "\\" in cover or not (COVERS_DIR / cover).is_file():
-            raise PackError(source, "cover", cover, f"must be the name of an image file in {COVERS_DIR.name}/")
+        _image_file(source, "cover", cover)
+    samples = obj.get("samples") or []
+    if not isinstance(samples, list) or len(samples) > MAX_SAMPLES:
+        raise PackError(source, "samples", samples, f"must be a list of at most {MAX_SAMPLES} image file names")
+    for i, name in enumerate(samples):
+        _image_file(source, f"samples[{i}]", name)
     prompts = _mapping(source, "prompts", obj["prompts"], set(KNOWN_CLASSES), required=set())
     missing = [name for name in classes if name not in prompts]
     if missing:
@@ -222,6 +247,7 @@ def parse_pack(data: object, *, source: str) -> Pack:
         preset_face_crop=_bool(source, "preset.face_crop", preset.get("face_crop", True)),
         published=_bool(source, "published", obj.get("published", True)),
         prompts=parsed,
+        samples=tuple(samples),
     )
 
 
@@ -254,6 +280,14 @@ def _text(source: str, path: str, value: object, limit: int) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise PackError(source, path, value, f"must be non-empty text of at most {limit} characters")
     return value.strip()
+
+
+def _image_file(source: str, path: str, value: object) -> str:
+    name = _text(source, path, value, 200)
+    if "/" in name or "\\" in name or not (COVERS_DIR / name).is_file():
+        where = f"packs/{COVERS_DIR.parent.name}/{COVERS_DIR.name}/"
+        raise PackError(source, path, value, f"must be the name of an image file in {where}")
+    return name
 
 
 def _int(source: str, path: str, value: object, low: int, high: int) -> int:

@@ -619,3 +619,113 @@ class Database:
                 (owner, kind, record_id),
             ).fetchall()
         return [from_row(Delivery, row) for row in rows]
+
+    # -- operator views and actions ----------------------------------------------------------------
+    # Only `admin.operations.Operations` calls the methods below, after checking the caller is an admin:
+    # they read across owners (the admin tables) or change records in ways no owner-facing use case does.
+
+    def owner_of_tune(self, tune_id: int) -> str | None:
+        """The owner of a tune, or None when it does not exist (admin only: it reveals who owns what)."""
+        with self._lock:
+            row = self._conn.execute("SELECT owner FROM tunes WHERE id = ?", (tune_id,)).fetchone()
+        return row["owner"] if row else None
+
+    def owner_of_prompt(self, prompt_id: int) -> str | None:
+        """The owner of a prompt, or None when it does not exist (admin only)."""
+        with self._lock:
+            row = self._conn.execute("SELECT owner FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+        return row["owner"] if row else None
+
+    def admin_list_tunes(self, *, status: str | None, limit: int) -> list[Tune]:
+        """Every owner's tunes, newest first, optionally only those in `status` (admin only)."""
+        query, params = "SELECT * FROM tunes", []
+        if status is not None:
+            query += " WHERE status = ?"
+            params.append(status)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [from_row(Tune, row) for row in rows]
+
+    def admin_list_prompts(self, *, status: str | None, tune_id: int | None, limit: int) -> list[Prompt]:
+        """Every owner's prompts with their images, newest first, optionally filtered (admin only)."""
+        conditions, params = [], []
+        if status is not None:
+            conditions.append("status = ?")
+            params.append(status)
+        if tune_id is not None:
+            conditions.append("tune_id = ?")
+            params.append(tune_id)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._lock:
+            rows = self._conn.execute(f"SELECT * FROM prompts{where} ORDER BY id DESC LIMIT ?", (*params, limit))
+            return [self._with_images(from_row(Prompt, row)) for row in rows.fetchall()]
+
+    def admin_queue(self) -> tuple[list[Tune], list[tuple[Prompt, str]]]:
+        """All pending work, read at one moment (admin only): tunes `queued`/`training` by id, and prompts
+        `queued`/`generating` by id, each with its tune's status (the worker's order depends on it)."""
+        with self._lock:
+            tunes = self._conn.execute(
+                "SELECT * FROM tunes WHERE status IN ('queued', 'training') ORDER BY id"
+            ).fetchall()
+            prompts = self._conn.execute(
+                "SELECT p.*, t.status AS tune_status FROM prompts p JOIN tunes t ON t.id = p.tune_id"
+                " WHERE p.status IN ('queued', 'generating') ORDER BY p.id"
+            ).fetchall()
+        return [from_row(Tune, row) for row in tunes], [(from_row(Prompt, row), row["tune_status"]) for row in prompts]
+
+    def user_summaries(self) -> list[dict[str, Any]]:
+        """Per user: tunes, prompts and images owned, and credits (None: unlimited), by user id (admin only)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT u.id AS user, u.tune_credits, u.image_credits,"
+                " (SELECT COUNT(*) FROM tunes t WHERE t.owner = u.id) AS tunes,"
+                " (SELECT COUNT(*) FROM prompts p WHERE p.owner = u.id) AS prompts,"
+                " (SELECT COUNT(*) FROM images i WHERE i.owner = u.id) AS images"
+                " FROM users u ORDER BY u.id"
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def add_credits(self, owner: str, *, tunes: int, images: int) -> tuple[int | None, int | None]:
+        """Add credits to a user (created if new); unlimited (None) stays unlimited. Returns the new credits."""
+        with self.transaction() as conn:
+            self.ensure_user(conn, owner)
+            conn.execute(
+                "UPDATE users SET tune_credits = tune_credits + ?, image_credits = image_credits + ? WHERE id = ?",
+                (tunes, images, owner),  # NULL + n is NULL: unlimited stays unlimited
+            )
+            row = conn.execute("SELECT tune_credits, image_credits FROM users WHERE id = ?", (owner,)).fetchone()
+        return row["tune_credits"], row["image_credits"]
+
+    def requeue_failed_prompt(self, owner: str, prompt_id: int) -> bool:
+        """Put a failed prompt back in the queue as new (attempts and error cleared), only while its tune
+        is still `trained`. Returns False (nothing changed) otherwise."""
+        with self.transaction() as conn:
+            return (
+                conn.execute(
+                    "UPDATE prompts SET status = 'queued', attempts = 0, error = NULL, started_at = NULL,"
+                    " completed_at = NULL, updated_at = ? WHERE owner = ? AND id = ? AND status = 'failed'"
+                    " AND tune_id IN (SELECT id FROM tunes WHERE status = 'trained')",
+                    (iso(self.clock()), owner, prompt_id),
+                ).rowcount
+                == 1
+            )
+
+    def requeue_ended_tune(self, owner: str, tune_id: int) -> int | None:
+        """Put a failed or cancelled tune back in the queue as new, with the prompts it failed before they
+        ever ran (attempts 0). Returns how many prompts were queued again, or None when the tune is not
+        failed or cancelled (nothing changed)."""
+        now = iso(self.clock())
+        with self.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE tunes SET status = 'queued', attempts = 0, error = NULL, progress = 0, eta_seconds = NULL,"
+                " started_training_at = NULL, updated_at = ?"
+                " WHERE owner = ? AND id = ? AND status IN ('failed', 'cancelled')",
+                (now, owner, tune_id),
+            ).rowcount
+            if not changed:
+                return None
+            return conn.execute(
+                "UPDATE prompts SET status = 'queued', error = NULL, updated_at = ?"
+                " WHERE tune_id = ? AND status = 'failed' AND attempts = 0",
+                (now, tune_id),
+            ).rowcount

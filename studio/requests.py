@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from packs.loader import ASPECT_RATIOS
 from pipelines.errors import ValidationError
 from pipelines.generate import MAX_SEED, GenerationRequest
 from pipelines.photos import PhotoInput
@@ -25,6 +26,7 @@ class PromptCreate:
     seed: int | None = None
     w: int | None = None
     h: int | None = None
+    aspect_ratio: str | None = None  # with no w/h: this shape at the tune's branch resolution
     cfg_scale: float = 7.0
     steps: int = 30
     scheduler: str = "dpm++2m_karras"
@@ -34,6 +36,13 @@ class PromptCreate:
     callback: str | None = None
     pack_id: str | None = None  # set by the service for prompts that come from a pack
     pack_prompt: str | None = None  # "class/index" in that pack
+
+    def sized_for(self, resolution: int) -> PromptCreate:
+        """This prompt with w/h set from `aspect_ratio` at a branch's resolution (same pixel count, multiples of 8)."""
+        if self.aspect_ratio is None or (self.w and self.h):
+            return self
+        w, h = size_for_aspect(self.aspect_ratio, resolution)
+        return replace(self, w=w, h=h)
 
     def __post_init__(self) -> None:
         # the generation request checks the numbers and names; build one with a placeholder prompt
@@ -48,6 +57,8 @@ class PromptCreate:
             cfg_scale=self.cfg_scale,
             scheduler=self.scheduler,
         )
+        if self.aspect_ratio is not None and self.aspect_ratio not in ASPECT_RATIOS:
+            raise ValidationError("aspect_ratio", self.aspect_ratio, f"must be one of {', '.join(ASPECT_RATIOS)}")
         for name in ("super_resolution", "inpaint_faces", "hires_fix"):
             if not isinstance(getattr(self, name), bool):
                 raise ValidationError(name, getattr(self, name), "must be true or false")
@@ -92,6 +103,13 @@ class TuneCreate:
             raise ValidationError("seed", self.seed, f"must be an integer between 0 and {MAX_SEED}")
         if len(self.prompts) > 64:
             raise ValidationError("prompts_attributes", len(self.prompts), "must hold at most 64 prompts")
+
+
+def size_for_aspect(aspect_ratio: str, resolution: int) -> tuple[int, int]:
+    """(w, h) with the pixel count of a `resolution`-square image in the given shape, multiples of 8."""
+    rw, rh = ASPECT_RATIOS[aspect_ratio]
+    scale = (resolution * resolution / (rw * rh)) ** 0.5
+    return max(64, round(rw * scale / 8) * 8), max(64, round(rh * scale / 8) * 8)
 
 
 def check_page(limit: int, offset: int) -> None:

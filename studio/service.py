@@ -32,6 +32,7 @@ from studio.packs import PackEditor, PackLibrary
 from studio.requests import PromptCreate, TuneCreate, check_page
 
 Clock = Callable[[], datetime]
+MAX_STYLES = 8  # styles picked at tune creation
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ class Studio:
         """Render, check credits for all, and insert all prompts in one transaction (all or nothing)."""
         if tune.status not in ("queued", "training", "trained"):
             raise ConflictError(f"tune {tune.id} is {tune.status}; prompts need a trained (or training) tune")
+        requests = [request.sized_for(get_branch(tune.branch).resolution) for request in requests]
         rendered = [self._render(request, tune.token, tune.name, tune.characteristics) for request in requests]
         for index, request in enumerate(requests):
             self._checked_url(request.callback, "callback" if len(requests) == 1 else f"prompts[{index}].callback")
@@ -342,6 +344,33 @@ class Studio:
         [request] = [p for i, p in enumerate(self._pack_prompts(pack, class_name, tune.branch)) if i == index]
         [prompt_id] = self._queue_prompts(owner, tune, [request])
         return text, self.get_prompt(owner, prompt_id)
+
+    def list_styles(self, class_name: str) -> list[tuple[str, str]]:
+        """Every published pack prompt for a class as (label, style key "pack_id/class/index"), for style pickers."""
+        styles = []
+        for pack in self.list_packs(class_name):
+            for index, item in enumerate(pack.prompts[class_name]):
+                styles.append((f"{pack.title}: {item.text[:70]}", f"{pack.id}/{class_name}/{index}"))
+        return styles
+
+    def style_prompts(self, styles: Sequence[str], branch: str) -> list[PromptCreate]:
+        """The prompts for chosen styles (keys from `list_styles`), sized for `branch`.
+
+        Raises:
+            ValidationError: more than 8 styles, or a key that names no published pack prompt.
+        """
+        if len(styles) > MAX_STYLES:
+            raise ValidationError("styles", len(styles), f"must be at most {MAX_STYLES} styles")
+        prompts = []
+        for position, key in enumerate(styles):
+            pack_id, _, rest = str(key).partition("/")
+            class_name, _, index = rest.partition("/")
+            try:
+                pack = self.get_pack(pack_id)
+                prompts.append(self._pack_prompts(pack, class_name, get_branch(branch).name)[int(index)])
+            except (NotFoundError, KeyError, ValueError, IndexError):
+                raise ValidationError(f"styles[{position}]", key, "is not a style of a published pack") from None
+        return prompts
 
     def pack_stats(self, pack_id: str) -> list[dict[str, Any]]:
         """Per pack prompt: its text, images generated and likes (all users), for the creative team."""

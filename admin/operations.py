@@ -1,0 +1,553 @@
+"""The operators' use cases: tables of everything (queue, tunes, prompts, users, storage, expiries) and the
+actions on any owner's records (cancel, retry, extend, expire now, delete, credits).
+
+Every method takes the acting user first and refuses anyone who is not an admin (`TUNES_ADMINS`). The
+tables read across owners through the database's admin-only queries; an action looks up the record's owner
+and then goes through the same owner-scoped `Studio` use case a user would, so the rules stay in one place.
+No gradio here: `admin.tab` shows these tables and calls these actions.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from admin.scheduler import expire_tune
+from pipelines.errors import ConflictError, NotFoundError, ValidationError
+from pipelines.registry import get_branch
+from storage.records import Prompt, Tune, iso
+from studio.service import Studio
+from studio.users import Roles
+
+TUNE_STATUSES = ("queued", "training", "trained", "expired", "failed", "cancelled")
+PROMPT_STATUSES = ("queued", "generating", "done", "failed")
+RETRY_KINDS = ("tune", "prompt")
+MAX_ROWS = 10_000
+MAX_DAYS = 3650
+MAX_GRANT = 1_000_000
+_TEXT_WIDTH = 80  # prompt texts are cut to this in tables
+
+TUNE_COLUMNS = [
+    "id",
+    "owner",
+    "title",
+    "class",
+    "branch",
+    "status",
+    "progress %",
+    "created (UTC)",
+    "trained (UTC)",
+    "expires (UTC)",
+    "error",
+]
+PROMPT_COLUMNS = [
+    "id",
+    "tune",
+    "owner",
+    "prompt",
+    "images",
+    "status",
+    "attempts",
+    "created (UTC)",
+    "completed (UTC)",
+    "error",
+]
+QUEUE_COLUMNS = ["position", "state", "job", "id", "tune", "owner", "what", "progress %", "ETA", "started (UTC)"]
+USER_COLUMNS = ["user", "admin", "tunes", "prompts", "images", "tune credits", "image credits"]
+STORAGE_COLUMNS = ["what", "folder", "files", "size", "bytes"]
+EXPIRY_COLUMNS = ["id", "owner", "title", "expires (UTC)", "days left", "auto extend"]
+
+
+@dataclass(frozen=True)
+class Credits:
+    """A user's credits after a change; None means unlimited."""
+
+    user: str
+    tunes: int | None
+    images: int | None
+
+    def __str__(self) -> str:
+        return f"{self.user} has {_credits(self.tunes)} tune credit(s) and {_credits(self.images)} image credit(s)"
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Every admin table at once (one refresh of the admin tab)."""
+
+    queue: pd.DataFrame
+    tunes: pd.DataFrame
+    prompts: pd.DataFrame
+    users: pd.DataFrame
+    storage: pd.DataFrame
+    expiries: pd.DataFrame
+
+
+class Operations:
+    """What an operator can see and do. Thread-safe (the database serialises writes).
+
+    Args:
+        studio: the service; actions go through its owner-scoped use cases.
+        store: the artifact store holding the LoRAs (the one the worker and the expiry sweep use).
+    """
+
+    def __init__(self, studio: Studio, store: Any):
+        self.studio = studio
+        self.db = studio.db
+        self.store = store
+        self.roles = Roles(studio.settings)
+
+    # -- tables ----------------------------------------------------------------------------------
+
+    def overview(self, admin: str, *, tune_status: str | None = None, within_days: int = 7) -> Overview:
+        """All the tables of the admin tab.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin. ValidationError: a bad filter.
+        """
+        self._require_admin(admin)
+        return Overview(
+            queue=self.queue(admin),
+            tunes=self.tunes(admin, status=tune_status),
+            prompts=self.prompts(admin),
+            users=self.users(admin),
+            storage=self.storage(admin),
+            expiries=self.expiries_due(admin, within_days=within_days),
+        )
+
+    def tunes(self, admin: str, *, status: str | None = None, limit: int = 200) -> pd.DataFrame:
+        """Every owner's tunes, newest first.
+
+        Args:
+            status: only tunes in this status (one of `TUNE_STATUSES`); None for all.
+            limit: at most this many rows.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin. ValidationError: a bad `status` or `limit`.
+        """
+        self._require_admin(admin)
+        _check_choice("status", status, TUNE_STATUSES)
+        _check_int("limit", limit, 1, MAX_ROWS)
+        rows = [
+            [
+                tune.id,
+                tune.owner,
+                tune.title,
+                tune.name,
+                tune.branch,
+                tune.status,
+                round(tune.progress * 100),
+                _when(tune.created_at),
+                _when(tune.trained_at),
+                _when(tune.expires_at),
+                tune.error,
+            ]
+            for tune in self.db.admin_list_tunes(status=status, limit=limit)
+        ]
+        return _frame(rows, TUNE_COLUMNS)
+
+    def prompts(
+        self, admin: str, *, status: str | None = None, tune_id: int | None = None, limit: int = 200
+    ) -> pd.DataFrame:
+        """Every owner's prompts, newest first; `images` reads "made/asked".
+
+        Args:
+            status: only prompts in this status (one of `PROMPT_STATUSES`); None for all.
+            tune_id: only the prompts of this tune.
+            limit: at most this many rows.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin. ValidationError: a bad filter or `limit`.
+        """
+        self._require_admin(admin)
+        _check_choice("status", status, PROMPT_STATUSES)
+        if tune_id is not None:
+            _check_id("tune_id", tune_id)
+        _check_int("limit", limit, 1, MAX_ROWS)
+        rows = [
+            [
+                prompt.id,
+                prompt.tune_id,
+                prompt.owner,
+                _cut(prompt.rendered_text),
+                f"{len(prompt.images)}/{prompt.num_images}",
+                prompt.status,
+                prompt.attempts,
+                _when(prompt.created_at),
+                _when(prompt.completed_at),
+                prompt.error,
+            ]
+            for prompt in self.db.admin_list_prompts(status=status, tune_id=tune_id, limit=limit)
+        ]
+        return _frame(rows, PROMPT_COLUMNS)
+
+    def queue(self, admin: str) -> pd.DataFrame:
+        """The pending work in the order the worker will take it.
+
+        Running jobs come first (position 0, with progress and ETA for a training). Then the worker's
+        order (`Database.claim_next_job`): prompts of trained tunes first, oldest first, else the oldest
+        queued training, after which that tune's prompts are ready too. The order assumes trainings
+        succeed; prompts of a tune that can no longer run are listed last as `will fail`, without position.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin.
+        """
+        self._require_admin(admin)
+        tunes, prompts = self.db.admin_queue()
+        rows = [_tune_job(tune, 0, "running") for tune in tunes if tune.status == "training"]
+        rows += [_prompt_job(prompt, 0, "running") for prompt, _ in prompts if prompt.status == "generating"]
+        tunes_by_id = {tune.id: tune for tune in tunes}
+        prompts_by_id = {prompt.id: prompt for prompt, _ in prompts}
+        will_run = {tune.id for tune in tunes} | {p.tune_id for p, status in prompts if status == "trained"}
+        for position, (kind, record_id) in enumerate(_worker_order(tunes, prompts), start=1):
+            if kind == "tune":
+                rows.append(_tune_job(tunes_by_id[record_id], position, "queued"))
+            else:
+                rows.append(_prompt_job(prompts_by_id[record_id], position, "queued"))
+        for prompt, tune_status in prompts:
+            if prompt.status == "queued" and prompt.tune_id not in will_run:
+                rows.append(_prompt_job(prompt, None, f"will fail (tune {tune_status})"))
+        return _frame(rows, QUEUE_COLUMNS)
+
+    def users(self, admin: str) -> pd.DataFrame:
+        """Every user with a record: what they own and their credits ("unlimited" where none are set).
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin.
+        """
+        self._require_admin(admin)
+        rows = [
+            [
+                user["user"],
+                "yes" if self.roles.is_admin(user["user"]) else "no",
+                user["tunes"],
+                user["prompts"],
+                user["images"],
+                _credits(user["tune_credits"]),
+                _credits(user["image_credits"]),
+            ]
+            for user in self.db.user_summaries()
+        ]
+        return _frame(rows, USER_COLUMNS)
+
+    def storage(self, admin: str) -> pd.DataFrame:
+        """Disk used under the data folder by kind, human-readable and in bytes, with a total row.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin.
+        """
+        self._require_admin(admin)
+        data = self.studio.settings.data_dir
+        folders = {
+            "training photos": data / "photos",
+            "training checkpoints": data / "training",
+            "generated images": data / "images",
+            "LoRAs": Path(getattr(self.store, "root", data / "artifacts")),
+            "LoRA download cache (Hub)": data / "hub_cache",
+            "team packs": data / "packs",
+        }
+        rows = []
+        for what, folder in folders.items():
+            files, size = _disk_usage(folder)
+            rows.append([what, str(folder), files, _human(size), size])
+        database = [path for path in data.glob(f"{self.db.path.name}*") if path.is_file()]
+        db_size = sum(path.stat().st_size for path in database)
+        rows.append(["database", str(self.db.path), len(database), _human(db_size), db_size])
+        total_files, total = sum(row[2] for row in rows), sum(row[4] for row in rows)
+        rows.append(["total", str(data), total_files, _human(total), total])
+        return _frame(rows, STORAGE_COLUMNS)
+
+    def expiries_due(self, admin: str, *, within_days: int = 7) -> pd.DataFrame:
+        """Trained tunes whose LoRA expires within `within_days` (overdue ones too), soonest first.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin. ValidationError: a bad `within_days`.
+        """
+        self._require_admin(admin)
+        _check_int("within_days", within_days, 0, MAX_DAYS)
+        now = self.studio.clock()
+        rows = [
+            [
+                tune.id,
+                tune.owner,
+                tune.title,
+                _when(tune.expires_at),
+                round((datetime.fromisoformat(tune.expires_at) - now).total_seconds() / 86400, 1),
+                "yes" if tune.auto_extend else "no",
+            ]
+            for tune in self.db.tunes_due_for_expiry(now + timedelta(days=within_days))
+        ]
+        return _frame(rows, EXPIRY_COLUMNS)
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def cancel(self, admin: str, tune_id: int) -> Tune:
+        """Cancel a queued or training tune of any owner (as `Studio.cancel_tune`: its queued prompts fail).
+
+        Raises:
+            PermissionDeniedError, ValidationError, NotFoundError. ConflictError: the tune is not queued or training.
+        """
+        self._require_admin(admin)
+        return self.studio.cancel_tune(self._tune_owner(tune_id), tune_id)
+
+    def retry(self, admin: str, kind: str, record_id: int) -> Tune | Prompt:
+        """Queue a failed prompt or a failed/cancelled tune again, as if new (attempts reset, error cleared).
+
+        A tune takes back the prompts its failure failed before they ran. Nothing is charged again.
+
+        Args:
+            kind: "tune" or "prompt".
+            record_id: the tune's or prompt's id.
+
+        Returns:
+            The queued record.
+
+        Raises:
+            PermissionDeniedError, ValidationError, NotFoundError.
+            ConflictError: the record did not fail; a prompt's tune is not trained (or its LoRA is gone);
+                a tune's photos were deleted (its owner must create the tune again).
+        """
+        self._require_admin(admin)
+        _check_choice("kind", kind, RETRY_KINDS, required=True)
+        record = self._retry_prompt(record_id) if kind == "prompt" else self._retry_tune(record_id)
+        self.studio.work_available.set()
+        return record
+
+    def extend(self, admin: str, tune_id: int, days: int) -> Tune:
+        """Keep a trained tune's LoRA `days` longer: from its expiry, or from now when that has passed.
+
+        Raises:
+            PermissionDeniedError, ValidationError (`days` not 1..3650), NotFoundError.
+            ConflictError: the tune is not trained, or its LoRA never expires (mock branch).
+        """
+        self._require_admin(admin)
+        _check_int("days", days, 1, MAX_DAYS)
+        owner = self._tune_owner(tune_id)
+        tune = self.studio.get_tune(owner, tune_id)
+        if tune.status != "trained":
+            raise ConflictError(f"tune {tune_id} is {tune.status}; only trained tunes can be extended")
+        if tune.expires_at is None:
+            raise ConflictError(f"tune {tune_id} has no LoRA that expires (branch {tune.branch}); nothing to extend")
+        start = max(datetime.fromisoformat(tune.expires_at), self.studio.clock())
+        if not self.db.update_tune(owner, tune_id, only_if_status="trained", expires_at=iso(start + timedelta(days))):
+            raise ConflictError(f"tune {tune_id} changed while it was being extended; refresh and try again")
+        return self.studio.get_tune(owner, tune_id)
+
+    def expire_now(self, admin: str, tune_id: int) -> Tune:
+        """Expire a trained tune now, the way the expiry sweep does: its LoRA is deleted, its waiting
+        prompts fail, callbacks are sent; its images stay.
+
+        Raises:
+            PermissionDeniedError, ValidationError, NotFoundError. ConflictError: the tune is not trained.
+            ArtifactError: the LoRA could not be deleted (the tune stays trained; try again).
+        """
+        self._require_admin(admin)
+        owner = self._tune_owner(tune_id)
+        tune = self.studio.get_tune(owner, tune_id)
+        if tune.status != "trained" or not expire_tune(self.studio, self.store, tune, now=self.studio.clock()):
+            current = self.studio.get_tune(owner, tune_id)
+            raise ConflictError(f"tune {tune_id} is {current.status}; only trained tunes can be expired")
+        return self.studio.get_tune(owner, tune_id)
+
+    def delete(self, admin: str, tune_id: int, *, delete_images: bool = False) -> Tune:
+        """Delete any owner's tune as `Studio.delete_tune` does (photos, LoRA, prompts; images unless asked).
+
+        Returns:
+            The tune as it was before deletion.
+
+        Raises:
+            PermissionDeniedError, ValidationError, NotFoundError. ArtifactError: the LoRA could not be deleted.
+        """
+        self._require_admin(admin)
+        owner = self._tune_owner(tune_id)
+        tune = self.studio.get_tune(owner, tune_id)
+        self.studio.delete_tune(owner, tune_id, delete_images=bool(delete_images))
+        return tune
+
+    def grant_credits(self, admin: str, user: str, tunes: int = 0, images: int = 0) -> Credits:
+        """Add tune and image credits to a user (created if new). Unlimited credits stay unlimited.
+
+        Raises:
+            PermissionDeniedError. ValidationError: `user` empty, or `tunes`/`images` not an integer 0..1,000,000.
+        """
+        self._require_admin(admin)
+        user = _check_user(user)
+        _check_int("tunes", tunes, 0, MAX_GRANT)
+        _check_int("images", images, 0, MAX_GRANT)
+        return Credits(user, *self.db.add_credits(user, tunes=tunes, images=images))
+
+    def set_credits(self, admin: str, user: str, *, tunes: int | None, images: int | None) -> Credits:
+        """Set a user's credits outright; None makes them unlimited (the default for a new user).
+
+        Raises:
+            PermissionDeniedError. ValidationError: `user` empty, or `tunes`/`images` neither None nor 0..1,000,000.
+        """
+        self._require_admin(admin)
+        user = _check_user(user)
+        for name, value in (("tunes", tunes), ("images", images)):
+            if value is not None:
+                _check_int(name, value, 0, MAX_GRANT)
+        self.db.set_credits(user, tunes=tunes, images=images)
+        return Credits(user, *self.db.credits(user))
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _require_admin(self, admin: str) -> None:
+        self.roles.require_admin(admin)
+
+    def _tune_owner(self, tune_id: int) -> str:
+        _check_id("tune_id", tune_id)
+        owner = self.db.owner_of_tune(tune_id)
+        if owner is None:
+            raise NotFoundError("tune", tune_id)
+        return owner
+
+    def _retry_prompt(self, prompt_id: int) -> Prompt:
+        _check_id("record_id", prompt_id)
+        owner = self.db.owner_of_prompt(prompt_id)
+        if owner is None:
+            raise NotFoundError("prompt", prompt_id)
+        prompt = self.studio.get_prompt(owner, prompt_id)
+        if prompt.status != "failed":
+            raise ConflictError(f"prompt {prompt_id} is {prompt.status}; only failed prompts can be retried")
+        tune = self.studio.get_tune(owner, prompt.tune_id)
+        has_lora = tune.artifact_location is not None or get_branch(tune.branch).is_mock
+        if tune.status != "trained" or not has_lora:
+            raise ConflictError(
+                f"prompt {prompt_id} cannot run again: its tune {tune.id} is {tune.status}"
+                + ("" if tune.status != "trained" else " but has no LoRA")
+                + "; a prompt needs a trained tune with its LoRA"
+            )
+        if not self.db.requeue_failed_prompt(owner, prompt_id):
+            raise ConflictError(f"prompt {prompt_id} or its tune changed meanwhile; refresh and try again")
+        return self.studio.get_prompt(owner, prompt_id)
+
+    def _retry_tune(self, tune_id: int) -> Tune:
+        _check_id("record_id", tune_id)
+        owner = self._tune_owner(tune_id)
+        tune = self.studio.get_tune(owner, tune_id)
+        if tune.status not in ("failed", "cancelled"):
+            raise ConflictError(f"tune {tune_id} is {tune.status}; only failed or cancelled tunes can be retried")
+        if not any(self.studio.photos_dir(tune_id).glob("*.png")):
+            raise ConflictError(
+                f"tune {tune_id} cannot be trained again: its photos were deleted when it ended ({tune.status}); "
+                f"photos are not kept after a tune ends. {owner} must create the tune again with the photos."
+            )
+        if self.db.requeue_ended_tune(owner, tune_id) is None:
+            raise ConflictError(f"tune {tune_id} changed meanwhile; refresh and try again")
+        return self.studio.get_tune(owner, tune_id)
+
+
+def _worker_order(tunes: list[Tune], prompts: list[tuple[Prompt, str]]) -> list[tuple[str, int]]:
+    """The queued jobs as `claim_next_job` will take them, one after another, if every training succeeds."""
+    training = {tune.id for tune in tunes if tune.status == "training"}  # trained by the time the queue moves
+    ready: list[int] = []
+    waiting: dict[int, list[int]] = defaultdict(list)
+    for prompt, tune_status in prompts:
+        if prompt.status != "queued":
+            continue
+        if tune_status == "trained" or prompt.tune_id in training:
+            ready.append(prompt.id)
+        elif tune_status == "queued":
+            waiting[prompt.tune_id].append(prompt.id)
+    heapq.heapify(ready)
+    queued = deque(tune.id for tune in tunes if tune.status == "queued")
+    order: list[tuple[str, int]] = []
+    while ready or queued:
+        if ready:
+            order.append(("prompt", heapq.heappop(ready)))
+            continue
+        tune_id = queued.popleft()
+        order.append(("tune", tune_id))
+        for prompt_id in waiting.pop(tune_id, []):
+            heapq.heappush(ready, prompt_id)
+    return order
+
+
+def _tune_job(tune: Tune, position: int | None, state: str) -> list[Any]:
+    running = state == "running"
+    eta = _duration(tune.eta_seconds) if running else None
+    started = _when(tune.started_training_at) if running else None
+    progress = round(tune.progress * 100)
+    return [position, state, "train", tune.id, tune.id, tune.owner, tune.title, progress, eta, started]
+
+
+def _prompt_job(prompt: Prompt, position: int | None, state: str) -> list[Any]:
+    started = _when(prompt.started_at) if state == "running" else None
+    what = f"{prompt.num_images} image(s): {_cut(prompt.rendered_text)}"
+    return [position, state, "generate", prompt.id, prompt.tune_id, prompt.owner, what, None, None, started]
+
+
+def _frame(rows: list[list[Any]], columns: list[str]) -> pd.DataFrame:
+    # object columns keep None as None (an empty cell) instead of turning ints with gaps into floats/NaN
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def _disk_usage(folder: Path) -> tuple[int, int]:
+    """(files, bytes) under `folder`, not following links (built models are linked, not owned)."""
+    files = size = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                size += os.lstat(os.path.join(root, name)).st_size
+                files += 1
+            except OSError:  # removed while we walked
+                continue
+    return files, size
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _when(timestamp: str | None) -> str | None:
+    return datetime.fromisoformat(timestamp).strftime("%Y-%m-%d %H:%M") if timestamp else None
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _TEXT_WIDTH else text[: _TEXT_WIDTH - 1] + "…"
+
+
+def _credits(value: int | None) -> int | str:
+    return "unlimited" if value is None else value
+
+
+def _check_int(field: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(field, value, f"must be an integer between {low} and {high:,}")
+
+
+def _check_id(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(field, value, "must be a record id (a positive integer)")
+
+
+def _check_choice(field: str, value: object, choices: tuple[str, ...], *, required: bool = False) -> None:
+    if (value is None and not required) or value in choices:
+        return
+    raise ValidationError(field, value, f"must be one of {', '.join(choices)}" + ("" if required else " (or none)"))
+
+
+def _check_user(user: object) -> str:
+    if not isinstance(user, str) or not user.strip() or len(user) > 200:
+        raise ValidationError("user", user, "must be a user id (non-empty text)")
+    return user.strip()

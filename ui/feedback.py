@@ -1,0 +1,78 @@
+"""Errors as people read them: project errors become messages, shown next to the input that caused them.
+
+`user_errors` turns a `TunesError` into a `gr.Error` (a readable toast, and an error for API clients,
+never a stack trace). `FieldErrors` also writes the message under the offending widget's label.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gradio as gr
+
+from pipelines.errors import PhotoRejectedError, TunesError, ValidationError
+
+
+def user_errors(call: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a UI or API callback so project errors reach the user as their message."""
+
+    @functools.wraps(call)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except TunesError as error:
+            raise gr.Error(str(error), duration=None) from None
+
+    return wrapped
+
+
+def error_field(error: TunesError) -> str | None:
+    """The request field an error is about (`images` for rejected photos), or None."""
+    if isinstance(error, PhotoRejectedError):
+        return "images"
+    if isinstance(error, ValidationError):
+        return error.field.split("[")[0].split(".")[0]
+    return None
+
+
+class FieldErrors:
+    """Inline errors for one form: a banner under the submit button and the message under the field's label.
+
+    Args:
+        banner: a `gr.Markdown` near the submit button.
+        fields: request field name -> the widget that sets it.
+    """
+
+    def __init__(self, banner: gr.Markdown, fields: Mapping[str, gr.components.Component]):
+        self.banner = banner
+        self.fields = dict(fields)
+        self._info = {name: getattr(widget, "info", None) for name, widget in self.fields.items()}
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        return [self.banner, *self.fields.values()]
+
+    def clear(self) -> dict[gr.components.Component, Any]:
+        updates: dict[gr.components.Component, Any] = {self.banner: gr.update(value="", visible=False)}
+        for name, widget in self.fields.items():
+            updates[widget] = gr.update(info=self._info[name], elem_classes=[])
+        return updates
+
+    def show(self, error: TunesError) -> dict[gr.components.Component, Any]:
+        """Updates that show `error`; the field it names (if it is on this form) gets the message too."""
+        updates = self.clear()
+        updates[self.banner] = gr.update(value=f"**Could not do that.** {error}", visible=True)
+        name = error_field(error)
+        if name in self.fields:
+            updates[self.fields[name]] = gr.update(info=f"⚠ {error}", elem_classes=["field-error"])
+        return updates
+
+
+CSS = """
+.field-error { border-color: var(--error-border-color, #ef4444) !important; }
+.field-error .info, .field-error [data-testid="block-info"] + div { color: var(--error-text-color, #b91c1c); }
+.error-banner { color: var(--error-text-color, #b91c1c); }
+.pack-card { min-height: 100%; }
+"""
