@@ -416,6 +416,10 @@ class Studio:
 
     # -- API keys --------------------------------------------------------------------------------
 
+    def credits(self, owner: str) -> tuple[int | None, int | None]:
+        """The caller's (tune credits, image credits); None means unlimited."""
+        return self.db.credits(owner)
+
     def create_api_key(self, owner: str) -> str:
         """A new API key for `owner`. Returned once; only its SHA-256 is stored."""
         key = "tsk_" + secrets.token_urlsafe(32)

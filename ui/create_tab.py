@@ -11,6 +11,7 @@ import gradio as gr
 
 from pipelines.errors import TunesError, ValidationError
 from studio.requests import TuneCreate
+from studio.service import Studio
 from ui.context import UIContext
 from ui.feedback import FieldErrors, user_errors
 from ui.uploads import read_uploads
@@ -33,8 +34,28 @@ WATCH_EVERY_S = 2.0
 class CreateTab:
     """What other tabs wire to: the pack picker ("use this pack") and the class it needs."""
 
-    pack: gr.Dropdown
+    studio: Studio
     class_name: gr.Radio
+    guidance: gr.Markdown
+    pack: gr.Dropdown
+    styles: gr.Dropdown
+
+    @property
+    def pack_outputs(self) -> list[gr.components.Component]:
+        return [self.class_name, self.guidance, self.pack, self.styles]
+
+    def choose_pack(self, pack_id: str | None):
+        """Updates for `pack_outputs`: the form with the pack and the first class it supports chosen."""
+        if not pack_id:
+            return gr.update(), gr.update(), gr.update(), gr.update()
+        pack = self.studio.get_pack(pack_id)
+        class_name = pack.classes[0]
+        return (
+            class_name,
+            class_guidance(class_name),
+            gr.update(choices=_pack_choices(self.studio, class_name), value=pack.id),
+            gr.update(choices=self.studio.list_styles(class_name), value=[]),
+        )
 
 
 def parse_characteristics(text: str | None) -> dict[str, str]:
@@ -54,7 +75,7 @@ def parse_characteristics(text: str | None) -> dict[str, str]:
     return values
 
 
-def _pack_choices(studio, class_name: str) -> list[tuple[str, str]]:
+def _pack_choices(studio: Studio, class_name: str) -> list[tuple[str, str]]:
     packs = [(f"{p.title} ({p.images_for(class_name)} images)", p.id) for p in studio.list_packs(class_name)]
     return [(NO_PACK, NO_PACK), *packs]
 
@@ -205,7 +226,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     private = {"api_visibility": "private"}
     watch_outputs = [watched, progress, avatars, tunes]
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
-    class_name.change(class_changed, class_name, [guidance, pack, styles], **private)
+    class_name.input(class_changed, class_name, [guidance, pack, styles], **private)
     photos.change(photos_changed, [photos, class_name], [previews, report, banner], **private)
     inputs = [photos, title, class_name, branch, steps, token, face_crop, characteristics, pack, styles]
     create.click(create_tune, inputs, [*errors.outputs, watched], **private).then(
@@ -215,4 +236,4 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     tunes.select(follow, tunes, watched, **private).then(refresh, watched, watch_outputs, **quiet)
     cancel.click(cancel_tune, watched, None, **private).then(refresh, watched, watch_outputs, **quiet)
     delete.click(delete_tune, watched, watched, **private).then(refresh, watched, watch_outputs, **quiet)
-    return CreateTab(pack=pack, class_name=class_name)
+    return CreateTab(studio, class_name, guidance, pack, styles)

@@ -1,0 +1,192 @@
+"""Generate: pick a trained tune, write a prompt (or pick a style), see the images with their seeds.
+
+Likes, one-image and all-images (zip) downloads, and the history of the caller's prompts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+
+from packs.loader import ASPECT_RATIOS
+from pipelines.errors import TunesError
+from pipelines.generate import SCHEDULERS
+from studio.requests import PromptCreate
+from ui.context import UIContext
+from ui.feedback import FieldErrors, user_errors
+from ui.views import prompt_gallery, prompts_table
+
+DEFAULT_PROMPT = "portrait photo of {{subject}}, soft studio lighting, 85mm, detailed skin"
+DEFAULT_NEGATIVE = "blurry, lowres, deformed, extra fingers, watermark, text"
+POLL_EVERY_S = 1.5
+
+
+def _zip_images(studio, owner: str, prompt) -> str:
+    """All images of a prompt in one zip, named by seed (the seed regenerates the image)."""
+    archive = Path(tempfile.mkdtemp(prefix="tunes-zip-")) / f"prompt-{prompt.id}.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for image in prompt.images:
+            bundle.write(studio.image_file(owner, image.id), f"prompt-{prompt.id}-seed-{image.seed}.png")
+    return str(archive)
+
+
+def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
+    """Add the tab's widgets and events; returns the tune picker (other tabs may preselect a tune)."""
+    studio = ctx.studio
+    current = gr.State(None)  # the prompt id shown in the gallery
+    selected = gr.State(None)  # the image id picked in the gallery
+
+    gr.Markdown("## Generate avatars\nUse `{{subject}}` where your subject goes (it becomes e.g. `ohwx woman`).")
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                tune = gr.Dropdown([], label="Tune", info="Your trained tunes", scale=2, elem_id="generate-tune")
+                style = gr.Dropdown([], label="Style", info="Fill the prompt from a pack prompt", scale=3)
+            prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=3, elem_id="generate-prompt")
+            negative = gr.Textbox(DEFAULT_NEGATIVE, label="Negative prompt", lines=2)
+            with gr.Row():
+                num_images = gr.Slider(1, 8, value=4, step=1, label="Images")
+                seed = gr.Number(-1, precision=0, label="Seed", info="-1: random; the same seed gives the same image")
+                aspect = gr.Dropdown(list(ASPECT_RATIOS), value="1:1", label="Shape")
+            with gr.Accordion("Advanced options", open=False):
+                with gr.Row():
+                    steps = gr.Slider(1, 150, value=30, step=1, label="Steps")
+                    cfg = gr.Slider(0, 30, value=7, step=0.5, label="CFG scale")
+                    scheduler = gr.Dropdown(list(SCHEDULERS), value="dpm++2m_karras", label="Scheduler")
+                with gr.Row():
+                    inpaint_faces = gr.Checkbox(label="Re-paint faces", info="Sharper faces in wide shots")
+                    hires_fix = gr.Checkbox(label="Hires fix", info="Render larger, then refine")
+                    super_resolution = gr.Checkbox(label="Super resolution", info="2x upscale")
+            run = gr.Button("Generate", variant="primary", elem_id="generate-run")
+            banner = gr.Markdown(visible=False, elem_classes=["error-banner"])
+        with gr.Column(scale=4):
+            status = gr.Markdown(elem_id="generate-status")
+            gallery = gr.Gallery(label="Results", columns=4, height=420, elem_id="generate-gallery")
+            with gr.Row():
+                like = gr.Button("♥ Like / unlike", size="sm")
+                download_one = gr.DownloadButton("Download this image", size="sm")
+                download_all = gr.DownloadButton("Download all (zip)", size="sm")
+    gr.Markdown("### Your prompts")
+    history = gr.Dataframe(label="History (select a row to see its images)", interactive=False, wrap=True)
+    timer = gr.Timer(POLL_EVERY_S, active=False)
+    errors = FieldErrors(
+        banner,
+        {
+            "tune_id": tune,
+            "text": prompt,
+            "prompt": prompt,
+            "negative_prompt": negative,
+            "num_images": num_images,
+            "seed": seed,
+            "steps": steps,
+            "cfg_scale": cfg,
+            "scheduler": scheduler,
+        },
+    )
+
+    def tunes_changed(request: gr.Request):
+        owner = ctx.user(request)
+        usable = [t for t in studio.list_tunes(owner, limit=100) if t.status in ("queued", "training", "trained")]
+        choices = [(f"{t.title} (#{t.id}, {t.name}, {t.status})", t.id) for t in usable]
+        return gr.update(choices=choices, value=choices[0][1] if choices else None), prompts_table(
+            studio.list_prompts(owner, limit=50)
+        )
+
+    def tune_picked(tune_id: int | None, request: gr.Request):
+        if tune_id is None:
+            return gr.update(choices=[], value=None)
+        chosen = studio.get_tune(ctx.user(request), int(tune_id))
+        return gr.update(choices=studio.list_styles(chosen.name), value=None)
+
+    def style_picked(key: str | None):
+        if not key:
+            return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+        pack_id, class_name, index = key.split("/")
+        item = studio.get_pack(pack_id).prompts[class_name][int(index)]
+        return item.text, item.negative_prompt, item.num_images, item.aspect_ratio or "1:1", item.steps, item.scheduler
+
+    def generate(tune_id, text, negative_, count, seed_, aspect_, steps_, cfg_, scheduler_, inpaint, hires, superres,
+                 request: gr.Request):  # fmt: skip
+        try:
+            owner = ctx.user(request)
+            if tune_id is None:
+                raise TunesError("Pick a trained tune first (create one in the Create tune tab).")
+            created = studio.create_prompt(
+                owner,
+                int(tune_id),
+                PromptCreate(
+                    text=text or "",
+                    negative_prompt=negative_ or "",
+                    num_images=int(count),
+                    seed=None if seed_ is None or int(seed_) < 0 else int(seed_),
+                    aspect_ratio=aspect_,
+                    steps=int(steps_),
+                    cfg_scale=float(cfg_),
+                    scheduler=scheduler_,
+                    inpaint_faces=bool(inpaint),
+                    hires_fix=bool(hires),
+                    super_resolution=bool(superres),
+                ),
+            )
+        except TunesError as error:
+            return {**errors.show(error), current: gr.update(), timer: gr.Timer(active=False)}
+        return {**errors.clear(), current: created.id, timer: gr.Timer(active=True)}
+
+    def show(prompt_id: int | None, request: gr.Request):
+        """The prompt's status and images; stops polling once it is done or failed."""
+        if prompt_id is None:
+            return "", [], gr.Timer(active=False), gr.update(), gr.update(value=None)
+        owner = ctx.user(request)
+        shown = studio.get_prompt(owner, prompt_id)
+        finished = shown.status in ("done", "failed")
+        line = {
+            "queued": "Queued: it starts once the GPU is free (or once the tune is trained).",
+            "generating": "Generating…",
+            "done": f"Done: {len(shown.images)} images for `{shown.rendered_text}`",
+            "failed": f"Failed: {shown.error}",
+        }[shown.status]
+        table = prompts_table(studio.list_prompts(owner, limit=50)) if finished else gr.update()
+        return (
+            f"**Prompt #{shown.id}.** {line}",
+            prompt_gallery(studio, owner, [shown]),
+            gr.Timer(active=not finished),
+            table,
+        )
+
+    def pick_image(event: gr.SelectData, prompt_id: int | None, request: gr.Request):
+        owner = ctx.user(request)
+        image = studio.get_prompt(owner, prompt_id).images[event.index]
+        return image.id, gr.update(value=str(studio.image_file(owner, image.id)))
+
+    @user_errors
+    def toggle_like(image_id: int | None, prompt_id: int | None, request: gr.Request):
+        if image_id is None:
+            raise TunesError("Click an image first, then like it.")
+        owner = ctx.user(request)
+        image = next(i for i in studio.get_prompt(owner, prompt_id).images if i.id == image_id)
+        (studio.unlike_image if image.liked else studio.like_image)(owner, image_id)
+        return prompt_gallery(studio, owner, [studio.get_prompt(owner, prompt_id)])
+
+    def history_picked(table, event: gr.SelectData):
+        return int(table.iloc[event.index[0]]["id"])
+
+    private = {"api_visibility": "private"}
+    quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
+    app.load(tunes_changed, None, [tune, history], **private)
+    tune.focus(tunes_changed, None, [tune, history], **quiet)
+    tune.change(tune_picked, tune, style, **private)
+    style.input(style_picked, style, [prompt, negative, num_images, aspect, steps, scheduler], **private)
+    inputs = [tune, prompt, negative, num_images, seed, aspect, steps, cfg, scheduler, inpaint_faces, hires_fix]
+    run.click(generate, [*inputs, super_resolution], [*errors.outputs, current, timer], **private).then(
+        show, current, [status, gallery, timer, history, download_all], **quiet
+    )
+    timer.tick(show, current, [status, gallery, timer, history, download_all], **quiet)
+    gallery.select(pick_image, current, [selected, download_one], **private)
+    like.click(toggle_like, [selected, current], gallery, **private)
+    history.select(history_picked, history, current, **private).then(
+        show, current, [status, gallery, timer, history, download_all], **quiet
+    )
+    return tune
