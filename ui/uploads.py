@@ -34,9 +34,13 @@ def read_uploads(
         path = Path(raw)
         size = path.stat().st_size
         if size > settings.max_photo_bytes:
-            megabytes = settings.max_photo_bytes / 2**20
-            raise ValidationError(
-                f"{field}[{index}]", path.name, f"is {size / 2**20:.1f} MB; the limit is {megabytes:.0f} MB"
-            )
+            limit = _readable(settings.max_photo_bytes)
+            raise ValidationError(f"{field}[{index}]", path.name, f"is {_readable(size)}; the limit is {limit}")
         photos.append((path.name, path.read_bytes()))  # only the base name: never a client-chosen path
     return photos
+
+
+def _readable(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    return f"{size / 1024:.1f} KB" if size < 2**20 else f"{size / 2**20:.1f} MB"
