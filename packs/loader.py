@@ -176,10 +176,20 @@ def read_pack_text(text: str, *, source: str) -> object:
     Raises:
         PackError: the text is not YAML/JSON; names `source` and the parser's reason (line and column).
     """
+    import yaml
+
     try:
-        return _yaml_load(text)
-    except ValueError as error:
-        raise PackError(source, "(file)", source, f"cannot be read as YAML/JSON: {error}") from None
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        if mark is None:
+            reason = str(error).replace("\n", " ")
+            raise PackError(source, "(file)", source, f"cannot be read as YAML/JSON: {reason}") from None
+        lines = text.splitlines()
+        line = lines[mark.line].strip() if mark.line < len(lines) else ""
+        problem = getattr(error, "problem", None) or "syntax error"
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        raise PackError(source, "(file)", line, f"cannot be read as YAML/JSON: {problem} at {where}") from None
 
 
 def load_library(*folders: Path) -> dict[str, Pack]:
@@ -252,15 +262,6 @@ def parse_pack(data: object, *, source: str) -> Pack:
 
 
 # -- validation helpers ----------------------------------------------------------------------------
-
-
-def _yaml_load(text: str) -> object:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ValueError(str(error).replace("\n", " ")) from None
 
 
 def _mapping(source: str, path: str, value: object, allowed: set[str], *, required: set[str]) -> dict[str, Any]:

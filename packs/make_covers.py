@@ -17,7 +17,6 @@ import random
 import re
 import textwrap
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
@@ -151,7 +150,8 @@ def _cyberpunk(rng: random.Random) -> Image.Image:
             for wy in range(SIZE - h + 8, SIZE, 12):
                 for wx in range(x + 5, x + w - 5, 9):
                     if rng.random() < 0.22:
-                        d.rectangle((wx, wy, wx + 3, wy + 5), fill=rng.choice([(0, 240, 255, 220), (255, 60, 200, 220)]))
+                        neon = rng.choice([(0, 240, 255, 220), (255, 60, 200, 220)])
+                        d.rectangle((wx, wy, wx + 3, wy + 5), fill=neon)
             x += w + rng.randint(2, 10)
         for y in range(0, SIZE, 4):
             d.line((0, y, SIZE, y), fill=(0, 0, 0, 28))
@@ -197,7 +197,8 @@ def _pets(rng: random.Random) -> Image.Image:
         for row, y in enumerate(range(-10, SIZE, 46)):
             for x in range(-10 + (row % 2) * 23, SIZE, 46):
                 d.ellipse((x, y, x + 12, y + 12), fill=(255, 255, 255, 70))
-        for cx, cy, s, color in [(118, 132, 1.2, (38, 70, 83)), (262, 92, 0.8, (231, 111, 81)), (286, 218, 1.0, (42, 157, 143))]:
+        paws = [(118, 132, 1.2, (38, 70, 83)), (262, 92, 0.8, (231, 111, 81)), (286, 218, 1.0, (42, 157, 143))]
+        for cx, cy, s, color in paws:
             d.ellipse((cx - 26 * s, cy - 18 * s, cx + 26 * s, cy + 24 * s), fill=(*color, 230))
             for dx, dy in [(-30, -34), (-10, -46), (12, -46), (32, -34)]:
                 x, y = cx + dx * s, cy + dy * s
@@ -258,9 +259,11 @@ def _generic(seed: int) -> Callable[[random.Random], Image.Image]:
 
 
 def _hsv(hue: float, saturation: float, value: float) -> Color:
-    return Image.new("HSV", (1, 1), (int(hue / 360 * 255), int(saturation * 255), int(value * 255))).convert(
-        "RGB"
-    ).getpixel((0, 0))
+    return (
+        Image.new("HSV", (1, 1), (int(hue / 360 * 255), int(saturation * 255), int(value * 255)))
+        .convert("RGB")
+        .getpixel((0, 0))
+    )
 
 
 def _generic_theme(pack_id: str) -> Theme:

@@ -149,11 +149,13 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             "failed": f"Failed: {shown.error}",
         }[shown.status]
         table = prompts_table(studio.list_prompts(owner, limit=50)) if finished else gr.update()
+        archive = _zip_images(studio, owner, shown) if finished and shown.images else None
         return (
             f"**Prompt #{shown.id}.** {line}",
             prompt_gallery(studio, owner, [shown]),
             gr.Timer(active=not finished),
             table,
+            gr.update(value=archive),
         )
 
     def pick_image(event: gr.SelectData, prompt_id: int | None, request: gr.Request):

@@ -3,6 +3,7 @@ change any owner's records the way the owner-scoped use cases do. Non-admins get
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,14 +17,24 @@ from pipelines.errors import (
     PermissionDeniedError,
     ValidationError,
 )
+from pipelines.settings import Settings
 from pipelines.train import LORA_WEIGHTS_NAME
 from storage.artifacts import ModelCard
 from storage.records import iso
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
-from tests.studio.test_service import PHOTOS
+from tests.conftest import astronaut_photos
 
 ADMIN = "root"
+
+
+def _jpeg(image) -> bytes:
+    buffer = io.BytesIO()
+    image.resize((256, 256)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+PHOTOS = [(f"me-{i}.jpg", _jpeg(photo)) for i, photo in enumerate(astronaut_photos())]  # small: quick checks
 
 
 class FakeClock:
@@ -40,8 +51,10 @@ def clock():
 
 
 @pytest.fixture
-def runtime(settings, clock):
-    rt = open_runtime(settings.with_overrides(admins=(ADMIN,)), clock=clock, start_worker=False)
+def runtime(tmp_path, clock):
+    # the `fast` branch needs no model: no tiny model is built for these tests
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", admins=(ADMIN,))
+    rt = open_runtime(settings, clock=clock, start_worker=False)
     yield rt
     rt.close()
 
@@ -100,7 +113,8 @@ def test_the_queue_shows_jobs_in_the_order_the_worker_takes_them(runtime, ops):
     assert list(queue["position"]) == [1, 2, 3, 4, 5, 6]
     assert set(queue["state"]) == {"queued"}
     assert predicted[:3] == [("generate", early.id), ("generate", late.id), ("train", second.id)]
-    assert predicted[4] == ("train", third.id)
+    second_prompt, third_prompt = (runtime.studio.list_prompts(o)[0] for o in ("bob", "carol"))
+    assert predicted[3:] == [("generate", second_prompt.id), ("train", third.id), ("generate", third_prompt.id)]
     assert claimed_order(runtime) == predicted
     assert ops.queue(ADMIN).empty
 
@@ -146,7 +160,7 @@ def test_the_tunes_and_prompts_tables_cover_every_owner(runtime, ops):
     assert prompts.iloc[2]["prompt"] == "sks woman done 0"
     assert len(ops.prompts(ADMIN, tune_id=waiting.id, status="queued")) == 2
 
-    with pytest.raises(ValidationError, match="`status`.*'bogus'"):
+    with pytest.raises(ValidationError, match=r"`status`.*'bogus'"):
         ops.tunes(ADMIN, status="bogus")
     with pytest.raises(ValidationError, match="`limit`"):
         ops.prompts(ADMIN, limit=0)
@@ -268,7 +282,7 @@ def test_retry_trains_a_failed_tune_again_while_its_photos_exist(runtime, ops):
 def test_retry_of_a_tune_without_photos_says_to_create_it_again(runtime, ops):
     tune = new_tune(runtime, "alice", "me")
     ops.cancel(ADMIN, tune.id)  # a cancelled queued tune loses its photos
-    with pytest.raises(ConflictError, match="photos were deleted.*alice must create the tune again"):
+    with pytest.raises(ConflictError, match=r"photos were deleted.*alice must create the tune again"):
         ops.retry(ADMIN, "tune", tune.id)
     assert runtime.studio.get_tune("alice", tune.id).status == "cancelled"
 
@@ -281,7 +295,7 @@ def test_extend_pushes_the_expiry_of_trained_tunes_only(runtime, ops, tmp_path, 
 
     clock.now += timedelta(days=20)  # overdue (the sweep has not run yet): counted from now
     assert ops.extend(ADMIN, tune.id, 1).expires_at == "2026-01-22T00:00:00+00:00"
-    with pytest.raises(ValidationError, match="`days`.*0"):
+    with pytest.raises(ValidationError, match=r"`days`.*0"):
         ops.extend(ADMIN, tune.id, 0)
     waiting = new_tune(runtime, "bob", "waiting")
     with pytest.raises(ConflictError, match="only trained tunes"):
@@ -333,9 +347,9 @@ def test_unlimited_credits_stay_unlimited_unless_set(runtime, ops):
     assert (limited.tunes, limited.images) == (2, None)
     assert ops.grant_credits(ADMIN, "alice", tunes=1, images=4).tunes == 3
     assert ops.users(ADMIN).set_index("user").loc["alice", "image credits"] == "unlimited"
-    with pytest.raises(ValidationError, match="`images`.*'2'"):
+    with pytest.raises(ValidationError, match=r"`images`.*'2'"):
         ops.grant_credits(ADMIN, "alice", 1, "2")
-    with pytest.raises(ValidationError, match="`tunes`.*-1"):
+    with pytest.raises(ValidationError, match=r"`tunes`.*-1"):
         ops.grant_credits(ADMIN, "alice", -1, 0)
     with pytest.raises(ValidationError, match="`user`"):
         ops.grant_credits(ADMIN, " ", 1, 0)

@@ -1,0 +1,114 @@
+"""The admin tab, launched with two accounts and driven through gradio_client: the admin's endpoints act,
+everyone else's calls are refused, and none of them is listed in the API docs."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+
+from admin.operations import Operations
+from admin.tab import build_admin_tab
+from pipelines.settings import Settings
+from studio.requests import PromptCreate, TuneCreate
+from studio.runtime import open_runtime
+from tests.admin.test_operations import PHOTOS
+from ui.context import UIContext
+
+# every endpoint of the tab, with arguments an admin could send
+ENDPOINTS = {
+    "/admin_show": (),
+    "/admin_refresh": ("all", 7),
+    "/admin_cancel": (1,),
+    "/admin_retry": ("tune", 1),
+    "/admin_extend": (1, 5),
+    "/admin_expire_now": (1,),
+    "/admin_delete": (1, False),
+    "/admin_grant_credits": ("bob", 5, 5),
+    "/admin_set_credits": ("bob", None, None),
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("admin-tab") / "data",
+        device="cpu",
+        admins=("root",),
+        accounts=("root:pw", "bob:pw"),
+    )
+    runtime = open_runtime(settings, start_worker=False)
+    with gr.Blocks() as app, gr.Tab("Admin") as tab:
+        build_admin_tab(UIContext(runtime.studio, settings), Operations(runtime.studio, runtime.store))
+    app.queue().launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, auth=[("root", "pw"), ("bob", "pw")]
+    )
+    try:
+        yield runtime, app, tab
+    finally:
+        app.close()
+        runtime.close()
+
+
+@pytest.fixture(scope="module")
+def root(served):
+    return Client(served[1].local_url, auth=("root", "pw"), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def bob(served):
+    return Client(served[1].local_url, auth=("bob", "pw"), verbose=False)
+
+
+def test_bob_is_refused_by_every_endpoint_and_does_not_see_the_tab(served, bob):
+    runtime, _, _ = served
+    runtime.db.set_credits("bob", tunes=0, images=0)
+    for endpoint, args in ENDPOINTS.items():
+        if endpoint == "/admin_show":
+            notice, *tables = bob.predict(api_name=endpoint)
+            assert notice["visible"] is True and all("data" not in table for table in tables), "no data for bob"
+            continue
+        with pytest.raises(Exception, match="'bob' is not an admin"):
+            bob.predict(*args, api_name=endpoint)
+    assert runtime.db.credits("bob") == (0, 0)
+
+
+def test_root_grants_credits_and_cancels_another_users_tune(served, root):
+    runtime, _, _ = served
+    runtime.db.set_credits("bob", tunes=0, images=0)
+    tune = runtime.studio.create_tune(
+        "alice",
+        TuneCreate(title="me", name="woman", images=PHOTOS, branch="fast", prompts=[PromptCreate("{{subject}}")]),
+    ).tune
+
+    message = root.predict("bob", 1, 4, api_name="/admin_grant_credits")
+    assert message == "Granted credits: bob has 1 tune credit(s) and 4 image credit(s)."
+    assert runtime.db.credits("bob") == (1, 4)
+
+    message = root.predict(tune.id, api_name="/admin_cancel")
+    assert message == f"Cancelled tune {tune.id} ('me' of alice); its queued prompts failed."
+    assert runtime.studio.get_tune("alice", tune.id).status == "cancelled"
+
+    queue, tunes, prompts, users, storage, expiries = root.predict("all", 7, api_name="/admin_refresh")
+    assert [row[:6] for row in tunes["data"]] == [[tune.id, "alice", "me", "woman", "fast", "cancelled"]]
+    assert [row[5] for row in prompts["data"]] == ["failed"]
+    assert queue["data"] == [] and expiries["data"] == []
+    assert {row[0]: row[5:] for row in users["data"]}["bob"] == [1, 4]
+    assert storage["data"][-1][0] == "total"
+
+
+def test_mistakes_come_back_as_readable_messages(root):
+    with pytest.raises(Exception, match="`tune_id` must be a record id"):
+        root.predict(None, api_name="/admin_cancel")
+    with pytest.raises(Exception, match="tune 999 was not found"):
+        root.predict(999, 5, api_name="/admin_extend")
+
+
+def test_the_tab_is_shown_to_admins_only_and_left_out_of_the_api_docs(served, root):
+    _, app, tab = served
+    notice, *tables = root.predict(api_name="/admin_show")
+    assert notice["visible"] is False and tables[0]["headers"][:2] == ["position", "state"]
+    [show] = [fn for fn in app.fns.values() if fn.api_name == "admin_show"]
+    assert tab in show.outputs, "the load event hides or shows the whole tab"
+    assert {fn.api_visibility for fn in app.fns.values()} == {"undocumented"}
+    assert root.view_api(print_info=False, return_format="dict")["named_endpoints"] == {}
