@@ -30,6 +30,7 @@ def build_app(studio: Studio, operations: Operations) -> gr.Blocks:
     """The app for one process. Every session shares the service; per-user state lives in `gr.State`."""
     ctx = UIContext(studio, studio.settings)
     with gr.Blocks(title="Tune Studio") as app:
+        build_api(ctx)  # first: the public endpoint names (create_tune, …) go to the API, not to tab callbacks
         with gr.Row():
             gr.Markdown(HEADER)
             if studio.settings.oauth_client_id:
@@ -45,7 +46,6 @@ def build_app(studio: Studio, operations: Operations) -> gr.Blocks:
                 build_account_tab(ctx, app)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
                 build_admin_tab(ctx, operations)
-        build_api(ctx)
 
         def roles(request: gr.Request):
             """Show the admin tab and the pack editor only to those who may use them (their events check too)."""

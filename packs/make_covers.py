@@ -99,7 +99,7 @@ def _grain(image: Image.Image, rng: random.Random, amount: float) -> Image.Image
     return Image.fromarray(np.clip(np.asarray(image, float) + noise, 0, 255).astype(np.uint8), "RGB")
 
 
-def _bust(d: ImageDraw.ImageDraw, fill: tuple[int, ...], *, x: int = SIZE // 2, top: int = 70, scale: float = 1.0):
+def _bust(d: ImageDraw.ImageDraw, fill: tuple[int, ...], *, x: int = SIZE // 2, top: int = 140, scale: float = 1.0):
     """A head-and-shoulders silhouette: the portrait packs' common motif."""
     r = int(52 * scale)
     d.ellipse((x - r, top, x + r, top + int(r * 2.3)), fill=fill)
@@ -117,7 +117,7 @@ def _corporate(rng: random.Random) -> Image.Image:
         for y in range(0, SIZE, 32):
             d.line((0, y, SIZE, y), fill=(255, 255, 255, 14))
         d.rectangle((SIZE - 120, 40, SIZE - 36, 300), fill=(255, 255, 255, 18))
-        _bust(d, (200, 214, 228, 70), x=170)
+        _bust(d, (200, 214, 228, 70), x=170, top=150)
 
     return _overlay(image, draw)
 
@@ -156,7 +156,7 @@ def _cyberpunk(rng: random.Random) -> Image.Image:
         for y in range(0, SIZE, 4):
             d.line((0, y, SIZE, y), fill=(0, 0, 0, 28))
 
-    ring = (120, 40, 264, 184)
+    ring = (160, 104, 320, 264)  # behind the towers
     image = _overlay(image, lambda d: d.ellipse(ring, outline=(255, 60, 200, 200), width=10), blur=8)
     image = _overlay(image, lambda d: d.ellipse(ring, outline=(255, 190, 240, 255), width=3))
     return _overlay(image, draw)
@@ -171,21 +171,21 @@ def _fantasy(rng: random.Random) -> Image.Image:
             d.ellipse((x - r, y - r, x + r, y + r), fill=(255, 246, 220, rng.randint(120, 255)))
 
     def land(d):
-        for depth, (base, color) in enumerate([(200, (44, 48, 104)), (246, (24, 58, 70)), (292, (10, 30, 38))]):
+        for depth, (base, color) in enumerate([(236, (44, 48, 104)), (278, (24, 58, 70)), (318, (10, 30, 38))]):
             points, x = [(0, SIZE)], 0
             while x <= SIZE:
-                points.append((x, base - rng.randint(10, 70 - depth * 12)))
+                points.append((x, base - rng.randint(10, 56 - depth * 10)))
                 x += rng.randint(30, 70)
             points += [(SIZE, base), (SIZE, SIZE)]
             d.polygon(points, fill=(*color, 255))
-        d.rectangle((92, 196, 104, 250), fill=(10, 30, 38, 255))  # a tower on the near ridge
-        d.polygon([(88, 198), (98, 176), (108, 198)], fill=(10, 30, 38, 255))
+        d.rectangle((92, 236, 104, 320), fill=(10, 30, 38, 255))  # a tower on the near ridge
+        d.polygon([(88, 238), (98, 216), (108, 238)], fill=(10, 30, 38, 255))
 
     image = _overlay(image, stars)
-    image = _overlay(image, lambda d: d.ellipse((236, 36, 336, 136), fill=(250, 236, 190, 60)), blur=14)
+    image = _overlay(image, lambda d: d.ellipse((244, 82, 344, 182), fill=(250, 236, 190, 60)), blur=14)
     moon = Image.new("L", image.size, 0)
-    ImageDraw.Draw(moon).ellipse((250, 50, 322, 122), fill=255)
-    ImageDraw.Draw(moon).ellipse((270, 40, 342, 112), fill=0)  # carves the crescent
+    ImageDraw.Draw(moon).ellipse((258, 96, 330, 168), fill=255)
+    ImageDraw.Draw(moon).ellipse((278, 86, 350, 158), fill=0)  # carves the crescent
     image.paste((250, 236, 190), mask=moon)
     return _overlay(image, land)
 
@@ -197,27 +197,27 @@ def _pets(rng: random.Random) -> Image.Image:
         for row, y in enumerate(range(-10, SIZE, 46)):
             for x in range(-10 + (row % 2) * 23, SIZE, 46):
                 d.ellipse((x, y, x + 12, y + 12), fill=(255, 255, 255, 70))
-        paws = [(118, 132, 1.2, (38, 70, 83)), (262, 92, 0.8, (231, 111, 81)), (286, 218, 1.0, (42, 157, 143))]
+        paws = [(118, 212, 1.2, (38, 70, 83)), (262, 172, 0.8, (231, 111, 81)), (286, 298, 1.0, (42, 157, 143))]
         for cx, cy, s, color in paws:
             d.ellipse((cx - 26 * s, cy - 18 * s, cx + 26 * s, cy + 24 * s), fill=(*color, 230))
             for dx, dy in [(-30, -34), (-10, -46), (12, -46), (32, -34)]:
                 x, y = cx + dx * s, cy + dy * s
                 d.ellipse((x - 9 * s, y - 11 * s, x + 9 * s, y + 11 * s), fill=(*color, 230))
-        d.polygon([(52, 250), (80, 212), (108, 250)], fill=(231, 111, 81, 255))  # a party hat
-        d.ellipse((74, 204, 86, 216), fill=(255, 255, 255, 255))
+        d.polygon([(52, 340), (80, 302), (108, 340)], fill=(231, 111, 81, 255))  # a party hat
+        d.ellipse((74, 294, 86, 306), fill=(255, 255, 255, 255))
 
     return _overlay(image, draw)
 
 
 def _studio(rng: random.Random) -> Image.Image:
     image = _radial((132, 126, 120), (18, 18, 20), cy=0.38, reach=0.8)
-    rim = _overlay(image, lambda d: _bust(d, (255, 236, 210, 200), x=SIZE // 2 - 4, top=81, scale=1.1), blur=2)
-    return _overlay(rim, lambda d: _bust(d, (22, 20, 22, 255), top=84, scale=1.1))
+    rim = _overlay(image, lambda d: _bust(d, (255, 236, 210, 200), x=SIZE // 2 - 4, top=127, scale=1.1), blur=2)
+    return _overlay(rim, lambda d: _bust(d, (22, 20, 22, 255), top=130, scale=1.1))
 
 
 def _vintage(rng: random.Random) -> Image.Image:
     image = _radial((226, 204, 168), (120, 92, 64), cy=0.45, reach=0.85)
-    image = _overlay(image, lambda d: _bust(d, (92, 66, 44, 200), top=90, scale=0.95))
+    image = _overlay(image, lambda d: _bust(d, (92, 66, 44, 200), top=140, scale=0.95))
     image = _grain(image, rng, 9)
 
     def film(d):
@@ -235,7 +235,7 @@ def _vintage(rng: random.Random) -> Image.Image:
 def _watercolour(rng: random.Random) -> Image.Image:
     image = _grain(Image.new("RGB", (SIZE, SIZE), (250, 246, 238)), rng, 3)
     for color in [(246, 190, 205), (178, 208, 240), (192, 230, 208), (250, 222, 168), (214, 196, 240)] * 2:
-        cx, cy, r = rng.randint(30, 354), rng.randint(20, 270), rng.randint(50, 100)
+        cx, cy, r = rng.randint(30, 354), rng.randint(130, 330), rng.randint(50, 100)
         p1, p2 = rng.uniform(0, 6.3), rng.uniform(0, 6.3)
         angles = np.linspace(0, 2 * np.pi, 72)
         wobble = 1 + 0.14 * np.sin(3 * angles + p1) + 0.07 * np.sin(7 * angles + p2)
@@ -297,24 +297,29 @@ def _font(serif: bool, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFon
     return ImageFont.load_default(size=size)
 
 
+def _fit(title: str, serif: bool) -> tuple[list[str], ImageFont.FreeTypeFont | ImageFont.ImageFont, int]:
+    """One line when it fits at a good size, else two lines; the largest size that fits the width."""
+    for lines, smallest in (([title], 26), (textwrap.wrap(title, 18)[:2], 18)):
+        for size in range(34, smallest - 1, -2):
+            font = _font(serif, size)
+            if max(font.getlength(line) for line in lines) <= SIZE - 56:
+                return lines, font, size
+    return lines, font, size
+
+
 def _typeset(image: Image.Image, title: str, theme: Theme) -> Image.Image:
-    size = 34
-    lines = textwrap.wrap(title, 16)[:2]
-    font = _font(theme.serif, size)
-    while size > 18 and max(font.getlength(line) for line in lines) > SIZE - 56:
-        size -= 2
-        font = _font(theme.serif, size)
+    """A masthead at the top: the gallery lays its own caption over the bottom of each card."""
+    lines, font, size = _fit(title, theme.serif)
     label_font = _font(False, 12)
     line_h = int(size * 1.18)
-    panel_h = 40 + line_h * len(lines) + 18
+    panel_h = 50 + line_h * len(lines) + 14
 
     def draw(d: ImageDraw.ImageDraw):
-        d.rectangle((0, SIZE - panel_h, SIZE, SIZE), fill=(*theme.panel, theme.panel_alpha))
-        y = SIZE - panel_h + 16
-        d.text((28, y), " ".join(theme.label), font=label_font, fill=(*theme.ink, 190))
-        d.line((28, y + 20, 64, y + 20), fill=(*theme.ink, 190), width=2)
+        d.rectangle((0, 0, SIZE, panel_h), fill=(*theme.panel, theme.panel_alpha))
+        d.text((28, 20), " ".join(theme.label), font=label_font, fill=(*theme.ink, 190))
+        d.line((28, 40, 64, 40), fill=(*theme.ink, 190), width=2)
         for i, line in enumerate(lines):
-            d.text((28, y + 28 + i * line_h), line, font=font, fill=(*theme.ink, 255))
+            d.text((28, 50 + i * line_h), line, font=font, fill=(*theme.ink, 255))
 
     return _overlay(image, draw)
 

@@ -100,7 +100,7 @@ def test_create_tune_trains_and_runs_its_styles(alice, photos):
     trained = wait_for(
         lambda: alice.predict(tune_id=tune["id"], api_name="/get_tune"), lambda t: t["status"] == "trained"
     )
-    assert trained["status"] == "trained" and trained["expires_at"]
+    assert trained["status"] == "trained" and trained["progress"] == 1.0
     prompts = wait_for(
         lambda: alice.predict(tune_id=tune["id"], api_name="/list_prompts"),
         lambda ps: ps and all(p["status"] == "done" for p in ps),

@@ -133,9 +133,9 @@ def _json_endpoints(ctx: UIContext) -> None:
 def _file_endpoints(ctx: UIContext) -> None:
     studio, settings = ctx.studio, ctx.settings
     with gr.Column(visible=False):
-        photos = gr.File(label="photos", file_count="multiple", type="filepath")
-        title = gr.Textbox(label="title")
-        name = gr.Textbox(label="name", info="the class: man, woman, boy, girl, couple, cat, dog…")
+        photos = gr.File(label="photos", file_count="multiple", type="filepath", value=[])
+        title = gr.Textbox(label="title", value="")
+        name = gr.Textbox(label="name", value="", info="the class: man, woman, boy, girl, couple, cat, dog…")
         branch = gr.Textbox(label="branch", value="")
         steps = gr.Number(label="steps", value=0, precision=0, info="0: the branch default")
         token = gr.Textbox(label="token", value="")
@@ -145,7 +145,7 @@ def _file_endpoints(ctx: UIContext) -> None:
         prompts_callback = gr.Textbox(label="prompts_callback", value="")
         auto_extend = gr.Checkbox(label="auto_extend", value=False)
         styles = gr.JSON(label="styles", value=[])
-        pack_id = gr.Textbox(label="pack_id")
+        pack_id = gr.Textbox(label="pack_id", value="")
         tune_ids = gr.JSON(label="tune_ids", value=[])
         prompt_id = gr.Number(label="prompt_id", precision=0)
         result = gr.JSON(label="result")

@@ -156,7 +156,7 @@ def editor_choices(studio: Studio) -> list[tuple[str, str]]:
 def editor_status(studio: Studio, pack: Pack) -> str:
     versions = studio.pack_editor.versions(pack.id)
     state = "published" if pack.published else "**unpublished** (users do not see it)"
-    kept = f"{len(versions)} saved versions" if versions else "shipped file; saving makes a team copy that overrides it"
+    kept = f"{len(versions)} saved version{'s' * (len(versions) != 1)}" if versions else "shipped file (not edited yet)"
     status = f"`{pack.id}` · {state} · {kept}"
     if studio.pack_editor.last_push_error:
         status += f"  \n⚠ Saved here but not pushed to the Hub: {studio.pack_editor.last_push_error}"
@@ -183,13 +183,16 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
     studio = ctx.studio
     private = {"api_visibility": "private"}
 
-    class_filter = gr.Radio(list(CLASS_FILTER), value=ALL, label="Packs for", info="Which subject you will train")
+    hint = "Which subject you will train. Click a card to open its pack."
+    class_filter = gr.Radio(list(CLASS_FILTER), value=ALL, label="Packs for", info=hint)
     gallery = gr.Gallery(
-        label="Packs (click one to open it)",
+        label="Packs",
+        show_label=False,
         columns=4,
         height="auto",
         object_fit="cover",
         allow_preview=False,
+        fit_columns=False,
         buttons=[],
         elem_classes=["pack-card"],
     )
@@ -239,6 +242,7 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
         open_pack,
         [card_ids, class_filter],
         [page, cover, samples, about, page_class, prompts, chosen_pack, chosen_class],
+        scroll_to_output=True,
         **private,
     )
     page_class.input(pick_class, [chosen_pack, page_class], [prompts, chosen_class], **private)
@@ -280,11 +284,11 @@ def _build_editor(ctx: UIContext, *, refresh: tuple[Any, gr.Radio, list]) -> gr.
         rendered = gr.Textbox(label="Rendered prompt (saved version, sample subject)", lines=3, interactive=False)
         versions = gr.Dataframe(headers=VERSION_HEADERS, interactive=False, label="Saved versions")
         with gr.Row():
-            version = gr.Number(None, label="Version", precision=0, minimum=1)
+            version = gr.Number(None, label="Version (click a row above)", precision=0)
             revert = gr.Button("Revert to this version", scale=0, min_width=200)
 
     errors = FieldErrors(banner, {})
-    view_outputs = [*errors.outputs, pack_id, status, text, versions, preview_class]
+    view_outputs = [*errors.outputs, pack_id, status, text, versions, version, preview_class]
 
     def view(chosen: str, message: str | None = None) -> dict:
         """Every editor widget showing pack `chosen` as saved."""
@@ -297,6 +301,7 @@ def _build_editor(ctx: UIContext, *, refresh: tuple[Any, gr.Radio, list]) -> gr.
             status: editor_status(studio, pack),
             text: pack_yaml(pack),
             versions: versions_table(studio, pack.id),
+            version: None,
             preview_class: gr.update(choices=list(pack.classes), value=pack.classes[0]),
         }
 
@@ -393,6 +398,11 @@ def _build_editor(ctx: UIContext, *, refresh: tuple[Any, gr.Radio, list]) -> gr.
         duplicate.click(copy, [pack_id, copy_id, copy_title], view_outputs, **team, api_name="pack_editor_duplicate"),
         revert.click(go_back, [pack_id, version], view_outputs, **team, api_name="pack_editor_revert"),
     ]
+
+    def pick_version(event: gr.SelectData) -> int:
+        return int(event.row_value[0])
+
+    versions.select(pick_version, None, version, api_visibility="private")
     for event in changes:  # the editor's own gallery shows what just changed
         event.then(show_cards, class_filter, cards, api_visibility="private")
     preview.click(

@@ -1,0 +1,126 @@
+"""A person in a browser: upload photos, watch a tune train on the tiny branch, generate, open the pack gallery.
+
+Drives Debian's chromium (`/usr/bin/chromium`, installed by `.ci/run`) with Playwright against the launched
+app. Each tab is screenshotted; with `TUNES_UPDATE_SCREENSHOTS=1` the pictures replace those in `docs/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from admin.operations import Operations
+from app import build_app, launch_options
+from studio.runtime import open_runtime
+from tests.conftest import astronaut_photos, settings_with_tiny
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+# the machine's network is closed: no background requests, no sandbox (root in CI), software rendering
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, tiny_sd15_dir):
+    settings = replace(settings_with_tiny(tmp_path_factory.mktemp("browser"), tiny_sd15_dir), local_user="ann")
+    runtime = open_runtime(settings)
+    app = build_app(runtime.studio, Operations(runtime.studio, runtime.store)).queue()
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_options(settings))
+    yield app.local_url
+    app.close()
+    runtime.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for index, photo in enumerate(astronaut_photos()):
+        path = folder / f"me-{index}.jpg"
+        photo.save(path, quality=92)
+        paths.append(str(path))
+    return paths
+
+
+def screenshot(page, name: str, tmp_path: Path) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("TUNES_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copy(path, DOCS / f"{name}.png")
+
+
+def test_upload_photos_and_watch_the_tune_train(page, photo_files, tmp_path):
+    page.get_by_role("tab", name="Create tune").click()
+    page.locator("#tune-photos input[type=file]").set_input_files(photo_files)
+    report = page.get_by_text("Photo check (before training)").locator("..").locator("..")
+    report.get_by_text("me-3.jpg").wait_for()
+    assert report.get_by_text("looks good").count() == 4
+    page.get_by_label("Title").fill("Browser tune")
+    page.get_by_text("Advanced settings").click()
+    page.get_by_label("Training steps").fill("3")
+    page.locator("#create-tune").click()
+    page.locator("#tune-progress [data-status=trained]").wait_for(timeout=120_000)
+    assert "Browser tune" in page.locator("#tune-progress").inner_text()
+    screenshot(page, "create-tune", tmp_path)
+
+
+def test_generate_with_the_trained_tune(page, tmp_path):
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#generate-tune input").click()  # focusing the picker refreshes the list of tunes
+    page.get_by_role("option", name="Browser tune").first.click()
+    page.get_by_text("Advanced options").click()
+    page.get_by_label("number input for Steps").fill("4")
+    page.locator("#generate-run").click()
+    page.locator("#generate-status").get_by_text("Done").wait_for(timeout=120_000)
+    assert page.locator("#generate-gallery img").count() == 4
+    assert "sks woman" in page.locator("#generate-status").inner_text()
+    screenshot(page, "generate", tmp_path)
+
+
+def test_open_the_pack_gallery_and_use_a_pack(page, tmp_path):
+    page.get_by_role("tab", name="Pack gallery").click()
+    page.get_by_text("Corporate Headshots").first.wait_for()
+    screenshot(page, "pack-gallery", tmp_path)
+
+
+def test_account_and_admin_tabs(page, tmp_path):
+    page.get_by_role("tab", name="Account").click()
+    page.get_by_text("Signed in as").wait_for()
+    assert "ann" in page.locator("#account-who").inner_text()
+    page.get_by_role("button", name="Create a new API key").click()
+    key = page.get_by_label("Your new key (copy it now)")
+    key.wait_for()
+    assert key.input_value().startswith("tsk_")
+    screenshot(page, "account", tmp_path)
+    page.get_by_role("tab", name="Admin").click()  # the single local user runs the place
+    page.get_by_text("Browser tune").first.wait_for()
+    screenshot(page, "admin", tmp_path)
