@@ -58,9 +58,9 @@ def build_app(studio: Studio, operations: Operations) -> gr.Blocks:
             return [gr.update(visible=admin)] + [gr.update(visible=editor) for _ in packs.editor_only]
 
         private = {"api_visibility": "private"}
-        packs.use_pack.click(create.choose_pack, packs.chosen_pack, create.pack_outputs, **private).then(
-            lambda: gr.Tabs(selected="create"), None, tabs, **private
-        )
+        packs.use_pack.click(
+            create.choose_pack, [packs.chosen_pack, packs.chosen_class], create.pack_outputs, **private
+        ).then(lambda: gr.Tabs(selected="create"), None, tabs, **private)
         app.load(roles, None, [admin_tab, *packs.editor_only], **private)
     return app
 

@@ -59,7 +59,7 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
         status = gr.Markdown()
         tables = [
             gr.Dataframe(label="Queue (position 0: running now)", interactive=False),
-            gr.Dataframe(label="Tunes", interactive=False),
+            gr.Dataframe(label="Tunes", interactive=False, elem_id="admin-tunes"),
             gr.Dataframe(label="Prompts", interactive=False),
             gr.Dataframe(label="Users and credits", interactive=False),
             gr.Dataframe(label="Storage", interactive=False),

@@ -81,9 +81,11 @@ def screenshot(page, name: str, tmp_path: Path) -> None:
 def test_upload_photos_and_watch_the_tune_train(page, photo_files, tmp_path):
     page.get_by_role("tab", name="Create tune").click()
     page.locator("#tune-photos input[type=file]").set_input_files(photo_files)
-    report = page.get_by_text("Photo check (before training)").locator("..").locator("..")
+    report = page.locator("#photo-report")
     report.get_by_text("me-3.jpg").wait_for()
-    assert report.get_by_text("looks good").count() == 4
+    cells = [cell.inner_text().strip() for cell in report.locator("[role=gridcell]").all()]
+    rows = [cells[i : i + 6] for i in range(0, len(cells), 6)]  # photo, size, faces, sharpness, used, advice
+    assert [(row[0], row[4], row[5]) for row in rows] == [(f"me-{i}.jpg", "yes", "looks good") for i in range(4)]
     page.get_by_label("Title").fill("Browser tune")
     page.get_by_text("Advanced settings").click()
     page.get_by_label("Training steps").fill("3")
@@ -108,8 +110,18 @@ def test_generate_with_the_trained_tune(page, tmp_path):
 
 def test_open_the_pack_gallery_and_use_a_pack(page, tmp_path):
     page.get_by_role("tab", name="Pack gallery").click()
-    page.get_by_text("Corporate Headshots").first.wait_for()
+    page.locator("#pack-filter").get_by_label("cat", exact=True).check()  # the class filter: only packs for cats remain
+    page.locator("#pack-cards").get_by_text("Pets in costumes").wait_for()
+    assert page.locator("#pack-cards img").count() == 1
+    page.locator("#pack-filter").get_by_label("all", exact=True).check()
+    page.locator("#pack-cards").get_by_text("Corporate headshots").wait_for()
+    assert page.locator("#pack-cards img").count() == 8
+    page.locator("#pack-cards img").first.click()
+    page.locator("#use-pack").wait_for()
     screenshot(page, "pack-gallery", tmp_path)
+    page.locator("#use-pack").click()  # back to the create-tune form, with the pack chosen
+    page.locator("#create-tune").wait_for()
+    assert "Corporate headshots" in page.get_by_label("Pack", exact=True).input_value()
 
 
 def test_account_and_admin_tabs(page, tmp_path):
@@ -117,10 +129,11 @@ def test_account_and_admin_tabs(page, tmp_path):
     page.get_by_text("Signed in as").wait_for()
     assert "ann" in page.locator("#account-who").inner_text()
     page.get_by_role("button", name="Create a new API key").click()
-    key = page.get_by_label("Your new key (copy it now)")
+    key = page.locator("#new-api-key textarea, #new-api-key input").first
     key.wait_for()
     assert key.input_value().startswith("tsk_")
     screenshot(page, "account", tmp_path)
     page.get_by_role("tab", name="Admin").click()  # the single local user runs the place
-    page.get_by_text("Browser tune").first.wait_for()
+    page.get_by_role("button", name="Refresh").click()
+    page.locator("#admin-tunes [role=gridcell]", has_text="Browser tune").first.wait_for()
     screenshot(page, "admin", tmp_path)

@@ -22,11 +22,16 @@ def build_account_tab(ctx: UIContext, app: gr.Blocks) -> None:
     with gr.Row():
         create = gr.Button("Create a new API key", variant="primary", scale=1)
         new_key = gr.Textbox(
-            label="Your new key (copy it now)", interactive=False, buttons=["copy"], visible=False, scale=3
+            label="Your new key (copy it now)",
+            interactive=False,
+            buttons=["copy"],
+            visible=False,
+            scale=3,
+            elem_id="new-api-key",
         )
     keys = gr.Dataframe(label="Your keys", interactive=False)
     with gr.Row():
-        key_id = gr.Number(label="Key id to revoke", precision=0, minimum=1)
+        key_id = gr.Number(None, label="Key id to revoke", precision=0)
         revoke = gr.Button("Revoke", variant="stop")
 
     def keys_table(owner: str) -> pd.DataFrame:

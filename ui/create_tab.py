@@ -44,12 +44,12 @@ class CreateTab:
     def pack_outputs(self) -> list[gr.components.Component]:
         return [self.class_name, self.guidance, self.pack, self.styles]
 
-    def choose_pack(self, pack_id: str | None):
-        """Updates for `pack_outputs`: the form with the pack and the first class it supports chosen."""
+    def choose_pack(self, pack_id: str | None, class_name: str | None = None):
+        """Updates for `pack_outputs`: the form with the pack and the class (one the pack supports) chosen."""
         if not pack_id:
             return gr.update(), gr.update(), gr.update(), gr.update()
         pack = self.studio.get_pack(pack_id)
-        class_name = pack.classes[0]
+        class_name = class_name if class_name in pack.classes else pack.classes[0]
         return (
             class_name,
             class_guidance(class_name),
@@ -97,7 +97,9 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                 elem_id="tune-photos",
             )
             previews = gr.Gallery(label="Your photos", columns=6, height=200, allow_preview=False)
-            report = gr.Dataframe(label="Photo check (before training)", interactive=False, wrap=True)
+            report = gr.Dataframe(
+                label="Photo check (before training)", interactive=False, wrap=True, elem_id="photo-report"
+            )
         with gr.Column(scale=2):
             title = gr.Textbox(
                 label="Title", placeholder="e.g. Me, summer 2026", info="Reusing a title returns that tune"

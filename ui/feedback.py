@@ -74,5 +74,5 @@ CSS = """
 .field-error { border-color: var(--error-border-color, #ef4444) !important; }
 .field-error .info, .field-error [data-testid="block-info"] + div { color: var(--error-text-color, #b91c1c); }
 .error-banner { color: var(--error-text-color, #b91c1c); }
-.pack-card { min-height: 100%; }
+.pack-card .caption-label { white-space: normal !important; max-width: calc(100% - 8px) !important; }
 """

@@ -184,7 +184,7 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
     private = {"api_visibility": "private"}
 
     hint = "Which subject you will train. Click a card to open its pack."
-    class_filter = gr.Radio(list(CLASS_FILTER), value=ALL, label="Packs for", info=hint)
+    class_filter = gr.Radio(list(CLASS_FILTER), value=ALL, label="Packs for", info=hint, elem_id="pack-filter")
     gallery = gr.Gallery(
         label="Packs",
         show_label=False,
@@ -195,6 +195,7 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
         fit_columns=False,
         buttons=[],
         elem_classes=["pack-card"],
+        elem_id="pack-cards",
     )
     card_ids = gr.State([])
     chosen_pack = gr.State(None)
@@ -207,7 +208,7 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
                 samples = gr.Gallery(label="Sample images", columns=3, height="auto", visible=False)
             with gr.Column(scale=2):
                 about = gr.Markdown()
-                use_pack = gr.Button("Use this pack", variant="primary")
+                use_pack = gr.Button("Use this pack", variant="primary", elem_id="use-pack")
         page_class = gr.Radio([], label="Prompts for")
         prompts = gr.Dataframe(headers=PROMPT_HEADERS, interactive=False, wrap=True, column_widths=PROMPT_WIDTHS)
 
