@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -232,3 +233,9 @@ def test_tiny_branch_trains_and_generates_real_images(alice, photos):
     assert record["status"] == "done", record["error"]
     _, gallery = alice.predict(prompt_id=prompt["id"], api_name="/get_prompt")
     assert Image.open(gallery[0]["image"]).size == (128, 128)
+
+
+def test_the_readme_lists_every_named_endpoint(alice):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    named = {name.lstrip("/") for name in alice.view_api(print_info=False, return_format="dict")["named_endpoints"]}
+    assert {name for name in named if f"`{name}`" not in readme} == set()

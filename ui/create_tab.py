@@ -199,15 +199,21 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         return {**errors.clear(), watched: created.tune.id}
 
     def refresh(tune_id: int | None, request: gr.Request):
+        """The followed tune's progress and avatars, and the list; polling stops once nothing is in progress."""
         owner = ctx.user(request)
         mine = studio.list_tunes(owner, limit=50)
         if tune_id is None and mine:
             tune_id = mine[0].id
         current = next((t for t in mine if t.id == tune_id), None)
         if current is None:
-            return None, "<p>No tune yet: upload photos and press <b>Create tune</b>.</p>", [], tunes_table(mine)
-        images = prompt_gallery(studio, owner, studio.list_prompts(owner, tune_id=current.id, limit=100))
-        return current.id, progress_bar(current), images, tunes_table(mine)
+            empty = "<p>No tune yet: upload photos and press <b>Create tune</b>.</p>"
+            return None, empty, [], tunes_table(mine), gr.Timer(active=False)
+        prompts = studio.list_prompts(owner, tune_id=current.id, limit=100)
+        busy = any(t.status in ("queued", "training") for t in mine) or any(
+            p.status in ("queued", "generating") for p in prompts
+        )
+        images = prompt_gallery(studio, owner, prompts)
+        return current.id, progress_bar(current), images, tunes_table(mine), gr.Timer(active=busy)
 
     def follow(table, event: gr.SelectData):
         return int(table.iloc[event.index[0]]["id"])
@@ -226,7 +232,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         return None
 
     private = {"api_visibility": "private"}
-    watch_outputs = [watched, progress, avatars, tunes]
+    watch_outputs = [watched, progress, avatars, tunes, timer]
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
     class_name.input(class_changed, class_name, [guidance, pack, styles], **private)
     photos.change(photos_changed, [photos, class_name], [previews, report, banner], **private)
