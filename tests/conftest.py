@@ -10,6 +10,8 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,3 +71,20 @@ def astronaut_photos() -> list[Image.Image]:
         photo.crop((0, 0, 400, 400)).resize((512, 512)),
         ImageEnhance.Brightness(photo.crop((60, 0, 460, 400))).enhance(1.3).resize((480, 480)),
     ]
+
+
+@contextmanager
+def served_app(settings: Settings) -> Iterator[str]:
+    """The whole app (worker thread included) launched on a free local port; yields its URL."""
+    from admin.operations import Operations
+    from app import build_app, launch_options
+    from studio.runtime import open_runtime
+
+    runtime = open_runtime(settings)
+    app = build_app(runtime.studio, Operations(runtime.studio, runtime.store)).queue()
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_options(settings))
+    try:
+        yield app.local_url
+    finally:
+        app.close()
+        runtime.close()

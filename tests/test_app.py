@@ -14,10 +14,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from admin.operations import Operations
-from app import build_app, launch_options
-from studio.runtime import open_runtime
-from tests.conftest import astronaut_photos, settings_with_tiny
+from tests.conftest import astronaut_photos, served_app, settings_with_tiny
 
 NAMED = {
     "create_tune",
@@ -45,12 +42,8 @@ def served(tmp_path_factory, tiny_sd15_dir):
         admins=("alice",),
         max_photo_bytes=2_000_000,
     )
-    runtime = open_runtime(settings)
-    app = build_app(runtime.studio, Operations(runtime.studio, runtime.store)).queue()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_options(settings))
-    yield app.local_url
-    app.close()
-    runtime.close()
+    with served_app(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,14 @@ app. Each tab is screenshotted; with `TUNES_UPDATE_SCREENSHOTS=1` the pictures r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from admin.operations import Operations
-from app import build_app, launch_options
-from studio.runtime import open_runtime
-from tests.conftest import astronaut_photos, settings_with_tiny
+from tests.conftest import astronaut_photos, served_app, settings_with_tiny
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -38,12 +36,8 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium i
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, tiny_sd15_dir):
     settings = replace(settings_with_tiny(tmp_path_factory.mktemp("browser"), tiny_sd15_dir), local_user="ann")
-    runtime = open_runtime(settings)
-    app = build_app(runtime.studio, Operations(runtime.studio, runtime.store)).queue()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_options(settings))
-    yield app.local_url
-    app.close()
-    runtime.close()
+    with served_app(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -109,19 +103,20 @@ def test_generate_with_the_trained_tune(page, tmp_path):
 
 
 def test_open_the_pack_gallery_and_use_a_pack(page, tmp_path):
+    from playwright.sync_api import expect
+
     page.get_by_role("tab", name="Pack gallery").click()
     page.locator("#pack-filter").get_by_label("cat", exact=True).check()  # the class filter: only packs for cats remain
-    page.locator("#pack-cards").get_by_text("Pets in costumes").wait_for()
-    assert page.locator("#pack-cards img").count() == 1
+    expect(page.locator("#pack-cards img")).to_have_count(1)
+    expect(page.locator("#pack-cards")).to_contain_text("Pets in costumes")
     page.locator("#pack-filter").get_by_label("all", exact=True).check()
-    page.locator("#pack-cards").get_by_text("Corporate headshots").wait_for()
-    assert page.locator("#pack-cards img").count() == 8
+    expect(page.locator("#pack-cards img")).to_have_count(8)
     page.locator("#pack-cards img").first.click()
     page.locator("#use-pack").wait_for()
     screenshot(page, "pack-gallery", tmp_path)
     page.locator("#use-pack").click()  # back to the create-tune form, with the pack chosen
-    page.locator("#create-tune").wait_for()
-    assert "Corporate headshots" in page.get_by_label("Pack", exact=True).input_value()
+    expect(page.get_by_label("Pack", exact=True)).to_have_value(re.compile("Corporate headshots"))
+    expect(page.locator("#create-tune")).to_be_visible()
 
 
 def test_account_and_admin_tabs(page, tmp_path):
