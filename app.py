@@ -1,6 +1,7 @@
-"""Tune Studio: assembles the Gradio tabs and the named API, and launches. `python app.py` serves it.
+"""Tune Studio: assembles the Gradio tabs, the named Gradio API and the REST API, and serves them.
 
-No logic lives here: every tab calls the service (`studio.service.Studio`) through a `UIContext`.
+`python app.py` serves everything from one process: the REST routes (`rest/`) with the Gradio Blocks
+mounted beside them at `/`. No logic lives here: the tabs and the routes call the service (`Studio`).
 """
 
 from __future__ import annotations
@@ -8,12 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from fastapi import FastAPI
 
 from admin.operations import Operations
 from admin.scheduler import start_scheduler
 from admin.tab import build_admin_tab
 from pipelines.errors import SignInRequiredError
 from pipelines.settings import Settings
+from rest.routes import build_rest_api
 from studio.service import Studio
 from ui.account_tab import build_account_tab
 from ui.api import build_api
@@ -66,7 +69,7 @@ def build_app(studio: Studio, operations: Operations) -> gr.Blocks:
 
 
 def launch_options(settings: Settings) -> dict[str, Any]:
-    """`launch()` arguments from the settings: sign-in, the server's upload limit, the style."""
+    """Gradio mount/launch arguments from the settings: sign-in, the server's upload limit, the style."""
     options: dict[str, Any] = {"max_file_size": settings.max_photo_bytes, "css": CSS}
     if settings.accounts:
         options["auth"] = settings.account_pairs
@@ -74,15 +77,28 @@ def launch_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def build_server(studio: Studio, operations: Operations) -> FastAPI:
+    """One ASGI app: the REST routes first, then the Gradio app (tabs and its API) mounted at `/`."""
+    server = build_rest_api(studio)
+    blocks = build_app(studio, operations).queue(default_concurrency_limit=8)
+    return gr.mount_gradio_app(server, blocks, path="/", **launch_options(studio.settings))
+
+
 def main() -> None:
+    import os
+
+    import uvicorn
+
     from studio.runtime import open_runtime  # heavy imports (torch) only when serving
 
     settings = Settings.from_env()
     runtime = open_runtime(settings)  # database, artifact store, worker thread (re-queues interrupted work)
     scheduler = start_scheduler(runtime.studio, runtime.store)  # expiry sweep: now, then every few minutes
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")  # Gradio's own variables, kept for scripts
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     try:
-        app = build_app(runtime.studio, Operations(runtime.studio, runtime.store))
-        app.queue(default_concurrency_limit=8).launch(**launch_options(settings))
+        print(f"Tune Studio on http://{host}:{port}/ (REST API docs: /docs)")
+        uvicorn.run(build_server(runtime.studio, Operations(runtime.studio, runtime.store)), host=host, port=port)
     finally:
         scheduler.shutdown(wait=False)
         runtime.close()

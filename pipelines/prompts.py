@@ -1,13 +1,15 @@
 """Prompt rendering: the tune's token and class, and `{{key}}` placeholders from its characteristics.
 
 Rendering is one pass over the template, so text inserted from characteristics is never rendered again
-(a characteristic whose value contains `{{...}}` cannot inject a placeholder).
+(a characteristic whose value contains `{{...}}` cannot inject a placeholder). `<lora:ID:weight>` tags
+(Astria's way to combine tunes in one prompt) are parsed and taken out of the text by `split_lora_tags`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pipelines.errors import PromptTemplateError, ValidationError
 
@@ -18,6 +20,63 @@ _KEY = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 MAX_PROMPT_CHARS = 2000
 MAX_CHARACTERISTIC_CHARS = 100
 RESERVED_KEYS = ("token", "class", "name", "subject", "characteristics")
+# anything that starts like a tag is checked, so a typo is an error rather than words sent to the model
+_LORA_LIKE = re.compile(r"<\s*lora\b[^>]*>?", re.IGNORECASE)
+_LORA_TAG = re.compile(r"<lora:([1-9][0-9]{0,17})(?::([0-9]+(?:\.[0-9]+)?|\.[0-9]+))?>")
+_LORA_TAG_BEFORE_PUNCTUATION = re.compile(r"[ \t]*" + _LORA_TAG.pattern + r"(?=[,.;:!?)])")
+MAX_LORA_TAGS = 4
+MAX_LORA_WEIGHT = 2.0
+
+
+@dataclass(frozen=True)
+class LoraTag:
+    """One `<lora:ID:weight>` tag: the tune it names, its weight (1.0 when not written) and the tag as written."""
+
+    tune_id: int
+    weight: float
+    tag: str
+
+
+def split_lora_tags(text: str, *, field: str = "text") -> tuple[str, tuple[LoraTag, ...]]:
+    """Take `<lora:ID>` / `<lora:ID:WEIGHT>` tags out of a prompt.
+
+    A tag is exactly `<lora:` + a positive integer id + optionally `:` and a decimal weight in (0, 2] +
+    `>` (lowercase, no spaces, no sign or exponent). At most 4 tags, each naming a different id. Anything
+    else that starts like a tag (`<lora`, any case) is refused. The tags are removed (with the spaces before
+    them when punctuation follows, else replaced by a space) and runs of spaces collapsed. Text that is
+    not a string is returned unchanged (rendering reports it).
+
+    Returns:
+        (the text without tags, the tags in the order written).
+
+    Raises:
+        ValidationError: naming `field` and the offending tag: malformed, weight out of range, an id
+            named twice, or more than 4 tags.
+    """
+    if not isinstance(text, str) or "<" not in text:
+        return text, ()
+    tags = tuple(_lora_tag(match.group(0), field) for match in _LORA_LIKE.finditer(text))
+    if len(tags) > MAX_LORA_TAGS:
+        raise ValidationError(field, f"{len(tags)} <lora:...> tags", f"may combine at most {MAX_LORA_TAGS} tunes")
+    seen: set[int] = set()
+    for tag in tags:
+        if tag.tune_id in seen:
+            raise ValidationError(field, tag.tag, f"names tune {tag.tune_id} a second time; use one tag per tune")
+        seen.add(tag.tune_id)
+    if not tags:
+        return text, ()
+    stripped = _LORA_TAG.sub(" ", _LORA_TAG_BEFORE_PUNCTUATION.sub("", text))
+    return re.sub(r" {2,}", " ", stripped).strip(), tags
+
+
+def _lora_tag(written: str, field: str) -> LoraTag:
+    match = _LORA_TAG.fullmatch(written)
+    if match is None:
+        raise ValidationError(field, written, "is not a LoRA tag; write <lora:TUNE_ID> or <lora:TUNE_ID:WEIGHT>")
+    weight = float(match.group(2)) if match.group(2) is not None else 1.0
+    if not 0.0 < weight <= MAX_LORA_WEIGHT:
+        raise ValidationError(field, written, f"has a weight that must be above 0 and at most {MAX_LORA_WEIGHT:g}")
+    return LoraTag(tune_id=int(match.group(1)), weight=weight, tag=written)
 
 
 def check_characteristics(characteristics: Mapping[str, object]) -> dict[str, str]:

@@ -37,6 +37,7 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     ),
     "TUNES_ACCOUNTS": ("accounts", "Accounts `name:password,name:password`; the app asks to sign in. Never logged."),
     "OAUTH_CLIENT_ID": ("oauth_client_id", "Set by Spaces with `hf_oauth: true`: users sign in with Hugging Face."),
+    "TUNES_API_RATE_PER_MINUTE": ("api_rate_per_minute", "REST requests a minute per API key (bursts up to as many)."),
     "TUNES_ALLOWED_FETCH_HOSTS": ("allowed_fetch_hosts", "Hosts photo URLs and callbacks may reach although private."),
     "TUNES_LORA_CACHE_SIZE": ("lora_cache_size", "LoRA adapters kept loaded per base pipeline (LRU)."),
     "TUNES_CHECKPOINT_EVERY": ("checkpoint_every", "Training steps between resumable checkpoints."),
@@ -68,6 +69,7 @@ class Settings:
     local_user: str = "local"
     accounts: tuple[str, ...] = field(default=(), repr=False)
     oauth_client_id: str | None = None
+    api_rate_per_minute: int = 120
     allowed_fetch_hosts: tuple[str, ...] = ()
     lora_cache_size: int = 4
     checkpoint_every: int = 100
@@ -82,7 +84,8 @@ class Settings:
             raise SettingsError(
                 "TUNES_MIN_PHOTOS", self.min_photos, f"must be >= 1 and <= TUNES_MAX_PHOTOS={self.max_photos}"
             )
-        for name in ("min_photo_side", "max_photo_pixels", "max_photo_bytes", "retention_days", "lora_cache_size"):
+        positive = ("min_photo_side", "max_photo_pixels", "max_photo_bytes", "retention_days", "lora_cache_size")
+        for name in (*positive, "api_rate_per_minute"):
             if getattr(self, name) < 1:
                 raise SettingsError(_env_name(name), getattr(self, name), "must be a positive integer")
         if self.image_retention_days < 0:

@@ -129,6 +129,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE prompts ADD COLUMN pack_prompt TEXT;
     CREATE INDEX prompts_pack ON prompts(pack_id, pack_prompt);
     """,
+    # 3: prompts combine tunes with `<lora:ID:weight>` tags; tunes keep Astria's compatibility fields
+    """
+    ALTER TABLE prompts ADD COLUMN loras TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE tunes ADD COLUMN api_fields TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 _TUNE_UPDATABLE = {
@@ -267,7 +272,7 @@ class Database:
     def insert_tune(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:
         now = iso(self.clock())
         row = {"owner": owner, "status": "queued", "created_at": now, "updated_at": now, **values}
-        for key in ("characteristics", "photo_report", "orig_images"):
+        for key in ("characteristics", "photo_report", "orig_images", "api_fields"):
             if key in row:
                 row[key] = json.dumps(row[key])
         columns = ", ".join(row)
@@ -333,6 +338,8 @@ class Database:
     def insert_prompt(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:
         now = iso(self.clock())
         row = {"owner": owner, "status": "queued", "created_at": now, "updated_at": now, **values}
+        if "loras" in row:
+            row["loras"] = json.dumps(row["loras"])
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         return conn.execute(f"INSERT INTO prompts ({columns}) VALUES ({marks})", tuple(row.values())).lastrowid
@@ -388,7 +395,8 @@ class Database:
         """Atomically take the next job: a queued prompt whose tune is trained first, else the oldest tune.
 
         Prompts of trained tunes run between trainings so users of finished tunes are not stuck behind
-        a long training queue; among each kind the order is FIFO.
+        a long training queue; among each kind the order is FIFO. A prompt whose `<lora:…>` tags name a
+        tune still queued or training waits for it (one that failed meanwhile lets it run and fail).
         """
         now = iso(self.clock())
         with self.transaction() as conn:
@@ -405,7 +413,10 @@ class Database:
                 self._after_prompt_ended(conn, dead["owner"], dead["id"])
             row = conn.execute(
                 "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id"
-                " WHERE p.status = 'queued' AND t.status = 'trained' ORDER BY p.id LIMIT 1"
+                " WHERE p.status = 'queued' AND t.status = 'trained' AND NOT EXISTS (SELECT 1"
+                " FROM json_each(p.loras) tag JOIN tunes other ON other.id = json_extract(tag.value, '$.tune_id')"
+                " WHERE other.owner = p.owner AND other.status IN ('queued', 'training'))"
+                " ORDER BY p.id LIMIT 1"
             ).fetchone()
             if row is not None:
                 conn.execute(

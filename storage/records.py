@@ -54,6 +54,7 @@ class Tune:
     artifact_location: str | None
     photo_report: list[dict[str, Any]] = field(default_factory=list)
     orig_images: list[str] = field(default_factory=list)
+    api_fields: dict[str, Any] = field(default_factory=dict)  # Astria's fields, echoed back (see TuneCreate)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -89,6 +90,7 @@ class Prompt:
     completed_at: str | None
     pack_id: str | None = None
     pack_prompt: str | None = None  # "class/index" of the pack prompt it came from
+    loras: list[dict[str, Any]] = field(default_factory=list)  # `<lora:…>` tags: [{"tune_id", "weight"}]
     images: list[Image] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,7 +135,8 @@ class Delivery:
     delivered_at: str | None
 
 
-_JSON_COLUMNS = {"characteristics", "photo_report", "orig_images"}
+_JSON_COLUMNS = {"characteristics", "photo_report", "orig_images", "api_fields", "loras"}
+_JSON_OBJECT_COLUMNS = {"characteristics", "api_fields"}  # the others are lists
 _BOOL_COLUMNS = {"face_crop", "auto_extend", "super_resolution", "inpaint_faces", "hires_fix", "liked"}
 R = TypeVar("R")
 
@@ -147,7 +150,7 @@ def from_row(cls: type[R], row: sqlite3.Row) -> R:
             continue
         value = row[key]
         if key in _JSON_COLUMNS:
-            value = json.loads(value) if value else ([] if key != "characteristics" else {})
+            value = json.loads(value) if value else ({} if key in _JSON_OBJECT_COLUMNS else [])
         elif key in _BOOL_COLUMNS:
             value = bool(value)
         values[key] = value

@@ -9,16 +9,21 @@ from packs.loader import ASPECT_RATIOS
 from pipelines.errors import ValidationError
 from pipelines.generate import MAX_SEED, GenerationRequest
 from pipelines.photos import PhotoInput
-from pipelines.prompts import check_characteristics
+from pipelines.prompts import check_characteristics, split_lora_tags
 
 MAX_TITLE = 200
 MAX_TUNES_PER_PAGE = 100
 MAX_STEPS = 20_000  # the trainer's bound, checked here so a bad value never reaches the queue
+MAX_PRESET = 60
 
 
 @dataclass(frozen=True)
 class PromptCreate:
-    """A prompt to generate; `text` may use `{{subject}}`, `{{token}}`, `{{class}}` and characteristics."""
+    """A prompt to generate; `text` may use `{{subject}}`, `{{token}}`, `{{class}}` and characteristics,
+    and up to 4 `<lora:TUNE_ID:WEIGHT>` tags that add other tunes of the caller (see `split_lora_tags`).
+
+    `face_correct` is Astria's name for `inpaint_faces`: when True, `inpaint_faces` is set too.
+    """
 
     text: str
     negative_prompt: str = ""
@@ -36,6 +41,7 @@ class PromptCreate:
     callback: str | None = None
     pack_id: str | None = None  # set by the service for prompts that come from a pack
     pack_prompt: str | None = None  # "class/index" in that pack
+    face_correct: bool = False
 
     def sized_for(self, resolution: int) -> PromptCreate:
         """This prompt with w/h set from `aspect_ratio` at a branch's resolution (same pixel count, multiples of 8)."""
@@ -59,9 +65,12 @@ class PromptCreate:
         )
         if self.aspect_ratio is not None and self.aspect_ratio not in ASPECT_RATIOS:
             raise ValidationError("aspect_ratio", self.aspect_ratio, f"must be one of {', '.join(ASPECT_RATIOS)}")
-        for name in ("super_resolution", "inpaint_faces", "hires_fix"):
+        for name in ("super_resolution", "inpaint_faces", "hires_fix", "face_correct"):
             if not isinstance(getattr(self, name), bool):
                 raise ValidationError(name, getattr(self, name), "must be true or false")
+        if self.face_correct:
+            object.__setattr__(self, "inpaint_faces", True)
+        split_lora_tags(self.text)  # the tags' syntax; the service checks the tunes they name
         if self.callback is not None and not isinstance(self.callback, str):
             raise ValidationError("callback", self.callback, "must be a URL")
         if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > 2000:
@@ -70,7 +79,14 @@ class PromptCreate:
 
 @dataclass(frozen=True)
 class TuneCreate:
-    """A new tune: photos (files and/or URLs) of one subject, and optionally prompts to run once trained."""
+    """A new tune: photos (files and/or URLs) of one subject, and optionally prompts to run once trained.
+
+    The Astria compatibility fields are checked, stored (`Tune.api_fields`) and echoed back:
+    `model_type` (only "lora"), `preset` (a label of at most 60 characters), `base_tune_id` and
+    `training_face_correct`. The last two have no effect on training here: the base model is chosen by
+    `branch`, and no face-restoration weights ship with the studio. `prompt_callback` is the callback of
+    every prompt created with this request (its `prompts`, or a pack's) that has none of its own.
+    """
 
     title: str
     name: str
@@ -86,8 +102,14 @@ class TuneCreate:
     auto_extend: bool = False
     seed: int = 0
     prompts: Sequence[PromptCreate] = ()
+    base_tune_id: int | None = None
+    model_type: str | None = None
+    preset: str | None = None
+    training_face_correct: bool = False
+    prompt_callback: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_api_fields()
         if not isinstance(self.title, str) or not self.title.strip() or len(self.title) > MAX_TITLE:
             raise ValidationError("title", self.title, f"must be non-empty text of at most {MAX_TITLE} characters")
         object.__setattr__(self, "title", self.title.strip())
@@ -103,6 +125,34 @@ class TuneCreate:
             raise ValidationError("seed", self.seed, f"must be an integer between 0 and {MAX_SEED}")
         if len(self.prompts) > 64:
             raise ValidationError("prompts_attributes", len(self.prompts), "must hold at most 64 prompts")
+
+    def _check_api_fields(self) -> None:
+        if self.base_tune_id is not None and (
+            isinstance(self.base_tune_id, bool) or not isinstance(self.base_tune_id, int) or self.base_tune_id < 1
+        ):
+            raise ValidationError("base_tune_id", self.base_tune_id, "must be a positive integer")
+        if self.model_type not in (None, "lora"):
+            raise ValidationError("model_type", self.model_type, "only lora tunes are supported")
+        if self.preset == "":
+            object.__setattr__(self, "preset", None)
+        if self.preset is not None and (
+            not isinstance(self.preset, str) or len(self.preset) > MAX_PRESET or not self.preset.isprintable()
+        ):
+            raise ValidationError("preset", self.preset, f"must be text of at most {MAX_PRESET} characters")
+        if not isinstance(self.training_face_correct, bool):
+            raise ValidationError("training_face_correct", self.training_face_correct, "must be true or false")
+        if self.prompt_callback is not None and not isinstance(self.prompt_callback, str):
+            raise ValidationError("prompt_callback", self.prompt_callback, "must be a URL")
+
+    @property
+    def api_fields(self) -> dict[str, object]:
+        """The Astria compatibility fields as stored on the tune (`model_type` is always "lora")."""
+        return {
+            "base_tune_id": self.base_tune_id,
+            "model_type": "lora",
+            "preset": self.preset,
+            "training_face_correct": self.training_face_correct,
+        }
 
 
 def size_for_aspect(aspect_ratio: str, resolution: int) -> tuple[int, int]:

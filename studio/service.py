@@ -20,7 +20,7 @@ from typing import Any
 from packs.loader import LIBRARY_DIR, Pack
 from pipelines.errors import ConflictError, InsufficientCreditsError, NotFoundError, ValidationError
 from pipelines.photos import PhotoInput
-from pipelines.prompts import check_characteristics, render_prompt
+from pipelines.prompts import LoraTag, check_characteristics, render_prompt, split_lora_tags
 from pipelines.registry import get_branch, model_reference
 from pipelines.settings import Settings
 from pipelines.tuning import CheckedPhotos, TuneRequest, check_photos
@@ -90,9 +90,12 @@ class Studio:
         """Check everything, then store the tune, its photos and prompts, and queue the training.
 
         Idempotent by title per owner: a second call with the same title returns the first tune.
+        Prompts without a callback of their own get `request.prompt_callback`.
 
         Raises:
             ValidationError / PhotoRejectedError: bad fields or photos (nothing is written).
+            NotFoundError: a prompt's `<lora:ID>` tag names no tune of the caller (nothing is written).
+            ConflictError: a tagged tune failed, was cancelled or expired (nothing is written).
             InsufficientCreditsError: not enough tune or image credits (nothing is written).
         """
         # 1. Idempotency: the same title returns the existing tune, no second training
@@ -104,10 +107,15 @@ class Studio:
         tune_request = self._tune_request(request, branch.name)
         token = tune_request.resolved_token if not branch.is_mock else (request.token or branch.token)
         callbacks = {name: self._checked_url(getattr(request, name), name) for name in ("callback", "prompts_callback")}
-        for index, prompt in enumerate(request.prompts):
+        prompts = _with_default_callback(request.prompts, self._checked_url(request.prompt_callback, "prompt_callback"))
+        for index, prompt in enumerate(prompts):
             self._checked_url(prompt.callback, f"prompts_attributes[{index}].callback")
         _require_contents(request.images)
-        rendered = [self._render(p, token, tune_request.class_name, request.characteristics) for p in request.prompts]
+        rendered = [self._render(p, token, tune_request.class_name, request.characteristics) for p in prompts]
+        loras = [
+            self._check_loras(owner, tags, tune_id=None, branch=branch.name, field=f"prompts_attributes[{i}].text")
+            for i, (_, _, tags) in enumerate(rendered)
+        ]
         # 3. Photos: fetch URLs, decode and check every photo
         inputs = list(request.images) + [self._fetch_photo(url, i) for i, url in enumerate(request.image_urls)]
         checked = check_photos(self.settings, inputs, class_name=tune_request.class_name)
@@ -127,9 +135,10 @@ class Studio:
             "seed": request.seed,
             "photo_report": [report.to_dict() for report in checked.reports],
             "orig_images": [photo.name for photo in checked.photos],
+            "api_fields": request.api_fields,
             **callbacks,
         }
-        images = sum(p.num_images for p in request.prompts)
+        images = sum(p.num_images for p in prompts)
         with self.db.transaction() as conn:
             again = self.db.find_tune_by_title(conn, owner, request.title)
             if again is not None:  # a concurrent call with the same title won the race
@@ -137,8 +146,8 @@ class Studio:
             if not self.db.spend_credits(conn, owner, tunes=1, images=images):
                 raise InsufficientCreditsError(self._credit_message(owner, tunes=1, images=images))
             tune_id = self.db.insert_tune(conn, owner, values)
-            for prompt, text in rendered:
-                self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, prompt, text))
+            for (prompt, text, _), tags in zip(rendered, loras, strict=True):
+                self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, prompt, text, tags))
             self._store_photos(tune_id, checked.photos)  # last: nothing after it can fail before commit
         self.work_available.set()
         return TuneCreated(self.get_tune(owner, tune_id), created=True)
@@ -208,21 +217,30 @@ class Studio:
     def create_prompt(self, owner: str, tune_id: int, request: PromptCreate) -> Prompt:
         """Queue a prompt on a trained tune (or one still queued/training: it runs right after).
 
+        `<lora:ID:weight>` tags in the text add the caller's tune ID (same branch) at that weight; a tag
+        naming this tune sets its own weight (1 otherwise). The prompt runs once every named tune is trained.
+
         Raises:
-            NotFoundError: no such tune of the caller. ConflictError: the tune failed, was cancelled or expired.
-            ValidationError: an unknown placeholder or bad numbers. InsufficientCreditsError: no image credits.
+            NotFoundError: no such tune of the caller (this one or one a tag names).
+            ConflictError: the tune, or a tagged one, failed, was cancelled or expired.
+            ValidationError: an unknown placeholder, bad numbers, or a tag naming a tune of another branch.
+            InsufficientCreditsError: no image credits.
         """
         [prompt_id] = self._queue_prompts(owner, self.get_tune(owner, tune_id), [request])
         return self.get_prompt(owner, prompt_id)
 
     def _queue_prompts(self, owner: str, tune: Tune, requests: list[PromptCreate]) -> list[int]:
-        """Render, check credits for all, and insert all prompts in one transaction (all or nothing)."""
+        """Render, check tags and credits for all, and insert all prompts in one transaction (all or nothing)."""
         if tune.status not in ("queued", "training", "trained"):
             raise ConflictError(f"tune {tune.id} is {tune.status}; prompts need a trained (or training) tune")
         requests = [request.sized_for(get_branch(tune.branch).resolution) for request in requests]
         rendered = [self._render(request, tune.token, tune.name, tune.characteristics) for request in requests]
+        loras = [
+            self._check_loras(owner, tags, tune_id=tune.id, branch=tune.branch, field=_indexed("text", i, requests))
+            for i, (_, _, tags) in enumerate(rendered)
+        ]
         for index, request in enumerate(requests):
-            self._checked_url(request.callback, "callback" if len(requests) == 1 else f"prompts[{index}].callback")
+            self._checked_url(request.callback, _indexed("callback", index, requests))
         images = sum(request.num_images for request in requests)
         with self.db.transaction() as conn:
             row = conn.execute("SELECT status FROM tunes WHERE owner = ? AND id = ?", (owner, tune.id)).fetchone()
@@ -231,8 +249,8 @@ class Studio:
             if not self.db.spend_credits(conn, owner, images=images):
                 raise InsufficientCreditsError(self._credit_message(owner, tunes=0, images=images))
             ids = [
-                self.db.insert_prompt(conn, owner, self._prompt_values(tune.id, request, text))
-                for request, text in rendered
+                self.db.insert_prompt(conn, owner, self._prompt_values(tune.id, request, text, tags))
+                for (request, text, _), tags in zip(rendered, loras, strict=True)
             ]
         self.work_available.set()
         return ids
@@ -261,6 +279,13 @@ class Studio:
     def unlike_image(self, owner: str, image_id: int) -> Image:
         return self._set_liked(owner, image_id, False)
 
+    def like_prompt(self, owner: str, prompt_id: int, *, liked: bool = True) -> Prompt:
+        """Like (or unlike) every image of one of the caller's prompts. Raises NotFoundError otherwise."""
+        prompt = self.get_prompt(owner, prompt_id)
+        for image in prompt.images:
+            self._set_liked(owner, image.id, liked)
+        return self.get_prompt(owner, prompt_id)
+
     def image_file(self, owner: str, image_id: int) -> Path:
         """The file of one of the caller's images (for serving it)."""
         image = self.db.get_image(owner, image_id)
@@ -282,10 +307,11 @@ class Studio:
         return self.packs.get(pack_id)
 
     def create_tune_from_pack(
-        self, owner: str, pack_id: str, request: TuneCreate, *, tune_ids: Sequence[int] = ()
+        self, owner: str, pack_id: str, request: TuneCreate | None, *, tune_ids: Sequence[int] = ()
     ) -> list[TuneCreated]:
         """Train a tune with the pack's preset and queue every pack prompt of its class; `prompts_callback`
-        fires when all are done. With `tune_ids`, reuse those trained tunes of the caller instead (no training).
+        fires when all are done, and each prompt gets `request.prompt_callback`. With `tune_ids`, reuse those
+        trained tunes of the caller instead (no training; `request` may be None).
 
         Raises:
             NotFoundError: unknown pack, or a tune id that is not the caller's.
@@ -299,8 +325,10 @@ class Studio:
                 self._check_pack_class(pack, tune.name, field=f"tune_ids[{tune_ids.index(tune.id)}]")
                 if tune.status not in ("queued", "training", "trained"):
                     raise ConflictError(f"tune {tune.id} is {tune.status}; it cannot take pack prompts")
+            callback = self._checked_url(request.prompt_callback if request else None, "prompt_callback")
             for tune in tunes:
-                self._queue_prompts(owner, tune, self._pack_prompts(pack, tune.name, tune.branch))
+                prompts = _with_default_callback(self._pack_prompts(pack, tune.name, tune.branch), callback)
+                self._queue_prompts(owner, tune, prompts)
             return [TuneCreated(self.get_tune(owner, tune.id), created=False) for tune in tunes]
         class_name = request.name.strip().lower() if isinstance(request.name, str) else request.name
         self._check_pack_class(pack, class_name, field="name")
@@ -461,8 +489,12 @@ class Studio:
 
     def _render(
         self, prompt: PromptCreate, token: str, class_name: str, characteristics: dict
-    ) -> tuple[PromptCreate, str]:
-        """The prompt with its text and negative prompt rendered for the tune (`text` keeps the template)."""
+    ) -> tuple[PromptCreate, str, tuple[LoraTag, ...]]:
+        """The prompt with its negative prompt rendered, its text rendered without `<lora:…>` tags, and the
+        tags (`text` keeps the template as written)."""
+        text, tags = split_lora_tags(prompt.text)
+        if tags and not text:
+            raise ValidationError("text", prompt.text, "has nothing but <lora:...> tags; describe the image too")
         negative = prompt.negative_prompt
         if negative.strip():
             negative = render_prompt(
@@ -473,8 +505,29 @@ class Studio:
                 field="negative_prompt",
                 add_subject=False,
             )
-        rendered = render_prompt(prompt.text, token=token, class_name=class_name, characteristics=characteristics)
-        return replace(prompt, negative_prompt=negative), rendered
+        rendered = render_prompt(text, token=token, class_name=class_name, characteristics=characteristics)
+        return replace(prompt, negative_prompt=negative), rendered, tags
+
+    def _check_loras(
+        self, owner: str, tags: Sequence[LoraTag], *, tune_id: int | None, branch: str, field: str
+    ) -> list[dict[str, Any]]:
+        """Check that every tagged tune can be combined with the prompt's tune; returns the stored form.
+
+        Raises:
+            NotFoundError: a tag names no tune of the caller (another owner's tune is "not found" too).
+            ValidationError: a tagged tune is on another branch (`field` and the tag are named).
+            ConflictError: a tagged tune failed, was cancelled or expired (it will never have a LoRA).
+        """
+        for tag in tags:
+            if tag.tune_id == tune_id:  # the prompt's own tune: the tag only sets its weight
+                continue
+            other = self.get_tune(owner, tag.tune_id)
+            if other.branch != branch:
+                message = f"names tune {other.id} of branch {other.branch}; only tunes of branch {branch} combine here"
+                raise ValidationError(field, tag.tag, message)
+            if other.status not in ("queued", "training", "trained"):
+                raise ConflictError(f"{tag.tag} names tune {other.id}, which is {other.status}; it has no LoRA to add")
+        return [{"tune_id": tag.tune_id, "weight": tag.weight} for tag in tags]
 
     def _checked_url(self, url: str | None, field: str) -> str | None:
         if url is None or url == "":
@@ -504,7 +557,7 @@ class Studio:
             raise
 
     @staticmethod
-    def _prompt_values(tune_id: int, prompt: PromptCreate, rendered: str) -> dict[str, Any]:
+    def _prompt_values(tune_id: int, prompt: PromptCreate, rendered: str, loras: list[dict]) -> dict[str, Any]:
         return {
             "tune_id": tune_id,
             "text": prompt.text,
@@ -523,6 +576,7 @@ class Studio:
             "callback": prompt.callback or None,
             "pack_id": prompt.pack_id,
             "pack_prompt": prompt.pack_prompt,
+            "loras": loras,
         }
 
     def _credit_message(self, owner: str, *, tunes: int, images: int) -> str:
@@ -537,6 +591,16 @@ def _require_contents(photos: Sequence[object]) -> None:
     for index, item in enumerate(photos):
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes)):
             raise ValidationError(f"images[{index}]", type(item).__name__, "must be an uploaded file's contents")
+
+
+def _with_default_callback(prompts: Sequence[PromptCreate], callback: str | None) -> list[PromptCreate]:
+    """The prompts, each without a callback of its own given `callback` (a tune's `prompt_callback`)."""
+    return [replace(p, callback=callback) if callback and not p.callback else p for p in prompts]
+
+
+def _indexed(name: str, index: int, items: Sequence[object]) -> str:
+    """A field name for error messages: `name` for a single item, `prompts[i].name` among several."""
+    return name if len(items) == 1 else f"prompts[{index}].{name}"
 
 
 def _hash_key(key: str) -> str:

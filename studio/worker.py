@@ -277,11 +277,7 @@ class InProcessWorker:
     def _generate(self, tune: Tune | None, prompt: Prompt) -> list[dict]:
         if tune is None or tune.status != "trained":
             raise ConflictError(f"the tune is {tune.status if tune else 'deleted'}; its prompts cannot run")
-        loras = ()
-        if not get_branch(tune.branch).is_mock:
-            if not tune.artifact_location:
-                raise ConflictError("the tune has no LoRA any more (expired or deleted)")
-            loras = (LoraSpec(f"tune-{tune.id}", self.store.fetch(tune.artifact_location)),)
+        loras = self._loras(tune, prompt)
         seed = prompt.seed
         if seed is None:  # chosen once and kept, so a retry after a crash draws the same images
             seed = secrets.randbelow(MAX_SEED + 1)
@@ -314,6 +310,33 @@ class InProcessWorker:
                 {"path": str(path), "seed": item.seed, "width": item.image.width, "height": item.image.height}
             )
         return stored
+
+    def _loras(self, tune: Tune, prompt: Prompt) -> tuple[LoraSpec, ...]:
+        """The prompt's tune (weight 1 unless a tag sets it) and every tune its `<lora:…>` tags name.
+
+        Tagged tunes are checked on every branch, so the mock branch fails like a real one; it applies none.
+
+        Raises:
+            ConflictError: a tune has no LoRA now (deleted, failed, cancelled or expired since it was tagged).
+        """
+        weights = {entry["tune_id"]: entry["weight"] for entry in prompt.loras}
+        tunes = [tune] + [self._tagged_tune(prompt, tune_id) for tune_id in weights if tune_id != tune.id]
+        if get_branch(tune.branch).is_mock:
+            return ()
+        specs = []
+        for each in tunes:
+            if not each.artifact_location:
+                raise ConflictError(f"tune {each.id} has no LoRA any more (expired or deleted)")
+            path = self.store.fetch(each.artifact_location)
+            specs.append(LoraSpec(f"tune-{each.id}", path, weight=weights.get(each.id, 1.0)))
+        return tuple(specs)
+
+    def _tagged_tune(self, prompt: Prompt, tune_id: int) -> Tune:
+        other = self.db.get_tune(prompt.owner, tune_id)
+        if other is None or other.status != "trained":
+            state = other.status if other else "deleted"
+            raise ConflictError(f"<lora:{tune_id}> names tune {tune_id}, which is {state}; it has no LoRA to add")
+        return other
 
 
 def _describe(error: BaseException) -> str:

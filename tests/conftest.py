@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 # Before anything imports huggingface_hub or gradio: no network, no telemetry.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -75,16 +76,29 @@ def astronaut_photos() -> list[Image.Image]:
 
 @contextmanager
 def served_app(settings: Settings) -> Iterator[str]:
-    """The whole app (worker thread included) launched on a free local port; yields its URL."""
+    """The whole server (REST routes, Gradio app, worker thread) on a free local port; yields its URL."""
+    import threading
+
+    import uvicorn
+
     from admin.operations import Operations
-    from app import build_app, launch_options
+    from app import build_server
     from studio.runtime import open_runtime
 
     runtime = open_runtime(settings)
-    app = build_app(runtime.studio, Operations(runtime.studio, runtime.store)).queue()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_options(settings))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_server(runtime.studio, Operations(runtime.studio, runtime.store)), port=0, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield app.local_url
+        yield f"http://127.0.0.1:{port}/"
     finally:
-        app.close()
+        server.should_exit = True
+        thread.join(timeout=10)
         runtime.close()

@@ -89,7 +89,7 @@ def test_every_user_action_has_a_named_endpoint_and_admin_ones_are_not_public(al
 
 def test_create_tune_trains_and_runs_its_styles(alice, photos):
     tune = new_tune(alice, photos, "Styled", styles=["corporate-headshots/woman/0", "fantasy/woman/1"])
-    assert tune["status"] == "queued" and tune["created"] is True and tune["name"] == "woman"
+    assert tune["status"] in ("queued", "training", "trained") and tune["created"] is True and tune["name"] == "woman"
     assert [r["usable"] for r in tune["photo_report"]] == [True] * 4
     trained = wait_for(
         lambda: alice.predict(tune_id=tune["id"], api_name="/get_tune"), lambda t: t["status"] == "trained"

@@ -1,0 +1,430 @@
+"""The Astria-compatible REST API: FastAPI routes that call the service, as the Gradio tabs do.
+
+    curl -H "Authorization: Bearer $TUNES_KEY" $TUNES_URL/tunes
+
+Bodies come as JSON (`{"tune": {...}}`), multipart with bracketed fields (`tune[images][]` files) or
+url-encoded forms. Every route acts as the key's owner; another owner's id answers 404. Errors are JSON:
+422 naming each bad field, 401, 403, 404, 409, 402 (credits), 429 (rate limit), never a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines.errors import (
+    ConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PermissionDeniedError,
+    TunesError,
+    ValidationError,
+)
+from pipelines.train import LORA_WEIGHTS_NAME
+from rest.forms import nest_fields
+from rest.schemas import (
+    ErrorOut,
+    PackTuneBody,
+    PackTuneFields,
+    PromptBody,
+    PromptFields,
+    PromptOut,
+    TuneBody,
+    TuneFields,
+    TuneOut,
+)
+from rest.security import RateLimiter, UrlSigner, bearer_key
+from rest.shapes import Shapes
+from studio.requests import PromptCreate, TuneCreate
+from studio.service import Studio
+
+log = logging.getLogger(__name__)
+_STATUS = {
+    ValidationError: 422,
+    NotFoundError: 404,
+    PermissionDeniedError: 403,
+    ConflictError: 409,
+    InsufficientCreditsError: 402,
+}
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 422, 429)}
+_UPLOAD_SLACK = 5  # a few files over the limit still reach the service, whose error names the exact bounds
+
+
+class ApiError(Exception):
+    """An HTTP error with a JSON body (401, 429, 415)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def build_rest_api(studio: Studio) -> FastAPI:
+    """The REST routes as a FastAPI app; `app.py` mounts the Gradio Blocks beside them."""
+    api = FastAPI(
+        title="Tune Studio REST API",
+        version="1",
+        description="Astria-compatible tunes, prompts and packs. Authenticate with `Authorization: Bearer <key>`.",
+    )
+    signer = UrlSigner(studio.settings.data_dir)
+    limiter = RateLimiter(studio.settings.api_rate_per_minute)
+    _add_error_handlers(api)
+    _add_tune_routes(api, studio, signer, limiter)
+    _add_prompt_routes(api, studio, signer, limiter)
+    _add_pack_routes(api, studio, signer, limiter)
+    _add_file_routes(api, studio, signer, limiter)
+    api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
+    return api
+
+
+# -- who is calling --------------------------------------------------------------------------------
+
+
+def _caller(request: Request, studio: Studio, limiter: RateLimiter) -> str:
+    key = bearer_key(request.headers.get("authorization"))
+    owner = studio.owner_for_api_key(key) if key else None
+    if owner is None:
+        message = "missing API key: send Authorization: Bearer <key>" if not key else "invalid or revoked API key"
+        raise ApiError(401, message, {"WWW-Authenticate": "Bearer"})
+    wait = limiter.allow(key)
+    if wait:
+        raise ApiError(429, f"rate limit reached; retry in {wait:.1f} s", {"Retry-After": str(max(1, round(wait)))})
+    return owner
+
+
+def _shapes(request: Request, signer: UrlSigner) -> Shapes:
+    return Shapes(str(request.base_url), signer)
+
+
+# -- bodies ----------------------------------------------------------------------------------------
+
+
+async def _read_body(request: Request, root: str, model: type[pydantic.BaseModel], studio: Studio):
+    """The `root` object of a JSON, multipart or url-encoded body as `model`, and the uploaded files.
+
+    Raises:
+        ValidationError: a missing root object, wrong types (the first bad field is named), too many files.
+        ApiError: an unsupported content type (415).
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    files: list[UploadFile] = []
+    if kind == "application/json":
+        try:
+            data = await request.json()
+        except ValueError:
+            raise ValidationError(root, "(body)", "must be valid JSON") from None
+    elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        settings = studio.settings
+        form = await request.form(max_files=settings.max_photos + _UPLOAD_SLACK, max_fields=2000)
+        data = nest_fields(form.multi_items())
+    else:
+        raise ApiError(415, "send application/json, multipart/form-data or application/x-www-form-urlencoded")
+    fields = data.get(root) if isinstance(data, dict) else None
+    if not isinstance(fields, dict):
+        raise ValidationError(
+            root, type(fields).__name__, f"is required: send {{{root!r}: {{...}}}} or {root}[...] fields"
+        )
+    images = fields.pop("images", [])
+    if isinstance(images, list) and all(isinstance(item, UploadFile) for item in images):
+        files = images
+    elif images:
+        raise ValidationError("images", "(not files)", "must be uploaded files (multipart); or send image_urls")
+    try:
+        return model.model_validate(fields), files
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        raise ValidationError(_dotted(first["loc"]), first.get("input"), first["msg"].lower()) from None
+
+
+async def _photos(files: list[UploadFile], studio: Studio) -> list[tuple[str, bytes]]:
+    """Uploaded photos as (base name, contents); the size limit is checked before a file is read."""
+    limit = studio.settings.max_photo_bytes
+    photos = []
+    for index, upload in enumerate(files):
+        name = Path(upload.filename or f"photo-{index}").name  # never a client-chosen path
+        if upload.size is not None and upload.size > limit:
+            raise ValidationError(f"images[{index}]", name, f"is larger than {limit} bytes")
+        photos.append((name, await upload.read(limit + 1)))
+        if len(photos[-1][1]) > limit:
+            raise ValidationError(f"images[{index}]", name, f"is larger than {limit} bytes")
+    return photos
+
+
+def _prompt_request(fields: PromptFields, *, default_callback: str | None = None) -> PromptCreate:
+    values = fields.model_dump(exclude={"face_correct"})
+    values["callback"] = values["callback"] or default_callback
+    if fields.face_correct:  # Astria's face_correct is our face re-paint
+        values["inpaint_faces"] = True
+    return PromptCreate(**values)
+
+
+def _tune_request(fields: TuneFields, photos: list[tuple[str, bytes]]) -> TuneCreate:
+    prompt_callback = fields.prompt_attributes.callback if fields.prompt_attributes else None
+    return TuneCreate(
+        title=fields.title,
+        name=fields.name,
+        images=photos,
+        image_urls=fields.image_urls,
+        branch=fields.branch,
+        token=fields.token,
+        steps=fields.steps,
+        face_crop=True if fields.face_crop is None else fields.face_crop,
+        characteristics=fields.characteristics,
+        callback=fields.callback,
+        prompts_callback=getattr(fields, "prompts_callback", None),
+        auto_extend=fields.auto_extend,
+        prompts=[_prompt_request(p, default_callback=prompt_callback) for p in fields.prompts_attributes],
+        base_tune_id=fields.base_tune_id,
+        model_type=fields.model_type,
+        preset=fields.preset,
+        training_face_correct=fields.training_face_correct,
+        prompt_callback=prompt_callback,
+    )
+
+
+def _body_doc(model: type[pydantic.BaseModel], root: str, form_fields: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI request body: the JSON model, and the same fields as bracketed multipart / form fields."""
+    form = {"type": "object", "properties": {f"{root}[{name}]": schema for name, schema in form_fields.items()}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+                "multipart/form-data": {"schema": form},
+                "application/x-www-form-urlencoded": {"schema": form},
+            },
+        }
+    }
+
+
+_TUNE_FORM = {
+    "title": {"type": "string"},
+    "name": {"type": "string"},
+    "images][": {"type": "array", "items": {"type": "string", "format": "binary"}},
+    "image_urls][": {"type": "array", "items": {"type": "string"}},
+    "branch": {"type": "string"},
+    "steps": {"type": "integer"},
+    "token": {"type": "string"},
+    "callback": {"type": "string"},
+    "characteristics][eye_color": {"type": "string"},
+    "prompts_attributes][][text": {"type": "string"},
+    "prompt_attributes][callback": {"type": "string"},
+}
+_PROMPT_FORM = {name: {"type": "string"} for name in ("text", "negative_prompt", "scheduler", "callback")} | {
+    "num_images": {"type": "integer"},
+    "seed": {"type": "integer"},
+}
+
+
+# -- routes ----------------------------------------------------------------------------------------
+
+
+def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
+    @api.get("/tunes", response_model=list[TuneOut], responses=_ERRORS, tags=["tunes"])
+    def list_tunes(request: Request, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)):
+        """Your tunes, newest first."""
+        owner = _caller(request, studio, limiter)
+        return [_shapes(request, signer).tune(t) for t in studio.list_tunes(owner, limit=limit, offset=offset)]
+
+    @api.post(
+        "/tunes",
+        response_model=TuneOut,
+        status_code=201,
+        responses=_ERRORS,
+        tags=["tunes"],
+        openapi_extra=_body_doc(TuneBody, "tune", _TUNE_FORM),
+    )
+    async def create_tune(request: Request, response: Response):
+        """Create a tune from 4-30 photos (files or URLs); the same title returns the existing tune (200)."""
+        owner = _caller(request, studio, limiter)
+        fields, files = await _read_body(request, "tune", TuneFields, studio)
+        created = studio.create_tune(owner, _tune_request(fields, await _photos(files, studio)))
+        response.status_code = 201 if created.created else 200
+        return _shapes(request, signer).tune(created.tune)
+
+    @api.get("/tunes/{tune_id}", response_model=TuneOut, responses=_ERRORS, tags=["tunes"])
+    def get_tune(request: Request, tune_id: int):
+        """One of your tunes: status, progress, eta, and ckpt_url while its LoRA exists."""
+        return _shapes(request, signer).tune(studio.get_tune(_caller(request, studio, limiter), tune_id))
+
+    @api.delete("/tunes/{tune_id}", status_code=204, responses=_ERRORS, tags=["tunes"])
+    def delete_tune(request: Request, tune_id: int):
+        """Delete a tune, its photos and LoRA (its images are kept)."""
+        studio.delete_tune(_caller(request, studio, limiter), tune_id)
+        return Response(status_code=204)
+
+
+def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
+    @api.post(
+        "/tunes/{tune_id}/prompts",
+        response_model=PromptOut,
+        status_code=201,
+        responses=_ERRORS,
+        tags=["prompts"],
+        openapi_extra=_body_doc(PromptBody, "prompt", _PROMPT_FORM),
+    )
+    async def create_prompt(request: Request, tune_id: int):
+        """Queue a prompt on a tune; `<lora:ID:weight>` tags in the text combine your other tunes."""
+        owner = _caller(request, studio, limiter)
+        fields, _ = await _read_body(request, "prompt", PromptFields, studio)
+        prompt = studio.create_prompt(owner, tune_id, _prompt_request(fields))
+        return _shapes(request, signer).prompt(prompt)
+
+    @api.get("/tunes/{tune_id}/prompts", response_model=list[PromptOut], responses=_ERRORS, tags=["prompts"])
+    def list_tune_prompts(
+        request: Request, tune_id: int, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)
+    ):
+        """A tune's prompts, newest first."""
+        owner = _caller(request, studio, limiter)
+        studio.get_tune(owner, tune_id)  # 404 for a tune that is not the caller's
+        prompts = studio.list_prompts(owner, tune_id=tune_id, limit=limit, offset=offset)
+        return [_shapes(request, signer).prompt(p) for p in prompts]
+
+    @api.get("/tunes/{tune_id}/prompts/{prompt_id}", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
+    def get_prompt(request: Request, tune_id: int, prompt_id: int):
+        """One prompt with its image URLs (signed links, valid for a week)."""
+        owner = _caller(request, studio, limiter)
+        return _shapes(request, signer).prompt(studio.get_prompt(owner, prompt_id, tune_id=tune_id))
+
+    @api.delete("/tunes/{tune_id}/prompts/{prompt_id}", status_code=204, responses=_ERRORS, tags=["prompts"])
+    def delete_prompt(request: Request, tune_id: int, prompt_id: int):
+        """Delete a prompt and its images."""
+        studio.delete_prompt(_caller(request, studio, limiter), prompt_id, tune_id=tune_id)
+        return Response(status_code=204)
+
+    @api.get("/prompts", response_model=list[PromptOut], responses=_ERRORS, tags=["prompts"])
+    def list_prompts(request: Request, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)):
+        """All your prompts, newest first."""
+        owner = _caller(request, studio, limiter)
+        return [_shapes(request, signer).prompt(p) for p in studio.list_prompts(owner, limit=limit, offset=offset)]
+
+    @api.post("/prompts/{prompt_id}/likes", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
+    def like(request: Request, prompt_id: int):
+        """Like a prompt's images (likes roll up to pack prompts for the creative team)."""
+        owner = _caller(request, studio, limiter)
+        return _shapes(request, signer).prompt(studio.like_prompt(owner, prompt_id, liked=True))
+
+    @api.delete("/prompts/{prompt_id}/likes", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
+    def unlike(request: Request, prompt_id: int):
+        """Take the like back."""
+        owner = _caller(request, studio, limiter)
+        return _shapes(request, signer).prompt(studio.like_prompt(owner, prompt_id, liked=False))
+
+
+def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
+    @api.get("/packs", responses=_ERRORS, tags=["packs"])
+    def list_packs(request: Request, class_name: str | None = Query(None, alias="class", max_length=40)):
+        """Published packs (optionally those for one class), with prompts and image counts per class."""
+        _caller(request, studio, limiter)
+        return [Shapes.pack(pack) for pack in studio.list_packs(class_name)]
+
+    @api.get("/p/{pack_id}", responses=_ERRORS, tags=["packs"])
+    def get_pack(request: Request, pack_id: str):
+        """One pack."""
+        _caller(request, studio, limiter)
+        return Shapes.pack(studio.get_pack(pack_id))
+
+    @api.post(
+        "/p/{pack_id}/tunes",
+        status_code=201,
+        responses=_ERRORS,
+        tags=["packs"],
+        openapi_extra=_body_doc(PackTuneBody, "tune", _TUNE_FORM | {"prompts_callback": {"type": "string"}}),
+    )
+    async def create_tune_from_pack(request: Request, pack_id: str):
+        """Train a tune with the pack's preset and generate the pack; with `tune_ids`, reuse trained tunes (a list)."""
+        owner = _caller(request, studio, limiter)
+        fields, files = await _read_body(request, "tune", PackTuneFields, studio)
+        shapes = _shapes(request, signer)
+        if fields.tune_ids:
+            created = studio.create_tune_from_pack(owner, pack_id, None, tune_ids=fields.tune_ids)
+            return [shapes.tune(item.tune) for item in created]
+        [created] = studio.create_tune_from_pack(owner, pack_id, _tune_request(fields, await _photos(files, studio)))
+        return JSONResponse(shapes.tune(created.tune), status_code=201 if created.created else 200)
+
+
+def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
+    def owner_of_link(request: Request, path: str) -> str:
+        query = request.query_params
+        owner = query.get("u")
+        if owner and signer.verify(path, owner, query.get("exp"), query.get("sig")):
+            return owner
+        return _caller(request, studio, limiter)  # no valid signature: the API key decides
+
+    @api.get("/images/{image_id}", response_class=FileResponse, responses=_ERRORS, tags=["files"])
+    def image(request: Request, image_id: int):
+        """An image (PNG): with the signed link from a prompt, or with your API key."""
+        owner = owner_of_link(request, f"/images/{image_id}")
+        return FileResponse(studio.image_file(owner, image_id), media_type="image/png")
+
+    @api.get("/tunes/{tune_id}/ckpt", response_class=FileResponse, responses=_ERRORS, tags=["files"])
+    def checkpoint(request: Request, tune_id: int):
+        """The tune's LoRA (`pytorch_lora_weights.safetensors`, diffusers format) while it exists."""
+        owner = owner_of_link(request, f"/tunes/{tune_id}/ckpt")
+        tune = studio.get_tune(owner, tune_id)
+        if not tune.artifact_location or studio.store is None:
+            raise NotFoundError("LoRA of tune", tune_id)
+        path = studio.store.fetch(tune.artifact_location) / LORA_WEIGHTS_NAME
+        return FileResponse(path, media_type="application/octet-stream", filename=f"tune-{tune_id}.safetensors")
+
+
+# -- errors and docs -------------------------------------------------------------------------------
+
+
+def _add_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(TunesError)
+    def tunes_error(request: Request, error: TunesError):
+        status = next((code for kind, code in _STATUS.items() if isinstance(error, kind)), 422)
+        body: dict[str, Any] = {"error": str(error)}
+        if isinstance(error, ValidationError):
+            body["errors"] = {error.field: [error.message]}
+        return JSONResponse(body, status_code=status)
+
+    @api.exception_handler(ApiError)
+    def api_error(request: Request, error: ApiError):
+        return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+    @api.exception_handler(RequestValidationError)
+    def request_error(request: Request, error: RequestValidationError):
+        errors: dict[str, list[str]] = {}
+        for item in error.errors():
+            errors.setdefault(_dotted(item["loc"][1:] or item["loc"]), []).append(item["msg"].lower())
+        summary = "; ".join(f"`{field}` {', '.join(messages)}" for field, messages in errors.items())
+        return JSONResponse({"error": summary, "errors": errors}, status_code=422)
+
+    @api.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, error: StarletteHTTPException):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code, headers=error.headers)
+
+    @api.exception_handler(Exception)
+    def unexpected(request: Request, error: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error; it was logged"}, status_code=500)
+
+
+def _dotted(loc: tuple | list) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def _openapi(api: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request-body models the hand-parsed routes reference."""
+    if api.openapi_schema is None:
+        schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (TuneBody, PackTuneBody, PromptBody):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        api.openapi_schema = json.loads(json.dumps(schema))
+    return api.openapi_schema

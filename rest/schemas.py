@@ -1,0 +1,118 @@
+"""The HTTP edge's request and response models (pydantic): what OpenAPI documents and what bodies are checked against.
+
+Types are checked here (lax, so form strings such as "4" or "true" are accepted); ranges, names and URLs are
+checked once by the service's typed requests, whose errors name the field. Unknown fields are ignored, as
+Astria clients send options this server does not have.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_LAX = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class PromptFields(BaseModel):
+    model_config = _LAX
+    text: str = Field(max_length=4000, description="May use {{subject}}, {{token}}, {{class}} and <lora:ID:weight>.")
+    negative_prompt: str = ""
+    num_images: int = 4
+    seed: int | None = None
+    w: int | None = None
+    h: int | None = None
+    aspect_ratio: str | None = Field(None, alias="ar", description="1:1, 4:5, 5:4, 2:3, 3:2, 9:16 or 16:9")
+    cfg_scale: float = 7.0
+    steps: int = 30
+    scheduler: str = "dpm++2m_karras"
+    super_resolution: bool = False
+    inpaint_faces: bool = False
+    hires_fix: bool = False
+    face_correct: bool = False
+    callback: str | None = None
+
+
+class PromptAttributes(BaseModel):
+    model_config = _LAX
+    callback: str | None = Field(None, description="Callback for every prompt created with the tune.")
+
+
+class TuneFields(BaseModel):
+    model_config = _LAX
+    title: str = Field(description="Idempotency key: the same title returns the existing tune.")
+    name: str = Field(description="The class: man, woman, boy, girl, couple, cat, dog…")
+    image_urls: list[str] = Field(default_factory=list, description="Photo URLs (or upload `tune[images][]` files).")
+    callback: str | None = None
+    branch: str | None = Field(None, description="sd15, sdxl1, flux1, fast (mock) or tiny (CPU demo)")
+    steps: int | None = None
+    token: str | None = None
+    face_crop: bool | None = None
+    training_face_correct: bool = False
+    base_tune_id: int | None = None
+    model_type: str | None = None
+    auto_extend: bool = False
+    preset: str | None = None
+    characteristics: dict[str, str] = Field(default_factory=dict)
+    prompts_attributes: list[PromptFields] = Field(default_factory=list)
+    prompt_attributes: PromptAttributes | None = None
+
+
+class PackTuneFields(TuneFields):
+    title: str = ""
+    name: str = ""
+    prompts_callback: str | None = None
+    tune_ids: list[int] = Field(default_factory=list, description="Reuse these trained tunes instead of training.")
+
+
+class TuneBody(BaseModel):
+    tune: TuneFields
+
+
+class PackTuneBody(BaseModel):
+    tune: PackTuneFields
+
+
+class PromptBody(BaseModel):
+    prompt: PromptFields
+
+
+class TuneOut(BaseModel):
+    id: int
+    title: str
+    name: str
+    token: str
+    branch: str
+    model_type: str
+    steps: int | None
+    face_crop: bool
+    status: str
+    progress: float
+    eta: str | None
+    trained_at: str | None
+    started_training_at: str | None
+    expires_at: str | None
+    created_at: str
+    updated_at: str
+    url: str
+    orig_images: list[str]
+    ckpt_url: str | None
+    ckpt_urls: list[str]
+
+
+class PromptOut(BaseModel):
+    id: int
+    tune_id: int
+    text: str
+    negative_prompt: str
+    num_images: int
+    seed: int | None
+    steps: int
+    cfg_scale: float
+    status: str
+    created_at: str
+    trained_at: str | None
+    images: list[str]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    errors: dict[str, list[str]] = Field(default_factory=dict)
