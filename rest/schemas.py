@@ -76,6 +76,7 @@ class PromptBody(BaseModel):
 
 
 class TuneOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # documented fields; the rest (characteristics, error…) pass through
     id: int
     title: str
     name: str
@@ -99,6 +100,7 @@ class TuneOut(BaseModel):
 
 
 class PromptOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
     id: int
     tune_id: int
     text: str
