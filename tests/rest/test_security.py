@@ -1,0 +1,86 @@
+"""Bracketed fields, the per-key rate limit and signed links, and a 429 from the running server."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from pipelines.errors import ValidationError
+from pipelines.settings import Settings
+from rest.forms import nest_fields
+from rest.security import RateLimiter, UrlSigner, bearer_key
+from storage.db import Database
+from studio.service import Studio
+from tests.conftest import served_app
+
+
+def test_bracketed_fields_nest_like_rails():
+    pairs = [
+        ("tune[title]", "Me"),
+        ("tune[images][]", "a.jpg"),
+        ("tune[images][]", "b.jpg"),
+        ("tune[characteristics][eye_color]", "green"),
+        ("tune[prompts_attributes][][text]", "one"),
+        ("tune[prompts_attributes][][num_images]", "2"),
+        ("tune[prompts_attributes][][text]", "two"),
+        ("tune[prompt_attributes][callback]", "https://example.com/hook"),
+    ]
+    assert nest_fields(pairs) == {
+        "tune": {
+            "title": "Me",
+            "images": ["a.jpg", "b.jpg"],
+            "characteristics": {"eye_color": "green"},
+            "prompts_attributes": [{"text": "one", "num_images": "2"}, {"text": "two"}],
+            "prompt_attributes": {"callback": "https://example.com/hook"},
+        }
+    }
+
+
+@pytest.mark.parametrize("key", ["tune[title", "tune]x[", "[a]", "a[b][c][d][e][f][g]"])
+def test_malformed_field_names_are_refused_by_name(key):
+    with pytest.raises(ValidationError) as caught:
+        nest_fields([(key, "x")])
+    assert caught.value.field == key
+
+
+def test_the_rate_limit_refills_over_time():
+    now = [0.0]
+    limiter = RateLimiter(60, burst=2, clock=lambda: now[0])
+    assert limiter.allow("k") == 0 and limiter.allow("k") == 0
+    assert limiter.allow("k") == pytest.approx(1.0)
+    assert limiter.allow("other") == 0  # per key
+    now[0] += 1.0
+    assert limiter.allow("k") == 0
+
+
+def test_signed_links_expire_and_name_their_owner(tmp_path):
+    now = [1000.0]
+    signer = UrlSigner(tmp_path, clock=lambda: now[0])
+    url = signer.sign("http://h/", "/images/5", "alice")
+    query = dict(part.split("=") for part in url.split("?")[1].split("&"))
+    assert signer.verify("/images/5", "alice", query["exp"], query["sig"])
+    assert not signer.verify("/images/6", "alice", query["exp"], query["sig"])
+    assert not signer.verify("/images/5", "bob", query["exp"], query["sig"])
+    now[0] += 8 * 24 * 3600
+    assert not signer.verify("/images/5", "alice", query["exp"], query["sig"])
+    assert (tmp_path / "url-secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_only_bearer_keys_count():
+    assert bearer_key("Bearer tsk_abc") == "tsk_abc"
+    assert bearer_key("bearer  tsk_abc ") == "tsk_abc"
+    assert bearer_key("Basic dXNlcg==") is None and bearer_key(None) is None and bearer_key("Bearer ") is None
+
+
+def test_the_server_answers_429_with_retry_after_when_a_key_is_too_fast(tmp_path):
+    settings = replace(Settings(data_dir=tmp_path / "data"), default_branch="fast", api_rate_per_minute=3)
+    with served_app(settings) as url:
+        key = Studio(settings, Database(settings.data_dir / "tunes.db")).create_api_key("alice")
+        headers = {"Authorization": f"Bearer {key}"}
+        codes = [httpx.get(f"{url}tunes", headers=headers).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        limited = httpx.get(f"{url}tunes", headers=headers)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert "rate limit" in limited.json()["error"]
