@@ -88,7 +88,10 @@ def served_app(settings: Settings) -> Iterator[str]:
     runtime = open_runtime(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            build_server(runtime.studio, Operations(runtime.studio, runtime.store)), port=0, log_level="warning"
+            build_server(runtime.studio, Operations(runtime.studio, runtime.store)),
+            port=0,
+            log_level="warning",
+            timeout_graceful_shutdown=1,  # gradio_client keeps event streams open
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

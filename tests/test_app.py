@@ -166,12 +166,18 @@ def test_packs_list_and_a_tune_from_a_pack_queues_every_prompt_of_its_class(alic
     assert [p["id"] for p in packs] == ["pets-in-costumes"]
     pack = next(p for p in alice.predict(api_name="/list_packs") if p["id"] == "corporate-headshots")
     [tune] = alice.predict(
-        photos=photos, pack_id="corporate-headshots", title="From pack", name="man", api_name="/create_tune_from_pack"
+        photos=photos,
+        pack_id="corporate-headshots",
+        title="From pack",
+        name="man",
+        branch="fast",
+        api_name="/create_tune_from_pack",
     )
     prompts = wait_for(
         lambda: alice.predict(tune_id=tune["id"], limit=100, api_name="/list_prompts"),
         lambda ps: ps and all(p["status"] == "done" for p in ps),
     )
+    assert all(p["status"] == "done" for p in prompts), [p["error"] for p in prompts]
     assert len(prompts) == len(pack["prompts"]["man"])
     assert sum(p["num_images"] for p in prompts) == pack["images_per_class"]["man"]
 

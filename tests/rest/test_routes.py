@@ -158,13 +158,16 @@ def test_packs_and_a_tune_from_a_pack(alice, photos):
     assert [p["id"] for p in alice.get("/packs", params={"class": "dog"}).json()] == ["pets-in-costumes"]
     pack = alice.get("/p/corporate-headshots").json()
     response = alice.post(
-        "/p/corporate-headshots/tunes", data={"tune[title]": "Pack", "tune[name]": "woman"}, files=upload(photos)
+        "/p/corporate-headshots/tunes",
+        data={"tune[title]": "Pack", "tune[name]": "woman", "tune[branch]": "fast"},
+        files=upload(photos),
     )
     assert response.status_code == 201, response.text
     prompts = wait_for(
         lambda: alice.get(f"/tunes/{response.json()['id']}/prompts", params={"limit": 100}).json(),
         lambda ps: len(ps) == len(pack["prompts"]["woman"]) and all(p["status"] == "done" for p in ps),
     )
+    assert all(p["status"] == "done" for p in prompts), [p["error"] for p in prompts]
     assert sum(p["num_images"] for p in prompts) == pack["images_per_class"]["woman"]
     assert alice.get("/p/no-such-pack").status_code == 404
 
