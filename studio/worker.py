@@ -17,7 +17,14 @@ import traceback
 from pathlib import Path
 from typing import Protocol
 
-from pipelines.errors import ConflictError, PhotoRejectedError, TrainingCancelledError, TunesError, ValidationError
+from pipelines.errors import (
+    ConflictError,
+    ModelUnavailableError,
+    PhotoRejectedError,
+    TrainingCancelledError,
+    TunesError,
+    ValidationError,
+)
 from pipelines.generate import MAX_SEED, GenerationRequest, Generator, LoraSpec
 from pipelines.registry import get_branch
 from pipelines.train import TrainProgress
@@ -137,7 +144,7 @@ class InProcessWorker:
                 self.db.release(tune.owner, tune.id)  # a clean shutdown is not a failed attempt
             self._discard_if_ended(tune)
             return
-        except (ValidationError, PhotoRejectedError) as error:  # will fail the same way again
+        except (ValidationError, PhotoRejectedError, ModelUnavailableError) as error:  # would fail the same way again
             self._fail_tune(tune, str(error))
             return
         except Exception as error:

@@ -438,3 +438,11 @@ def test_a_bad_prompt_callback_is_refused_before_anything_is_written(runtime):
         runtime.studio.create_tune("alice", request)
     assert error.value.field == "prompts_attributes[0].callback"
     assert runtime.studio.list_tunes("alice") == []
+
+
+def test_a_missing_base_model_fails_the_tune_at_once_saying_which_setting_to_use(runtime):
+    created = runtime.studio.create_tune("ann", tune_request("no sdxl", branch="sdxl1"))
+    runtime.worker.drain()
+    tune = runtime.studio.get_tune("ann", created.tune.id)
+    assert tune.status == "failed" and tune.attempts == 1  # a permanent error is not retried
+    assert "TUNES_BASE_MODEL_SDXL1" in tune.error
