@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -33,6 +34,7 @@ from pipelines.errors import (
 from pipelines.train import LORA_WEIGHTS_NAME
 from rest.forms import nest_fields
 from rest.schemas import (
+    MAX_ID,
     ErrorOut,
     PackTuneBody,
     PackTuneFields,
@@ -57,6 +59,9 @@ _STATUS = {
     InsufficientCreditsError: 402,
 }
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 422, 429)}
+_BODY_ERRORS = _ERRORS | {code: {"model": ErrorOut} for code in (402, 409, 415)}  # credits, a tagged tune, type
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]  # beyond SQLite's INTEGER a query would overflow: 422, not 500
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 _UPLOAD_SLACK = 5  # a few files over the limit still reach the service, whose error names the exact bounds
 
 
@@ -119,11 +124,15 @@ async def _read_body(request: Request, root: str, model: type[pydantic.BaseModel
     if kind == "application/json":
         try:
             data = await request.json()
-        except ValueError:
-            raise ValidationError(root, "(body)", "must be valid JSON") from None
+            json.dumps(data, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") could not be stored
+        except (ValueError, RecursionError):  # RecursionError: nested thousands of levels deep
+            raise ValidationError(root, "(body)", "must be valid JSON of UTF-8 text") from None
     elif kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         settings = studio.settings
-        form = await request.form(max_files=settings.max_photos + _UPLOAD_SLACK, max_fields=2000)
+        try:
+            form = await request.form(max_files=settings.max_photos + _UPLOAD_SLACK, max_fields=2000)
+        except StarletteHTTPException as error:  # malformed multipart: a bad body, as with malformed JSON
+            raise ValidationError(root, "(body)", f"must be a valid {kind} body: {error.detail}") from None
         data = nest_fields(form.multi_items())
     else:
         raise ApiError(415, "send application/json, multipart/form-data or application/x-www-form-urlencoded")
@@ -229,7 +238,7 @@ _PROMPT_FORM = {name: {"type": "string"} for name in ("text", "negative_prompt",
 
 def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
     @api.get("/tunes", response_model=list[TuneOut], responses=_ERRORS, tags=["tunes"])
-    def list_tunes(request: Request, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)):
+    def list_tunes(request: Request, limit: int = Query(20, ge=1, le=100), offset: Offset = 0):
         """Your tunes, newest first."""
         owner = _caller(request, studio, limiter)
         return [_shapes(request, signer).tune(t) for t in studio.list_tunes(owner, limit=limit, offset=offset)]
@@ -238,7 +247,7 @@ def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
         "/tunes",
         response_model=TuneOut,
         status_code=201,
-        responses=_ERRORS,
+        responses=_BODY_ERRORS,
         tags=["tunes"],
         openapi_extra=_body_doc(TuneBody, "tune", _TUNE_FORM),
     )
@@ -251,12 +260,12 @@ def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
         return _shapes(request, signer).tune(created.tune)
 
     @api.get("/tunes/{tune_id}", response_model=TuneOut, responses=_ERRORS, tags=["tunes"])
-    def get_tune(request: Request, tune_id: int):
+    def get_tune(request: Request, tune_id: Id):
         """One of your tunes: status, progress, eta, and ckpt_url while its LoRA exists."""
         return _shapes(request, signer).tune(studio.get_tune(_caller(request, studio, limiter), tune_id))
 
     @api.delete("/tunes/{tune_id}", status_code=204, responses=_ERRORS, tags=["tunes"])
-    def delete_tune(request: Request, tune_id: int):
+    def delete_tune(request: Request, tune_id: Id):
         """Delete a tune, its photos and LoRA (its images are kept)."""
         studio.delete_tune(_caller(request, studio, limiter), tune_id)
         return Response(status_code=204)
@@ -267,11 +276,11 @@ def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter:
         "/tunes/{tune_id}/prompts",
         response_model=PromptOut,
         status_code=201,
-        responses=_ERRORS,
+        responses=_BODY_ERRORS,
         tags=["prompts"],
         openapi_extra=_body_doc(PromptBody, "prompt", _PROMPT_FORM),
     )
-    async def create_prompt(request: Request, tune_id: int):
+    async def create_prompt(request: Request, tune_id: Id):
         """Queue a prompt on a tune; `<lora:ID:weight>` tags in the text combine your other tunes."""
         owner = _caller(request, studio, limiter)
         fields, _ = await _read_body(request, "prompt", PromptFields, studio)
@@ -279,9 +288,7 @@ def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter:
         return _shapes(request, signer).prompt(prompt)
 
     @api.get("/tunes/{tune_id}/prompts", response_model=list[PromptOut], responses=_ERRORS, tags=["prompts"])
-    def list_tune_prompts(
-        request: Request, tune_id: int, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)
-    ):
+    def list_tune_prompts(request: Request, tune_id: Id, limit: int = Query(20, ge=1, le=100), offset: Offset = 0):
         """A tune's prompts, newest first."""
         owner = _caller(request, studio, limiter)
         studio.get_tune(owner, tune_id)  # 404 for a tune that is not the caller's
@@ -289,31 +296,31 @@ def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter:
         return [_shapes(request, signer).prompt(p) for p in prompts]
 
     @api.get("/tunes/{tune_id}/prompts/{prompt_id}", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
-    def get_prompt(request: Request, tune_id: int, prompt_id: int):
+    def get_prompt(request: Request, tune_id: Id, prompt_id: Id):
         """One prompt with its image URLs (signed links, valid for a week)."""
         owner = _caller(request, studio, limiter)
         return _shapes(request, signer).prompt(studio.get_prompt(owner, prompt_id, tune_id=tune_id))
 
     @api.delete("/tunes/{tune_id}/prompts/{prompt_id}", status_code=204, responses=_ERRORS, tags=["prompts"])
-    def delete_prompt(request: Request, tune_id: int, prompt_id: int):
+    def delete_prompt(request: Request, tune_id: Id, prompt_id: Id):
         """Delete a prompt and its images."""
         studio.delete_prompt(_caller(request, studio, limiter), prompt_id, tune_id=tune_id)
         return Response(status_code=204)
 
     @api.get("/prompts", response_model=list[PromptOut], responses=_ERRORS, tags=["prompts"])
-    def list_prompts(request: Request, limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0)):
+    def list_prompts(request: Request, limit: int = Query(20, ge=1, le=100), offset: Offset = 0):
         """All your prompts, newest first."""
         owner = _caller(request, studio, limiter)
         return [_shapes(request, signer).prompt(p) for p in studio.list_prompts(owner, limit=limit, offset=offset)]
 
     @api.post("/prompts/{prompt_id}/likes", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
-    def like(request: Request, prompt_id: int):
+    def like(request: Request, prompt_id: Id):
         """Like a prompt's images (likes roll up to pack prompts for the creative team)."""
         owner = _caller(request, studio, limiter)
         return _shapes(request, signer).prompt(studio.like_prompt(owner, prompt_id, liked=True))
 
     @api.delete("/prompts/{prompt_id}/likes", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
-    def unlike(request: Request, prompt_id: int):
+    def unlike(request: Request, prompt_id: Id):
         """Take the like back."""
         owner = _caller(request, studio, limiter)
         return _shapes(request, signer).prompt(studio.like_prompt(owner, prompt_id, liked=False))
@@ -335,7 +342,7 @@ def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
     @api.post(
         "/p/{pack_id}/tunes",
         status_code=201,
-        responses=_ERRORS,
+        responses=_BODY_ERRORS,
         tags=["packs"],
         openapi_extra=_body_doc(PackTuneBody, "tune", _TUNE_FORM | {"prompts_callback": {"type": "string"}}),
     )
@@ -351,6 +358,10 @@ def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
         return JSONResponse(shapes.tune(created.tune), status_code=201 if created.created else 200)
 
 
+# the parts of a signed link (owner, expiry, signature); documented so clients and the fuzzer see them
+LinkPart = Annotated[str | None, Query(max_length=200)]
+
+
 def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
     def owner_of_link(request: Request, path: str) -> str:
         query = request.query_params
@@ -360,13 +371,13 @@ def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
         return _caller(request, studio, limiter)  # no valid signature: the API key decides
 
     @api.get("/images/{image_id}", response_class=FileResponse, responses=_ERRORS, tags=["files"])
-    def image(request: Request, image_id: int):
+    def image(request: Request, image_id: Id, u: LinkPart = None, exp: LinkPart = None, sig: LinkPart = None):
         """An image (PNG): with the signed link from a prompt, or with your API key."""
         owner = owner_of_link(request, f"/images/{image_id}")
         return FileResponse(studio.image_file(owner, image_id), media_type="image/png")
 
     @api.get("/tunes/{tune_id}/ckpt", response_class=FileResponse, responses=_ERRORS, tags=["files"])
-    def checkpoint(request: Request, tune_id: int):
+    def checkpoint(request: Request, tune_id: Id, u: LinkPart = None, exp: LinkPart = None, sig: LinkPart = None):
         """The tune's LoRA (`pytorch_lora_weights.safetensors`, diffusers format) while it exists."""
         owner = owner_of_link(request, f"/tunes/{tune_id}/ckpt")
         tune = studio.get_tune(owner, tune_id)

@@ -7,9 +7,13 @@ Astria clients send options this server does not have.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 _LAX = ConfigDict(extra="ignore", populate_by_name=True)
+MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger id is refused (422) before it reaches a query
+TuneId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class PromptFields(BaseModel):
@@ -47,7 +51,7 @@ class TuneFields(BaseModel):
     token: str | None = None
     face_crop: bool | None = None
     training_face_correct: bool = False
-    base_tune_id: int | None = None
+    base_tune_id: TuneId | None = None
     model_type: str | None = None
     auto_extend: bool = False
     preset: str | None = None
@@ -60,7 +64,7 @@ class PackTuneFields(TuneFields):
     title: str = ""
     name: str = ""
     prompts_callback: str | None = None
-    tune_ids: list[int] = Field(default_factory=list, description="Reuse these trained tunes instead of training.")
+    tune_ids: list[TuneId] = Field(default_factory=list, description="Reuse these trained tunes instead of training.")
 
 
 class TuneBody(BaseModel):

@@ -57,7 +57,7 @@ class UrlSigner:
         return f"{base.rstrip('/')}{path}?{query}"
 
     def verify(self, path: str, owner: str, expires: str | None, signature: str | None) -> bool:
-        if not expires or not signature or not expires.isdigit() or int(expires) < self.clock():
+        if not expires or not signature or not (expires.isascii() and expires.isdigit()) or int(expires) < self.clock():
             return False
         return hmac.compare_digest(self._mac(path, owner, int(expires)), signature)
 
