@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, child_env, progress
+from bench.report import write_table
 
-SECTIONS = ("train", "generate", "real", "service")
+SECTIONS = ("train", "generate", "real", "service", "load")
 DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
 CHILD_TIMEOUT_S = 20 * 60
 
@@ -51,6 +52,10 @@ def plan(sections: list[str], *, quick: bool, device: str, workdir: Path, thread
         argv = ["bench.service", "--workdir", str(workdir / "service"), *common]
         argv += ["--tunes", "3", "--calls", "300", "--calls-per-thread", "50"] if quick else []
         jobs.append(Job("service calls, fast branch", tuple(argv)))
+    if "load" in sections:
+        argv = ["bench.load", "--workdir", str(workdir / "load"), *common]
+        argv += ["--clients", "4", "--seconds", "5"] if quick else []
+        jobs.append(Job("polling under load over HTTP, REST and gradio_client, while training", tuple(argv)))
     return jobs
 
 
@@ -129,7 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         choices=SECTIONS,
         help="run only this section (repeatable): train = tiny training, generate = tiny generation, "
-        "real = training the SD-1.5 architecture at 256 px, service = in-process service calls (fast branch)",
+        "real = training the SD-1.5 architecture at 256 px, service = in-process service calls (fast branch), "
+        "load = polling over HTTP (REST and gradio_client) while a tiny training runs",
     )
     parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions: a smoke run")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -156,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             if not ok:
                 failed.append(job.label)
             write_results(args.output, records)  # after each job: an interrupted run keeps what it measured
+    if args.output == DEFAULT_OUTPUT:
+        write_table(records)  # the table in bench/README.md
     progress(f"{len(records)} records in {time.monotonic() - started:.0f} s -> {args.output}")
     if failed:
         progress(f"{len(failed)} job(s) failed: {'; '.join(failed)}")
