@@ -45,7 +45,7 @@ from rest.schemas import (
     TuneFields,
     TuneOut,
 )
-from rest.security import RateLimiter, UrlSigner, bearer_key
+from rest.security import RateLimiter, UploadedFilesOnly, UrlSigner, bearer_key
 from rest.shapes import Shapes
 from studio.requests import PromptCreate, TuneCreate
 from studio.service import Studio
@@ -86,6 +86,7 @@ def build_rest_api(studio: Studio) -> FastAPI:
     _add_prompt_routes(api, studio, signer, limiter)
     _add_pack_routes(api, studio, signer, limiter)
     _add_file_routes(api, studio, signer, limiter)
+    api.add_middleware(UploadedFilesOnly)  # Gradio, mounted in this app, takes files only from uploads
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api
 

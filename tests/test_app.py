@@ -218,7 +218,7 @@ def test_tiny_branch_trains_and_generates_real_images(alice, photos):
     trained = wait_for(
         lambda: alice.predict(tune_id=tune["id"], api_name="/get_tune"),
         lambda t: t["status"] in ("trained", "failed"),
-        timeout=120,
+        timeout=280,
     )
     assert trained["status"] == "trained", trained["error"]
     prompt = alice.predict(
@@ -227,7 +227,7 @@ def test_tiny_branch_trains_and_generates_real_images(alice, photos):
     record = wait_for(
         lambda: alice.predict(prompt_id=prompt["id"], api_name="/get_prompt")[0],
         lambda p: p["status"] in ("done", "failed"),
-        timeout=120,
+        timeout=280,
     )
     assert record["status"] == "done", record["error"]
     _, gallery = alice.predict(prompt_id=prompt["id"], api_name="/get_prompt")

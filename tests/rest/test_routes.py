@@ -69,7 +69,10 @@ def trained_tune(client, photos, title, **fields):
     created = client.post("/tunes", data=data, files=upload(photos))
     assert created.status_code in (200, 201), created.text
     tune_id = created.json()["id"]
-    return wait_for(lambda: client.get(f"/tunes/{tune_id}").json(), lambda t: t["status"] in ("trained", "failed"))
+    # generous: a tiny training shares 2 cores with the server and the test client
+    return wait_for(
+        lambda: client.get(f"/tunes/{tune_id}").json(), lambda t: t["status"] in ("trained", "failed"), timeout=280
+    )
 
 
 def test_multipart_with_bracketed_fields_creates_a_tune_and_its_prompts(alice, photos):

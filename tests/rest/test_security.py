@@ -84,3 +84,16 @@ def test_the_server_answers_429_with_retry_after_when_a_key_is_too_fast(tmp_path
         limited = httpx.get(f"{url}tunes", headers=headers)
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert "rate limit" in limited.json()["error"]
+
+
+def test_gradio_endpoints_take_files_only_from_uploads_never_server_paths(tmp_path):
+    # `gr.mount_gradio_app` leaves Gradio's own check off; without the guard, naming a server path (another
+    # user's image, the database) in a Gradio call would read that file for the caller
+    settings = replace(Settings(data_dir=tmp_path / "data"), accounts=("bob:bob-pw",))
+    with served_app(settings) as url, httpx.Client(base_url=url, timeout=30) as bob:
+        assert bob.post("/login", data={"username": "bob", "password": "bob-pw"}).status_code in (200, 302, 303)
+        secret = str(settings.data_dir / "tunes.db")
+        for file in ({"path": secret, "meta": {"_type": "gradio.FileData"}}, {"path": secret}):
+            response = bob.post("/gradio_api/call/check_photos", json={"data": [[file], "woman"]})
+            assert response.status_code == 403 and "was not uploaded" in response.json()["error"]
+        assert bob.post("/gradio_api/call/list_tunes", json={"data": [20, 0]}).status_code == 200
