@@ -6,7 +6,10 @@ mounted beside them at `/`. No logic lives here: the tabs and the routes call th
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from fastapi import FastAPI
@@ -25,6 +28,9 @@ from ui.create_tab import build_create_tab
 from ui.feedback import CSS
 from ui.generate_tab import build_generate_tab
 from ui.packs_tab import build_packs_tab
+
+if TYPE_CHECKING:
+    from studio.runtime import Runtime
 
 HEADER = "# Tune Studio\nPersonal AI avatars: train a DreamBooth LoRA on your photos, then generate."
 
@@ -82,6 +88,37 @@ def build_server(studio: Studio, operations: Operations) -> FastAPI:
     server = build_rest_api(studio)
     blocks = build_app(studio, operations).queue(default_concurrency_limit=8)
     return gr.mount_gradio_app(server, blocks, path="/", **launch_options(studio.settings))
+
+
+@contextmanager
+def serving(runtime: Runtime, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """The whole server (REST routes, Gradio app) of `runtime` on a free port in a background thread; yields its
+    URL. For tests and benchmarks: `main` serves in the foreground."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_server(runtime.studio, Operations(runtime.studio, runtime.store)),
+            host=host,
+            port=0,
+            log_level="warning",
+            timeout_graceful_shutdown=1,  # gradio_client keeps event streams open
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server did not start (see the log above)")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,23 @@ def median(values: Sequence[float]) -> float:
 def spread(values: Sequence[float], scale: float = 1.0) -> dict[str, Any]:
     """Context for a median: how many samples and their range."""
     return {"samples": len(values), "min": round(min(values) * scale, 6), "max": round(max(values) * scale, 6)}
+
+
+def percentiles_ms(seconds: Sequence[float]) -> dict[str, Any]:
+    """p50 (`value`) and p99 in ms of durations in seconds, with the sample count and range."""
+    if len(seconds) < 2:  # statistics.quantiles needs two samples
+        return {"value": seconds[0] * 1000 if seconds else float("nan"), "p99": None}
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+    return {"value": cuts[49] * 1000, "p99": round(cuts[98] * 1000, 4), **spread(seconds, scale=1000)}
+
+
+def bench_main(parse_args: Callable[[list[str] | None], Any], run: Callable[[Any], list[dict[str, Any]]],
+               argv: list[str] | None = None) -> None:  # fmt: skip
+    """The `main` of every bench module: parse, fix torch's threads, run, print each record as a JSON line."""
+    args = parse_args(argv)
+    set_threads(args.threads)
+    for item in run(args):
+        emit(item)
 
 
 def training_images(caption: str, size: int, count: int = 4) -> list[TrainingImage]:

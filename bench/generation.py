@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, median, progress, quiet_libraries, record, set_threads, spread
+from bench.common import bench_main, median, progress, quiet_libraries, record, spread
 
 BRANCH = "tiny"
 PROMPT = "a photo of sks thing"
@@ -152,10 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    set_threads(args.threads)
-    for item in run(args):
-        emit(item)
+    bench_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

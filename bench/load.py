@@ -18,44 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import context, emit, progress, record, set_threads, spread
+from bench.common import bench_main, context, percentiles_ms, progress, record
 from bench.service import astronaut_photos
 
 PAGE = 20
 SEED_TUNES = 20
 TRAIN_STEPS = 20_000  # far more than a window lasts: the training is cancelled at the end
-
-
-def start_server(settings) -> tuple[str, Callable[[], None], Any]:
-    """The full server on a free loopback port, in this process. Returns (url, stop, runtime)."""
-    import uvicorn
-
-    from admin.operations import Operations
-    from app import build_server
-    from studio.runtime import open_runtime
-
-    runtime = open_runtime(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_server(runtime.studio, Operations(runtime.studio, runtime.store)),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(timeout=10)
-        runtime.close()
-
-    return f"http://127.0.0.1:{port}/", stop, runtime
 
 
 def _seed(runtime, owner: str) -> list[int]:
@@ -121,83 +89,82 @@ def _window(make_call: Callable[[], Callable[[int], Any]], clients: int, seconds
     return latencies, errors, time.monotonic() - began
 
 
-def _percentiles(seconds: list[float]) -> dict[str, Any]:
-    import statistics
-
-    if len(seconds) < 2:
-        return {"value": (seconds[0] * 1000) if seconds else float("nan"), "p99": None}
-    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
-    return {"value": cuts[49] * 1000, "p99": round(cuts[98] * 1000, 3), **spread(seconds, scale=1000)}
-
-
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Start the server, seed it, and measure both interfaces under load."""
-    import httpx
-    from gradio_client import Client
-
+    from app import serving
     from pipelines.settings import Settings
     from pipelines.tiny import build_tiny_sd15
+    from studio.runtime import open_runtime
 
     context(args.device)
     data = Path(args.workdir) / "data"
     build_tiny_sd15(data / "models" / "tiny-sd15")
     settings = Settings(data_dir=data, device=args.device, default_branch="fast", api_rate_per_minute=10**6)
-    url, stop, runtime = start_server(settings)
-    records: list[dict[str, Any]] = []
+    runtime = open_runtime(settings)
     try:
-        owner = settings.local_user
-        progress(f"load: seeding {SEED_TUNES} fast tunes and starting a tiny training")
-        ids = _seed(runtime, owner)
-        key = runtime.studio.create_api_key(owner)
-
-        def rest_client() -> Callable[[int], Any]:
-            http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-            def call(index: int) -> Any:
-                path = f"/tunes/{ids[index % len(ids)]}" if index % 2 == 0 else f"/tunes?limit={PAGE}"
-                return http.get(path).raise_for_status()
-
-            return call
-
-        def gradio_client() -> Callable[[int], Any]:
-            client = Client(url, verbose=False)
-
-            def call(index: int) -> Any:
-                if index % 2 == 0:
-                    return client.predict(tune_id=ids[index % len(ids)], api_name="/get_tune")
-                return client.predict(limit=PAGE, api_name="/list_tunes")
-
-            return call
-
-        for interface, make_call in (("rest", rest_client), ("gradio_client", gradio_client)):
-            progress(f"load: {args.clients} {interface} clients for {args.seconds:.0f} s while training")
-            before = runtime.studio.get_tune(owner, ids[-1]).progress
-            latencies, errors, elapsed = _window(make_call, args.clients, args.seconds)
-            trained = (runtime.studio.get_tune(owner, ids[-1]).progress - before) * TRAIN_STEPS
-            for kind, seconds in latencies.items():
-                stats = _percentiles(seconds)
-                records.append(
-                    record(
-                        "load.poll_latency",
-                        stats.pop("value"),
-                        "ms",
-                        device=args.device,
-                        interface=interface,
-                        call="get_tune" if kind == "get" else f"list_tunes(limit={PAGE})",
-                        clients=args.clients,
-                        seconds=round(elapsed, 1),
-                        calls_per_s=round(len(seconds) / elapsed, 1),
-                        errors=len(errors),
-                        error_kinds=sorted(set(errors)),
-                        training_steps_per_s=round(trained / elapsed, 2),
-                        **stats,
-                    )
-                )
+        with serving(runtime) as url:
+            return _measure(runtime, url, args)
     finally:
-        tune = runtime.studio.list_tunes(settings.local_user, limit=1)
-        if tune and tune[0].status in ("queued", "training"):
-            runtime.studio.cancel_tune(settings.local_user, tune[0].id)
-        stop()
+        newest = runtime.studio.list_tunes(settings.local_user, limit=1)  # the training, if seeding got that far
+        if newest and newest[0].status in ("queued", "training"):
+            runtime.studio.cancel_tune(settings.local_user, newest[0].id)
+        runtime.close()
+
+
+def _measure(runtime, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Seed the running server, then poll it through each interface for a window; returns the records."""
+    import httpx
+    from gradio_client import Client
+
+    owner = runtime.settings.local_user
+    progress(f"load: seeding {SEED_TUNES} fast tunes and starting a tiny training")
+    ids = _seed(runtime, owner)
+    key = runtime.studio.create_api_key(owner)
+    records: list[dict[str, Any]] = []
+
+    def rest_client() -> Callable[[int], Any]:
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+        def call(index: int) -> Any:
+            path = f"/tunes/{ids[index % len(ids)]}" if index % 2 == 0 else f"/tunes?limit={PAGE}"
+            return http.get(path).raise_for_status()
+
+        return call
+
+    def gradio_client() -> Callable[[int], Any]:
+        client = Client(url, verbose=False)
+
+        def call(index: int) -> Any:
+            if index % 2 == 0:
+                return client.predict(tune_id=ids[index % len(ids)], api_name="/get_tune")
+            return client.predict(limit=PAGE, api_name="/list_tunes")
+
+        return call
+
+    for interface, make_call in (("rest", rest_client), ("gradio_client", gradio_client)):
+        progress(f"load: {args.clients} {interface} clients for {args.seconds:.0f} s while training")
+        before = runtime.studio.get_tune(owner, ids[-1]).progress
+        latencies, errors, elapsed = _window(make_call, args.clients, args.seconds)
+        trained = (runtime.studio.get_tune(owner, ids[-1]).progress - before) * TRAIN_STEPS
+        for kind, seconds in latencies.items():
+            stats = percentiles_ms(seconds)
+            records.append(
+                record(
+                    "load.poll_latency",
+                    stats.pop("value"),
+                    "ms",
+                    device=args.device,
+                    interface=interface,
+                    call="get_tune" if kind == "get" else f"list_tunes(limit={PAGE})",
+                    clients=args.clients,
+                    seconds=round(elapsed, 1),
+                    calls_per_s=round(len(seconds) / elapsed, 1),
+                    errors=len(errors),
+                    error_kinds=sorted(set(errors)),
+                    training_steps_per_s=round(trained / elapsed, 2),
+                    **stats,
+                )
+            )
     return records
 
 
@@ -212,10 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    set_threads(args.threads)
-    for item in run(args):
-        emit(item)
+    bench_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

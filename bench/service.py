@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import statistics
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.common import context, emit, median, progress, record, set_threads, spread
+from bench.common import bench_main, context, median, percentiles_ms, progress, record, spread
 
 if TYPE_CHECKING:
     from studio.runtime import Runtime
@@ -148,12 +147,6 @@ def _latencies(call: Callable[[int], Any], *, threads: int, calls_per_thread: in
     return [value for latencies in per_thread for value in latencies], threads * calls_per_thread / elapsed
 
 
-def _percentiles(seconds: list[float]) -> dict[str, Any]:
-    """p50 and p99 in ms (`value` is p50), with the sample count and range."""
-    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
-    return {"value": cuts[49] * 1000, "p99": round(cuts[98] * 1000, 4), **spread(seconds, scale=1000)}
-
-
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Measure the service on the fast branch and return the records."""
     # 1. Imports and the run context first, so that neither is timed
@@ -200,7 +193,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for name, call in calls.items():
                 progress(f"service: {threads} thread(s) x {per_thread} {name} calls")
                 seconds, rate = _latencies(call, threads=threads, calls_per_thread=per_thread)
-                stats = _percentiles(seconds)
+                stats = percentiles_ms(seconds)
                 page = {"limit": PAGE} if name == "list_tunes" else {}
                 add(
                     "service.poll_latency",
@@ -232,10 +225,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    set_threads(args.threads)
-    for item in run(args):
-        emit(item)
+    bench_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

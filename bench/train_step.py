@@ -16,7 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import emit, median, progress, quiet_libraries, record, set_threads, spread, training_images
+from bench.common import (
+    bench_main,
+    median,
+    progress,
+    quiet_libraries,
+    record,
+    spread,
+    training_images,
+)
 
 MODELS = ("tiny", "sd15-arch")
 SD15_ARCH_RESOLUTION = 256
@@ -190,10 +198,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    set_threads(args.threads)
-    for item in run(args):
-        emit(item)
+    bench_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

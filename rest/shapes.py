@@ -18,7 +18,7 @@ class Shapes:
         self.signer = signer
 
     def tune(self, tune: Tune) -> dict[str, Any]:
-        extra = getattr(tune, "api_fields", None) or {}
+        extra = tune.api_fields
         ckpt = self.signer.sign(self.base, f"/tunes/{tune.id}/ckpt", tune.owner) if tune.artifact_location else None
         eta = None
         if tune.status == "training" and tune.eta_seconds is not None:

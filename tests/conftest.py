@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 # Before anything imports huggingface_hub or gradio: no network, no telemetry.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -77,31 +76,12 @@ def astronaut_photos() -> list[Image.Image]:
 @contextmanager
 def served_app(settings: Settings) -> Iterator[str]:
     """The whole server (REST routes, Gradio app, worker thread) on a free local port; yields its URL."""
-    import threading
-
-    import uvicorn
-
-    from admin.operations import Operations
-    from app import build_server
+    from app import serving
     from studio.runtime import open_runtime
 
     runtime = open_runtime(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            build_server(runtime.studio, Operations(runtime.studio, runtime.store)),
-            port=0,
-            log_level="warning",
-            timeout_graceful_shutdown=1,  # gradio_client keeps event streams open
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}/"
+        with serving(runtime) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         runtime.close()

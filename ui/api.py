@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from storage.records import Prompt, Tune
+from storage.records import Tune
 from studio.requests import PromptCreate, TuneCreate
 from ui.context import UIContext
 from ui.feedback import user_errors
@@ -28,10 +28,6 @@ def tune_json(tune: Tune, *, created: bool | None = None) -> dict[str, Any]:
     if created is not None:
         data["created"] = created  # False: an earlier tune with this title was returned (idempotent titles)
     return data
-
-
-def prompt_json(prompt: Prompt) -> dict[str, Any]:
-    return prompt.to_dict()
 
 
 def build_api(ctx: UIContext) -> None:
@@ -98,13 +94,13 @@ def _json_endpoints(ctx: UIContext) -> None:
             hires_fix=hires_fix,
             callback=callback,
         )
-        return prompt_json(studio.create_prompt(ctx.user(request), tune_id, prompt))
+        return studio.create_prompt(ctx.user(request), tune_id, prompt).to_dict()
 
     @user_errors
     def list_prompts(tune_id: int | None = None, limit: int = 20, offset: int = 0, request: gr.Request = None) -> list:
         """Your prompts (of one tune, or all), newest first, with their images' ids and seeds."""
         owner = ctx.user(request)
-        return [prompt_json(p) for p in studio.list_prompts(owner, tune_id=tune_id, limit=limit, offset=offset)]
+        return [p.to_dict() for p in studio.list_prompts(owner, tune_id=tune_id, limit=limit, offset=offset)]
 
     @user_errors
     def delete_prompt(prompt_id: int, request: gr.Request) -> dict:
@@ -201,7 +197,7 @@ def _file_endpoints(ctx: UIContext) -> None:
         owner = ctx.user(request)
         prompt = studio.get_prompt(owner, int(prompt_id or 0))
         gallery = [(str(studio.image_file(owner, image.id)), f"seed {image.seed}") for image in prompt.images]
-        return prompt_json(prompt), gallery
+        return prompt.to_dict(), gallery
 
     @user_errors
     def check_photos(photos, name, request: gr.Request):

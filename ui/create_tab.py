@@ -50,12 +50,7 @@ class CreateTab:
             return gr.update(), gr.update(), gr.update(), gr.update()
         pack = self.studio.get_pack(pack_id)
         class_name = class_name if class_name in pack.classes else pack.classes[0]
-        return (
-            class_name,
-            class_guidance(class_name),
-            gr.update(choices=_pack_choices(self.studio, class_name), value=pack.id),
-            gr.update(choices=self.studio.list_styles(class_name), value=[]),
-        )
+        return class_name, *_class_updates(self.studio, class_name, pack=pack.id)
 
 
 def parse_characteristics(text: str | None) -> dict[str, str]:
@@ -73,6 +68,15 @@ def parse_characteristics(text: str | None) -> dict[str, str]:
             raise ValidationError("characteristics", line, f"line {number} must read `key: value`")
         values[key.strip()] = value.strip()
     return values
+
+
+def _class_updates(studio: Studio, class_name: str, *, pack: str = NO_PACK) -> tuple:
+    """(guidance, pack picker, style picker) updates for a class; `pack` is the pack left chosen."""
+    return (
+        class_guidance(class_name),
+        gr.update(choices=_pack_choices(studio, class_name), value=pack),
+        gr.update(choices=studio.list_styles(class_name), value=[]),
+    )
 
 
 def _pack_choices(studio: Studio, class_name: str) -> list[tuple[str, str]]:
@@ -158,11 +162,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     timer = gr.Timer(WATCH_EVERY_S)
 
     def class_changed(chosen: str):
-        return (
-            class_guidance(chosen),
-            gr.update(choices=_pack_choices(studio, chosen), value=NO_PACK),
-            gr.update(choices=studio.list_styles(chosen), value=[]),
-        )
+        return _class_updates(studio, chosen)
 
     def photos_changed(paths: list[str] | None, chosen: str):
         if not paths:
