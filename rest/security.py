@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
+
+from gradio.utils import get_upload_folder
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LINK_LIFETIME_S = 7 * 24 * 3600
 
@@ -82,3 +88,87 @@ def _load_secret(path: Path) -> bytes:
         tmp.chmod(0o600)
         tmp.replace(path)
     return path.read_bytes()
+
+
+class UploadedFilesOnly:
+    """ASGI middleware: a Gradio API call may name a file only by a path in Gradio's upload folder.
+
+    Gradio refuses other paths itself only in apps it launched (`Blocks.launch`); `gr.mount_gradio_app`,
+    which serves the app beside this API, leaves that check off. Without this guard a client could pass any
+    file of the server (another user's image, the database) to an endpoint that reads or previews it. URLs
+    are left to Gradio, which fetches them with its own SSRF-safe client.
+
+    Args:
+        app: the ASGI app (the REST API with the Gradio app mounted in it).
+        prefix: where Gradio's API routes are (`/gradio_api/`, with the app mounted at `/`).
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str = "/gradio_api/"):
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._is_gradio_call(scope):  # uploads (multipart) stream through untouched
+            await self.app(scope, receive, send)
+            return
+        messages, body = await _read_all(receive)
+        foreign = _foreign_file(body)
+        if foreign is not None:
+            message = f"{Path(foreign).name!r} was not uploaded: upload files first (POST {self.prefix}upload)"
+            await JSONResponse({"error": message}, status_code=403)(scope, receive, send)
+            return
+        await self.app(scope, _replay(messages, receive), send)
+
+    def _is_gradio_call(self, scope: Scope) -> bool:
+        """A POST to Gradio's API with a body that may be JSON (FastAPI parses JSON whatever the type says,
+        or with none); forms are left alone (the upload route's files, which it streams to disk)."""
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(self.prefix):
+            return False
+        content_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+        return content_type not in (b"multipart/form-data", b"application/x-www-form-urlencoded")
+
+
+async def _read_all(receive: Receive) -> tuple[list[Message], bytes]:
+    messages, chunks = [], []
+    while True:
+        message = await receive()
+        messages.append(message)
+        chunks.append(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages, b"".join(chunks)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def _foreign_file(body: bytes) -> str | None:
+    """The first Gradio file (`{"path": ..., "meta": {"_type": "gradio.FileData"}}`) in a JSON body whose
+    path is not in the upload folder, or None (also for bodies that are not JSON: Gradio answers those)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    folder = Path(get_upload_folder()).resolve()
+    stack: list[Any] = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            path = item.get("path")
+            meta = item.get("meta")
+            is_file = isinstance(meta, dict) and meta.get("_type") == "gradio.FileData" and isinstance(path, str)
+            if is_file and not path.startswith(("http://", "https://")) and not _is_in(path, folder):
+                return path
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _is_in(path: str, folder: Path) -> bool:
+    return Path(path).resolve().is_relative_to(folder)

@@ -7,6 +7,7 @@ never a stack trace). `FieldErrors` also writes the message under the offending 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,8 @@ class FieldErrors:
         self.banner = banner
         self.fields = dict(fields)
         self._info = {name: getattr(widget, "info", None) for name, widget in self.fields.items()}
+        # a file box has no info line: updating one with `info` fails the whole event
+        self._has_info = {name: "info" in inspect.signature(type(w)).parameters for name, w in self.fields.items()}
 
     @property
     def outputs(self) -> list[gr.components.Component]:
@@ -57,7 +60,8 @@ class FieldErrors:
     def clear(self) -> dict[gr.components.Component, Any]:
         updates: dict[gr.components.Component, Any] = {self.banner: gr.update(value="", visible=False)}
         for name, widget in self.fields.items():
-            updates[widget] = gr.update(info=self._info[name], elem_classes=[])
+            info = {"info": self._info[name]} if self._has_info[name] else {}
+            updates[widget] = gr.update(**info, elem_classes=[])
         return updates
 
     def show(self, error: TunesError) -> dict[gr.components.Component, Any]:
@@ -66,7 +70,8 @@ class FieldErrors:
         updates[self.banner] = gr.update(value=f"**Could not do that.** {error}", visible=True)
         name = error_field(error)
         if name in self.fields:
-            updates[self.fields[name]] = gr.update(info=f"⚠ {error}", elem_classes=["field-error"])
+            info = {"info": f"⚠ {error}"} if self._has_info[name] else {}  # else the banner says it
+            updates[self.fields[name]] = gr.update(**info, elem_classes=["field-error"])
         return updates
 
 
