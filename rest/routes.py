@@ -9,8 +9,10 @@ url-encoded forms. Every route acts as the key's owner; another owner's id answe
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +64,7 @@ _ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 422, 429)}
 _BODY_ERRORS = _ERRORS | {code: {"model": ErrorOut} for code in (402, 409, 415)}  # credits, a tagged tune, type
 Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]  # beyond SQLite's INTEGER a query would overflow: 422, not 500
 Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+_DISK_FULL = "the server is out of disk space; try again later"
 _UPLOAD_SLACK = 5  # a few files over the limit still reach the service, whose error names the exact bounds
 
 
@@ -82,6 +85,7 @@ def build_rest_api(studio: Studio) -> FastAPI:
     signer = UrlSigner(studio.settings.data_dir)
     limiter = RateLimiter(studio.settings.api_rate_per_minute)
     _add_error_handlers(api)
+    api.add_middleware(UploadedFilesOnly)  # Gradio, mounted in this app, takes files only from uploads
     _add_tune_routes(api, studio, signer, limiter)
     _add_prompt_routes(api, studio, signer, limiter)
     _add_pack_routes(api, studio, signer, limiter)
@@ -176,6 +180,17 @@ def _prompt_request(fields: PromptFields, *, default_callback: str | None = None
     return PromptCreate(**values)
 
 
+def _tune_prompts(prompts: list[PromptFields], callback: str | None) -> list[PromptCreate]:
+    """A tune's prompts; errors name the prompt as sent (`prompts_attributes[1].num_images`)."""
+    requests = []
+    for index, fields in enumerate(prompts):
+        try:
+            requests.append(_prompt_request(fields, default_callback=callback))
+        except ValidationError as error:
+            raise ValidationError(f"prompts_attributes[{index}].{error.field}", error.value, error.message) from None
+    return requests
+
+
 def _tune_request(fields: TuneFields, photos: list[tuple[str, bytes]]) -> TuneCreate:
     prompt_callback = fields.prompt_attributes.callback if fields.prompt_attributes else None
     return TuneCreate(
@@ -191,7 +206,7 @@ def _tune_request(fields: TuneFields, photos: list[tuple[str, bytes]]) -> TuneCr
         callback=fields.callback,
         prompts_callback=getattr(fields, "prompts_callback", None),
         auto_extend=fields.auto_extend,
-        prompts=[_prompt_request(p, default_callback=prompt_callback) for p in fields.prompts_attributes],
+        prompts=_tune_prompts(fields.prompts_attributes, prompt_callback),
         base_tune_id=fields.base_tune_id,
         model_type=fields.model_type,
         preset=fields.preset,
@@ -418,8 +433,28 @@ def _add_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(Exception)
     def unexpected(request: Request, error: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return JSONResponse({"error": "internal error; it was logged"}, status_code=500)
+
+    # The server's own trouble, not the caller's: say what it is (without server paths) and when to try again.
+    @api.exception_handler(OSError)
+    def disk_full(request: Request, error: OSError):
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return unexpected(request, error)
+        log.error("out of disk space on %s %s: %s", request.method, request.url.path, error)
+        return JSONResponse({"error": _DISK_FULL}, status_code=507)
+
+    @api.exception_handler(sqlite3.OperationalError)
+    def database_error(request: Request, error: sqlite3.OperationalError):
+        text = str(error)
+        if "full" in text:  # "database or disk is full"
+            log.error("out of disk space on %s %s: %s", request.method, request.url.path, error)
+            return JSONResponse({"error": _DISK_FULL}, status_code=507)
+        if "locked" not in text and "busy" not in text:
+            return unexpected(request, error)
+        log.warning("database busy on %s %s: %s", request.method, request.url.path, error)
+        message = "the database is busy (another program holds a lock on it); try again in a few seconds"
+        return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "5"})
 
 
 def _dotted(loc: tuple | list) -> str:

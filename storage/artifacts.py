@@ -103,7 +103,8 @@ class ArtifactStore(Protocol):
 @dataclass(frozen=True)
 class RetryPolicy:
     """How Hub calls are retried on 408/429/5xx answers and network errors: `attempts` tries in all,
-    waiting `base_delay * 2**n` seconds (at most `max_delay`) in between. `sleep` is injectable for tests."""
+    waiting `base_delay * 2**n` seconds (at most `max_delay`) in between, or longer when the answer's
+    `Retry-After` asks for it (also at most `max_delay`). `sleep` is injectable for tests."""
 
     attempts: int = 3
     base_delay: float = 1.0
@@ -363,15 +364,19 @@ class HubArtifactStore:
         self._call("create", repo_id, lambda: self._api.create_repo(repo_id, private=True, exist_ok=True))
         self._ensure_private(repo_id)
         # 3. One commit: a reader never sees weights without their card, or the other way round.
-        self._call(
-            "upload",
-            repo_id,
-            lambda: self._api.create_commit(
+        try:
+            self._call(
+                "upload",
                 repo_id,
-                _commit_operations(files, card, repo_id),
-                commit_message=f"Tune Studio: LoRA of tune {tune_id}",
-            ),
-        )
+                lambda: self._api.create_commit(
+                    repo_id,
+                    _commit_operations(files, card, repo_id),
+                    commit_message=f"Tune Studio: LoRA of tune {tune_id}",
+                ),
+            )
+        except ArtifactError:
+            self._delete_if_empty(repo_id)  # a failed upload leaves no empty repo behind
+            raise
         logger.info("uploaded the LoRA of tune %s to %s", tune_id, location)
         return location
 
@@ -460,6 +465,16 @@ class HubArtifactStore:
                 location=HUB_SCHEME + repo_id,
             )
 
+    def _delete_if_empty(self, repo_id: str) -> None:
+        """Delete a repo holding nothing but the `.gitattributes` of a new repo (never one with files); best effort."""
+        try:
+            info = self._call("look up", repo_id, lambda: self._api.model_info(repo_id))
+            if info.siblings is None or {sibling.rfilename for sibling in info.siblings} - {".gitattributes"}:
+                return
+            self._call("delete", repo_id, lambda: self._api.delete_repo(repo_id, missing_ok=True))
+        except ArtifactError as error:
+            logger.warning("could not delete the empty Hub repo %s left by a failed upload: %s", repo_id, error)
+
     def _is_private(self, repo_id: str) -> bool:
         info = self._call("check the visibility of", repo_id, lambda: self._api.model_info(repo_id))
         return info.private is True  # unknown counts as public
@@ -479,7 +494,7 @@ class HubArtifactStore:
             except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as error:
                 detail = self._redact(_describe(error))
                 if attempt < self.retry.attempts and _is_transient(error):
-                    delay = self.retry.delay(attempt)
+                    delay = max(self.retry.delay(attempt), min(_retry_after(error), self.retry.max_delay))
                     logger.warning(
                         "could not %s the Hub repo %s (%s); retrying in %.1fs [%d/%d]",
                         action,
@@ -578,6 +593,17 @@ def _status(error: BaseException) -> int | None:
         if isinstance(cause, HfHubHTTPError) and cause.response is not None:
             return cause.response.status_code
     return None
+
+
+def _retry_after(error: BaseException) -> float:
+    """The seconds a 429/503 answer asks to wait (`Retry-After: 5`); 0 when it does not say (or gives a date)."""
+    for cause in _causes(error):
+        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+            try:
+                return max(0.0, float(cause.response.headers.get("Retry-After", "")))
+            except ValueError:
+                return 0.0
+    return 0.0
 
 
 def _is_missing(error: BaseException) -> bool:

@@ -8,8 +8,8 @@ therefore never resolves the name itself, so a DNS answer that changes between c
 (DNS rebinding) cannot redirect the request. Redirects are followed by hand, each hop through the gate.
 
 Residual risks, accepted: a proxy is never used (`trust_env=False`; an egress proxy would resolve names
-itself and defeat the pinning); the system resolver's own time is not bounded by `timeout`; the deadline is
-checked between body chunks, so one stalled read can overrun it by at most one read timeout.
+itself and defeat the pinning); the system resolver's own time is not bounded by `timeout`. Past the
+deadline the connection is shut down, however slowly the server trickles its answer.
 
 Nothing here logs; error messages show URLs through `redact_url` (no user info, no query string).
 """
@@ -20,9 +20,10 @@ import ipaddress
 import json
 import re
 import socket
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -339,25 +340,66 @@ def _open(
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Iterator[httpx.Response]:
-    """Send one request to a checked address of `target`; httpx errors become `FetchError`s."""
+    """Send one request to a checked address of `target`; httpx errors become `FetchError`s.
+
+    httpx's timeout bounds each socket read, so a server trickling its answer a byte at a time could hold the
+    request for hours; a watchdog shuts the connection down at `deadline` instead.
+    """
     shown = redact_url(str(target.url))
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise FetchError(field, shown, f"could not be {verb}: timed out after {timeout:g} s")
+    watchdog = _Watchdog(remaining)
     try:
         # A client per hop: its pool is keyed by IP, so it must not reuse a TLS session made for another name.
         with httpx.Client(trust_env=False, follow_redirects=False, timeout=remaining) as client:
-            response = _send_pinned(client, target, method, content=content, headers=headers or {})
+            response = _send_pinned(client, target, method, content=content, headers=headers or {}, trace=watchdog)
             try:
                 yield response
             finally:
                 response.close()
     except httpx.HTTPError as e:
-        raise FetchError(field, shown, f"could not be {verb}: {_why_failed(e, timeout)}") from e
+        why = f"timed out after {timeout:g} s" if watchdog.expired.is_set() else _why_failed(e, timeout)
+        raise FetchError(field, shown, f"could not be {verb}: {why}") from e
+    finally:
+        watchdog.cancel()
+
+
+class _Watchdog:
+    """An httpcore `trace` hook that notes the request's sockets and shuts them down after `seconds`."""
+
+    def __init__(self, seconds: float):
+        self.expired = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def __call__(self, event: str, info: Mapping[str, object]) -> None:
+        stream = info.get("return_value") if event.endswith((".connect_tcp.complete", ".start_tls.complete")) else None
+        if stream is not None:
+            self._sockets.append(stream.get_extra_info("socket"))  # type: ignore[attr-defined]
+            if self.expired.is_set():
+                self._expire()
+
+    def _expire(self) -> None:
+        self.expired.set()
+        for sock in self._sockets:
+            with suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked read at once, unlike close()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _send_pinned(
-    client: httpx.Client, target: _Target, method: str, *, content: bytes | None, headers: Mapping[str, str]
+    client: httpx.Client,
+    target: _Target,
+    method: str,
+    *,
+    content: bytes | None,
+    headers: Mapping[str, str],
+    trace: Callable[[str, Mapping[str, object]], None],
 ) -> httpx.Response:
     url = target.url
     request_headers = {
@@ -366,7 +408,9 @@ def _send_pinned(
         "Accept-Encoding": "identity",  # the size cap counts bytes received, not what they would inflate to
         **headers,
     }
-    extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else None
+    extensions: dict[str, object] = {"trace": trace}
+    if url.scheme == "https":
+        extensions["sni_hostname"] = url.raw_host.decode("ascii")
     error: httpx.ConnectError | None = None
     for address in target.addresses:
         request = client.build_request(

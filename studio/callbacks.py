@@ -22,12 +22,14 @@ class CallbackSender:
     Args:
         studio: the service (records, settings, clock).
         delays: seconds to wait before each retry; the number of attempts is `len(delays) + 1`.
+        timeout: seconds one POST may take; a receiver that never answers costs at most this per attempt.
     """
 
-    def __init__(self, studio: Studio, *, delays: list[float] | None = None):
+    def __init__(self, studio: Studio, *, delays: list[float] | None = None, timeout: float = 10.0):
         self.studio = studio
         self.db = studio.db
         self.delays = backoff_delays() if delays is None else delays
+        self.timeout = timeout
 
     def deliver_due(self) -> int:
         """Try every delivery that is due now. Returns how many were delivered."""
@@ -37,7 +39,12 @@ class CallbackSender:
             payload = self._payload(delivery.owner, delivery.kind, delivery.record_id)
             status, error = None, None
             try:
-                status = post_json(delivery.url, payload, allowed_hosts=self.studio.settings.allowed_fetch_hosts)
+                status = post_json(
+                    delivery.url,
+                    payload,
+                    timeout=self.timeout,
+                    allowed_hosts=self.studio.settings.allowed_fetch_hosts,
+                )
                 ok = 200 <= status < 300
                 error = None if ok else f"HTTP {status}"
             except Exception as failure:  # network errors, refusals: recorded, retried

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 from packs.loader import ASPECT_RATIOS
 from pipelines.errors import ValidationError
-from pipelines.generate import MAX_SEED, GenerationRequest
+from pipelines.generate import MAX_SEED, SCHEDULERS, GenerationRequest
 from pipelines.photos import PhotoInput
 from pipelines.prompts import check_characteristics, split_lora_tags
 
@@ -15,6 +15,7 @@ MAX_TITLE = 200
 MAX_TUNES_PER_PAGE = 100
 MAX_STEPS = 20_000  # the trainer's bound, checked here so a bad value never reaches the queue
 MAX_PRESET = 60
+MAX_ID = 2**63 - 1  # SQLite's largest INTEGER
 
 
 @dataclass(frozen=True)
@@ -51,18 +52,28 @@ class PromptCreate:
         return replace(self, w=w, h=h)
 
     def __post_init__(self) -> None:
+        # API clients may send any JSON: a type the generation request would trip over is named here
+        if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, int | float):
+            raise ValidationError("cfg_scale", self.cfg_scale, "must be a number between 0 and 30")
+        if not isinstance(self.scheduler, str):
+            raise ValidationError("scheduler", self.scheduler, f"must be one of {', '.join(SCHEDULERS)}")
         # the generation request checks the numbers and names; build one with a placeholder prompt
-        GenerationRequest(
-            prompt="check",
-            negative_prompt=self.negative_prompt,
-            num_images=self.num_images,
-            seed=self.seed,
-            width=self.w,
-            height=self.h,
-            steps=self.steps,
-            cfg_scale=self.cfg_scale,
-            scheduler=self.scheduler,
-        )
+        try:
+            GenerationRequest(
+                prompt="check",
+                negative_prompt=self.negative_prompt,
+                num_images=self.num_images,
+                seed=self.seed,
+                width=self.w,
+                height=self.h,
+                steps=self.steps,
+                cfg_scale=self.cfg_scale,
+                scheduler=self.scheduler,
+            )
+        except ValidationError as error:
+            if error.field not in ("width", "height"):
+                raise
+            raise ValidationError(error.field[0], error.value, error.message) from None  # sent as `w` and `h`
         if self.aspect_ratio is not None and self.aspect_ratio not in ASPECT_RATIOS:
             raise ValidationError("aspect_ratio", self.aspect_ratio, f"must be one of {', '.join(ASPECT_RATIOS)}")
         for name in ("super_resolution", "inpaint_faces", "hires_fix", "face_correct"):
@@ -113,7 +124,13 @@ class TuneCreate:
         if not isinstance(self.title, str) or not self.title.strip() or len(self.title) > MAX_TITLE:
             raise ValidationError("title", self.title, f"must be non-empty text of at most {MAX_TITLE} characters")
         object.__setattr__(self, "title", self.title.strip())
+        if not isinstance(self.characteristics, Mapping):
+            example = '{"eye_color": "green"}'
+            raise ValidationError("characteristics", self.characteristics, f"must map names to texts, e.g. {example}")
         object.__setattr__(self, "characteristics", check_characteristics(dict(self.characteristics)))
+        for name in ("face_crop", "auto_extend"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValidationError(name, getattr(self, name), "must be true or false")
         object.__setattr__(self, "images", tuple(self.images))
         object.__setattr__(self, "image_urls", tuple(self.image_urls))
         object.__setattr__(self, "prompts", tuple(self.prompts))
@@ -160,6 +177,17 @@ def size_for_aspect(aspect_ratio: str, resolution: int) -> tuple[int, int]:
     rw, rh = ASPECT_RATIOS[aspect_ratio]
     scale = (resolution * resolution / (rw * rh)) ** 0.5
     return max(64, round(rw * scale / 8) * 8), max(64, round(rh * scale / 8) * 8)
+
+
+def check_id(value: object, field: str) -> int:
+    """A record id as a client sent it: an integer from 1 to `MAX_ID` (larger ones overflow SQLite's INTEGER).
+
+    Raises:
+        ValidationError: anything else (text, a float, a list, a bool), naming `field`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise ValidationError(field, value, f"must be a record id: an integer from 1 to {MAX_ID}")
+    return value
 
 
 def check_page(limit: int, offset: int) -> None:

@@ -29,7 +29,7 @@ from storage.hub_packs import open_pack_mirror
 from storage.net import check_url, fetch_url
 from storage.records import Image, Prompt, Tune, utc_now
 from studio.packs import PackEditor, PackLibrary
-from studio.requests import PromptCreate, TuneCreate, check_page
+from studio.requests import PromptCreate, TuneCreate, check_id, check_page
 
 Clock = Callable[[], datetime]
 MAX_STYLES = 8  # styles picked at tune creation
@@ -111,7 +111,10 @@ class Studio:
         for index, prompt in enumerate(prompts):
             self._checked_url(prompt.callback, f"prompts_attributes[{index}].callback")
         _require_contents(request.images)
-        rendered = [self._render(p, token, tune_request.class_name, request.characteristics) for p in prompts]
+        rendered = [
+            self._render(p, token, tune_request.class_name, request.characteristics, field=f"prompts_attributes[{i}].")
+            for i, p in enumerate(prompts)
+        ]
         loras = [
             self._check_loras(owner, tags, tune_id=None, branch=branch.name, field=f"prompts_attributes[{i}].text")
             for i, (_, _, tags) in enumerate(rendered)
@@ -158,7 +161,7 @@ class Studio:
         Raises:
             ValidationError: a bad class or the wrong number of photos. PhotoRejectedError: unusable files.
         """
-        class_name = TuneRequest(class_name=class_name, branch="tiny").class_name  # checks the class word
+        class_name = _named_as_sent(lambda: TuneRequest(class_name=class_name, branch="tiny")).class_name
         _require_contents(photos)
         return check_photos(self.settings, list(photos), class_name=class_name)
 
@@ -320,7 +323,10 @@ class Studio:
         """
         pack = self.get_pack(pack_id)
         if tune_ids:
-            tunes = [self.get_tune(owner, tune_id) for tune_id in tune_ids]  # all checked before queuing any
+            if isinstance(tune_ids, str) or not isinstance(tune_ids, Sequence):
+                raise ValidationError("tune_ids", tune_ids, "must be a list of your tune ids")
+            ids = [check_id(tune_id, f"tune_ids[{i}]") for i, tune_id in enumerate(tune_ids)]
+            tunes = [self.get_tune(owner, tune_id) for tune_id in ids]  # all checked before queuing any
             for tune in tunes:
                 self._check_pack_class(pack, tune.name, field=f"tune_ids[{tune_ids.index(tune.id)}]")
                 if tune.status not in ("queued", "training", "trained"):
@@ -387,6 +393,8 @@ class Studio:
         Raises:
             ValidationError: more than 8 styles, or a key that names no published pack prompt.
         """
+        if isinstance(styles, str) or not isinstance(styles, Sequence):
+            raise ValidationError("styles", styles, 'must be a list of style keys, e.g. ["fantasy/woman/0"]')
         if len(styles) > MAX_STYLES:
             raise ValidationError("styles", len(styles), f"must be at most {MAX_STYLES} styles")
         prompts = []
@@ -478,23 +486,28 @@ class Studio:
     def _tune_request(self, request: TuneCreate, branch: str) -> TuneRequest:
         # the mock branch is not trainable; check the same fields against a trainable twin
         checked_branch = branch if not get_branch(branch).is_mock else "tiny"
-        return TuneRequest(
-            class_name=request.name,
-            branch=checked_branch,
-            token=request.token,
-            steps=request.steps,
-            face_crop=request.face_crop,
-            seed=request.seed,
+        return _named_as_sent(
+            lambda: TuneRequest(
+                class_name=request.name,
+                branch=checked_branch,
+                token=request.token,
+                steps=request.steps,
+                face_crop=request.face_crop,
+                seed=request.seed,
+            )
         )
 
     def _render(
-        self, prompt: PromptCreate, token: str, class_name: str, characteristics: dict
+        self, prompt: PromptCreate, token: str, class_name: str, characteristics: dict, *, field: str = ""
     ) -> tuple[PromptCreate, str, tuple[LoraTag, ...]]:
         """The prompt with its negative prompt rendered, its text rendered without `<lora:…>` tags, and the
-        tags (`text` keeps the template as written)."""
-        text, tags = split_lora_tags(prompt.text)
+        tags (`text` keeps the template as written). Errors name `{field}text` (`field`: e.g. the prompt's
+        place in a tune request, `prompts_attributes[1].`)."""
+        text, tags = split_lora_tags(prompt.text, field=f"{field}text")
         if tags and not text:
-            raise ValidationError("text", prompt.text, "has nothing but <lora:...> tags; describe the image too")
+            raise ValidationError(
+                f"{field}text", prompt.text, "has nothing but <lora:...> tags; describe the image too"
+            )
         negative = prompt.negative_prompt
         if negative.strip():
             negative = render_prompt(
@@ -502,10 +515,12 @@ class Studio:
                 token=token,
                 class_name=class_name,
                 characteristics=characteristics,
-                field="negative_prompt",
+                field=f"{field}negative_prompt",
                 add_subject=False,
             )
-        rendered = render_prompt(text, token=token, class_name=class_name, characteristics=characteristics)
+        rendered = render_prompt(
+            text, token=token, class_name=class_name, characteristics=characteristics, field=f"{field}text"
+        )
         return replace(prompt, negative_prompt=negative), rendered, tags
 
     def _check_loras(
@@ -591,6 +606,16 @@ def _require_contents(photos: Sequence[object]) -> None:
     for index, item in enumerate(photos):
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes)):
             raise ValidationError(f"images[{index}]", type(item).__name__, "must be an uploaded file's contents")
+
+
+def _named_as_sent(build: Callable[[], TuneRequest]) -> TuneRequest:
+    """The training request; its `class_name` is the `name` callers send, and errors say so."""
+    try:
+        return build()
+    except ValidationError as error:
+        if error.field != "class_name":
+            raise
+        raise ValidationError("name", error.value, error.message) from None
 
 
 def _with_default_callback(prompts: Sequence[PromptCreate], callback: str | None) -> list[PromptCreate]:

@@ -273,6 +273,7 @@ class InProcessWorker:
             log.error("prompt %s failed: %s", prompt.id, traceback.format_exc(limit=5))
             if isinstance(error, TunesError) or prompt.attempts >= MAX_ATTEMPTS:
                 self.db.end_prompt(prompt.owner, prompt.id, "failed", error=_describe(error))
+                shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)  # images of a failed run
             else:
                 self.db.update_prompt(
                     prompt.owner, prompt.id, only_if_status="generating", status="queued", error=_describe(error)

@@ -16,8 +16,9 @@ from typing import Any
 
 import gradio as gr
 
+from pipelines.errors import ValidationError
 from storage.records import Tune
-from studio.requests import PromptCreate, TuneCreate
+from studio.requests import PromptCreate, TuneCreate, check_id
 from ui.context import UIContext
 from ui.feedback import user_errors
 from ui.uploads import read_uploads
@@ -42,7 +43,7 @@ def _json_endpoints(ctx: UIContext) -> None:
     @user_errors
     def get_tune(tune_id: int, request: gr.Request) -> dict:
         """One of your tunes: status, progress, ETA, token, expiry."""
-        return tune_json(studio.get_tune(ctx.user(request), tune_id))
+        return tune_json(studio.get_tune(ctx.user(request), check_id(tune_id, "tune_id")))
 
     @user_errors
     def list_tunes(limit: int = 20, offset: int = 0, request: gr.Request = None) -> list:
@@ -52,13 +53,13 @@ def _json_endpoints(ctx: UIContext) -> None:
     @user_errors
     def delete_tune(tune_id: int, request: gr.Request) -> dict:
         """Delete a tune, its photos and its LoRA (its avatars are kept)."""
-        studio.delete_tune(ctx.user(request), tune_id)
+        studio.delete_tune(ctx.user(request), check_id(tune_id, "tune_id"))
         return {"id": tune_id, "deleted": True}
 
     @user_errors
     def cancel_tune(tune_id: int, request: gr.Request) -> dict:
         """Stop a queued or training tune."""
-        return tune_json(studio.cancel_tune(ctx.user(request), tune_id))
+        return tune_json(studio.cancel_tune(ctx.user(request), check_id(tune_id, "tune_id")))
 
     @user_errors
     def create_prompt(
@@ -94,24 +95,27 @@ def _json_endpoints(ctx: UIContext) -> None:
             hires_fix=hires_fix,
             callback=callback,
         )
-        return studio.create_prompt(ctx.user(request), tune_id, prompt).to_dict()
+        return studio.create_prompt(ctx.user(request), check_id(tune_id, "tune_id"), prompt).to_dict()
 
     @user_errors
     def list_prompts(tune_id: int | None = None, limit: int = 20, offset: int = 0, request: gr.Request = None) -> list:
         """Your prompts (of one tune, or all), newest first, with their images' ids and seeds."""
         owner = ctx.user(request)
+        tune_id = None if tune_id is None else check_id(tune_id, "tune_id")
         return [p.to_dict() for p in studio.list_prompts(owner, tune_id=tune_id, limit=limit, offset=offset)]
 
     @user_errors
     def delete_prompt(prompt_id: int, request: gr.Request) -> dict:
         """Delete a prompt and its images."""
-        studio.delete_prompt(ctx.user(request), prompt_id)
+        studio.delete_prompt(ctx.user(request), check_id(prompt_id, "prompt_id"))
         return {"id": prompt_id, "deleted": True}
 
     @user_errors
     def like(image_id: int, liked: bool = True, request: gr.Request = None) -> dict:
         """Like (or with liked=false, unlike) one of your images."""
-        owner = ctx.user(request)
+        owner, image_id = ctx.user(request), check_id(image_id, "image_id")
+        if not isinstance(liked, bool):
+            raise ValidationError("liked", liked, "must be true or false")
         image = studio.like_image(owner, image_id) if liked else studio.unlike_image(owner, image_id)
         return image.to_dict()
 
@@ -184,7 +188,7 @@ def _file_endpoints(ctx: UIContext) -> None:
         """Train a tune with a pack's preset and generate the whole pack; or pass tune_ids to reuse trained tunes."""
         owner = ctx.user(request)
         if tune_ids:
-            tunes = studio.create_tune_from_pack(owner, pack_id, None, tune_ids=[int(i) for i in tune_ids])
+            tunes = studio.create_tune_from_pack(owner, pack_id, None, tune_ids=tune_ids)  # ids checked there
         else:
             values = (photos, title, name, branch, steps, token, face_crop, characteristics, callback,
                       prompts_callback, auto_extend, styles)  # fmt: skip
@@ -195,7 +199,7 @@ def _file_endpoints(ctx: UIContext) -> None:
     def get_prompt(prompt_id: float | None, request: gr.Request):
         """One of your prompts with its images (downloaded by gradio_client), captioned with their seeds."""
         owner = ctx.user(request)
-        prompt = studio.get_prompt(owner, int(prompt_id or 0))
+        prompt = studio.get_prompt(owner, check_id(prompt_id, "prompt_id"))
         gallery = [(str(studio.image_file(owner, image.id)), f"seed {image.seed}") for image in prompt.images]
         return prompt.to_dict(), gallery
 

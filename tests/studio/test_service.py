@@ -159,10 +159,10 @@ def test_list_is_newest_first_with_limit_and_offset(runtime):
     ("changes", "field"),
     [
         ({"branch": "sd9"}, "branch"),
-        ({"name": "r2d2"}, "class_name"),
+        ({"name": "r2d2"}, "name"),
         ({"token": "OH WX"}, "token"),
         ({"callback": "http://169.254.169.254/latest"}, "callback"),
-        ({"prompts": [PromptCreate("{{subject}} with {{hat}}")]}, "text"),
+        ({"prompts": [PromptCreate("{{subject}} with {{hat}}")]}, "prompts_attributes[0].text"),
         ({"images": PHOTOS[:2]}, "images"),
         ({"steps": 10**6}, "steps"),
         ({"characteristics": {"eye color": "blue"}}, "characteristics.eye color"),
