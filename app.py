@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from admin.operations import Operations
 from admin.scheduler import start_scheduler
 from admin.tab import build_admin_tab
-from pipelines.errors import SignInRequiredError
+from pipelines.errors import SettingsError, SignInRequiredError
 from pipelines.settings import Settings
 from rest.routes import build_rest_api
 from studio.service import Studio
@@ -142,4 +142,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SettingsError as error:  # a setting to fix, not a bug: one line, no trace
+        raise SystemExit(f"Tune Studio cannot start: {error}") from None

@@ -28,6 +28,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "TUNES_BASE_MODEL_FLUX1": ("base_model_flux1", "Hub id or local diffusers folder of the `flux1` base model."),
     "HF_TOKEN": ("hf_token", "Hugging Face token: gated base models, private LoRA repos. Never logged."),
     "TUNES_HUB_NAMESPACE": ("hub_namespace", "User or org for private LoRA repos (with HF_TOKEN)."),
+    "TUNES_HUB_TIMEOUT": (
+        "hub_timeout_s",
+        "Seconds a Hub call may wait to connect or for the next bytes of an answer before it is retried.",
+    ),
     "TUNES_RETENTION_DAYS": ("retention_days", "Days a trained LoRA is kept before it expires."),
     "TUNES_ADMINS": ("admins", "Comma-separated user ids with admin rights (the admin tab and its actions)."),
     "TUNES_EDITORS": ("editors", "Comma-separated user ids who may edit packs (admins may too)."),
@@ -63,6 +67,7 @@ class Settings:
     base_model_flux1: str = "black-forest-labs/FLUX.1-dev"
     hf_token: str | None = field(default=None, repr=False)
     hub_namespace: str | None = None
+    hub_timeout_s: int = 60
     retention_days: int = 30
     admins: tuple[str, ...] = ()
     editors: tuple[str, ...] = ()
@@ -84,7 +89,14 @@ class Settings:
             raise SettingsError(
                 "TUNES_MIN_PHOTOS", self.min_photos, f"must be >= 1 and <= TUNES_MAX_PHOTOS={self.max_photos}"
             )
-        positive = ("min_photo_side", "max_photo_pixels", "max_photo_bytes", "retention_days", "lora_cache_size")
+        positive = (
+            "min_photo_side",
+            "max_photo_pixels",
+            "max_photo_bytes",
+            "retention_days",
+            "lora_cache_size",
+            "hub_timeout_s",
+        )
         for name in (*positive, "api_rate_per_minute"):
             if getattr(self, name) < 1:
                 raise SettingsError(_env_name(name), getattr(self, name), "must be a positive integer")

@@ -4,12 +4,12 @@
 
 Bodies come as JSON (`{"tune": {...}}`), multipart with bracketed fields (`tune[images][]` files) or
 url-encoded forms. Every route acts as the key's owner; another owner's id answers 404. Errors are JSON:
-422 naming each bad field, 401, 403, 404, 409, 402 (credits), 429 (rate limit), never a stack trace.
+422 naming each bad field, 401, 403, 404, 409, 402 (credits), 429 (rate limit), 503 (database busy, data
+folder read-only), 507 (disk full), never a stack trace.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sqlite3
@@ -49,6 +49,7 @@ from rest.schemas import (
 )
 from rest.security import RateLimiter, UploadedFilesOnly, UrlSigner, bearer_key
 from rest.shapes import Shapes
+from studio import outages
 from studio.requests import PromptCreate, TuneCreate
 from studio.service import Studio
 
@@ -60,11 +61,10 @@ _STATUS = {
     ConflictError: 409,
     InsufficientCreditsError: 402,
 }
-_ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 422, 429)}
+_ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503, 507)}  # 503/507: studio.outages
 _BODY_ERRORS = _ERRORS | {code: {"model": ErrorOut} for code in (402, 409, 415)}  # credits, a tagged tune, type
 Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]  # beyond SQLite's INTEGER a query would overflow: 422, not 500
 Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
-_DISK_FULL = "the server is out of disk space; try again later"
 _UPLOAD_SLACK = 5  # a few files over the limit still reach the service, whose error names the exact bounds
 
 
@@ -437,24 +437,17 @@ def _add_error_handlers(api: FastAPI) -> None:
         return JSONResponse({"error": "internal error; it was logged"}, status_code=500)
 
     # The server's own trouble, not the caller's: say what it is (without server paths) and when to try again.
-    @api.exception_handler(OSError)
-    def disk_full(request: Request, error: OSError):
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+    def outage(request: Request, error: Exception):
+        found = outages.describe(error)
+        if found is None:
             return unexpected(request, error)
-        log.error("out of disk space on %s %s: %s", request.method, request.url.path, error)
-        return JSONResponse({"error": _DISK_FULL}, status_code=507)
+        report = log.warning if found.retry_after else log.error  # a busy database passes; the others need a person
+        report("%s on %s %s: %s", found.message, request.method, request.url.path, error)
+        headers = {"Retry-After": str(found.retry_after)} if found.retry_after else None
+        return JSONResponse({"error": found.message}, status_code=found.status, headers=headers)
 
-    @api.exception_handler(sqlite3.OperationalError)
-    def database_error(request: Request, error: sqlite3.OperationalError):
-        text = str(error)
-        if "full" in text:  # "database or disk is full"
-            log.error("out of disk space on %s %s: %s", request.method, request.url.path, error)
-            return JSONResponse({"error": _DISK_FULL}, status_code=507)
-        if "locked" not in text and "busy" not in text:
-            return unexpected(request, error)
-        log.warning("database busy on %s %s: %s", request.method, request.url.path, error)
-        message = "the database is busy (another program holds a lock on it); try again in a few seconds"
-        return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "5"})
+    api.add_exception_handler(OSError, outage)
+    api.add_exception_handler(sqlite3.OperationalError, outage)
 
 
 def _dotted(loc: tuple | list) -> str:

@@ -31,6 +31,8 @@ import httpx2  # the HTTP client huggingface_hub 2.x speaks through; its transpo
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCardData, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import set_client_factory
+from huggingface_hub.utils._http import default_client_factory  # no public way to keep its hooks (pinned 2.4.0)
 
 from pipelines.errors import ArtifactError, SettingsError, ValidationError
 from pipelines.settings import Settings
@@ -304,7 +306,8 @@ class HubArtifactStore:
     """One private model repo per tune, `<namespace>/tune-<tune>`; a location is `hub://<namespace>/<repo>`.
 
     Args:
-        settings: `hf_token` (write access to the namespace), `hub_namespace` and `data_dir` (download cache).
+        settings: `hf_token` (write access to the namespace), `hub_namespace`, `hub_timeout_s` (see
+            `bound_hub_calls`) and `data_dir` (download cache).
         endpoint: the Hub's URL; default: huggingface_hub's own (`HF_ENDPOINT` or https://huggingface.co).
         retry: how calls are retried on 408/429/5xx and network errors.
 
@@ -327,6 +330,8 @@ class HubArtifactStore:
         self.namespace = namespace
         self._token = settings.hf_token
         self._api = HfApi(endpoint=endpoint, token=settings.hf_token)
+        self.timeout = float(settings.hub_timeout_s)
+        bound_hub_calls(self.timeout)
         self.endpoint = self._api.endpoint.rstrip("/")
         self.cache_dir = settings.data_dir / "hub_cache"
         self.retry = retry or RetryPolicy()
@@ -400,6 +405,7 @@ class HubArtifactStore:
                 token=self._token,
                 endpoint=self.endpoint,
                 cache_dir=self.cache_dir,
+                etag_timeout=self.timeout,
                 allow_patterns=[LORA_WEIGHTS_NAME, METADATA_NAME],
             ),
         )
@@ -440,7 +446,7 @@ class HubArtifactStore:
             return self._local.exists(location)
         repo_id = self._repo_from(location)
         try:
-            info = self._call("look up", repo_id, lambda: self._api.model_info(repo_id))
+            info = self._call("look up", repo_id, lambda: self._api.model_info(repo_id, timeout=self.timeout))
         except ArtifactError as error:
             if error.missing:
                 return False
@@ -468,7 +474,7 @@ class HubArtifactStore:
     def _delete_if_empty(self, repo_id: str) -> None:
         """Delete a repo holding nothing but the `.gitattributes` of a new repo (never one with files); best effort."""
         try:
-            info = self._call("look up", repo_id, lambda: self._api.model_info(repo_id))
+            info = self._call("look up", repo_id, lambda: self._api.model_info(repo_id, timeout=self.timeout))
             if info.siblings is None or {sibling.rfilename for sibling in info.siblings} - {".gitattributes"}:
                 return
             self._call("delete", repo_id, lambda: self._api.delete_repo(repo_id, missing_ok=True))
@@ -476,7 +482,9 @@ class HubArtifactStore:
             logger.warning("could not delete the empty Hub repo %s left by a failed upload: %s", repo_id, error)
 
     def _is_private(self, repo_id: str) -> bool:
-        info = self._call("check the visibility of", repo_id, lambda: self._api.model_info(repo_id))
+        info = self._call(
+            "check the visibility of", repo_id, lambda: self._api.model_info(repo_id, timeout=self.timeout)
+        )
         return info.private is True  # unknown counts as public
 
     def _repo_from(self, location: str) -> str:
@@ -525,6 +533,29 @@ class HubArtifactStore:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "hf_***") if self._token else text
+
+
+def bound_hub_calls(seconds: float) -> None:
+    """Give every huggingface_hub request of this process a timeout: `seconds` to connect, and between two
+    chunks sent or received (a slow upload keeps going; a Hub that stops answering does not hold a worker).
+
+    huggingface_hub's own client waits forever; its session is process-wide, so this is too. A timed-out call
+    is a transport error, which `HubArtifactStore` retries and then reports.
+    """
+    timeout = httpx2.Timeout(seconds)
+    if _HUB_TIMEOUT.get("value") == timeout:
+        return
+
+    def client() -> httpx2.Client:
+        session = default_client_factory()
+        session.timeout = timeout
+        return session
+
+    set_client_factory(client)
+    _HUB_TIMEOUT["value"] = timeout
+
+
+_HUB_TIMEOUT: dict[str, httpx2.Timeout] = {}
 
 
 def _lora_files(lora_dir: Path, card: ModelCard) -> dict[str, Path]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
+from pipelines.errors import SettingsError
 from pipelines.generate import Generator
 from pipelines.settings import Settings
 from storage.artifacts import ArtifactStore, open_store
@@ -31,8 +34,12 @@ class Runtime:
 def open_runtime(
     settings: Settings, *, clock: Clock = utc_now, start_worker: bool = True, callback_delays: list[float] | None = None
 ) -> Runtime:
-    """Open the database (migrating it), pick the artifact store, and start the worker unless told not to."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """Open the database (migrating it), pick the artifact store, and start the worker unless told not to.
+
+    Raises:
+        SettingsError: the data folder cannot be created or written (`TUNES_DATA_DIR`).
+    """
+    _check_writable(settings.data_dir)
     db = Database(settings.data_dir / "tunes.db", clock=clock)
     store = open_store(settings)
     studio = Studio(settings, db, store=store, clock=clock)
@@ -41,3 +48,17 @@ def open_runtime(
     if start_worker:
         worker.start()
     return Runtime(settings, db, studio, store, generator, worker)
+
+
+def _check_writable(folder: Path) -> None:
+    """Create the data folder if needed and prove a file can be written there, or say which setting to fix."""
+    probe = folder / f".write-check-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise SettingsError(
+            "TUNES_DATA_DIR", str(folder), f"must be a folder this server can write to ({reason})"
+        ) from None

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from pipelines.errors import TunesError, ValidationError
+from pipelines.errors import ValidationError
 from studio.requests import TuneCreate
 from studio.service import Studio
 from ui.context import UIContext
-from ui.feedback import FieldErrors, user_errors
+from ui.feedback import SHOWN_ERRORS, FieldErrors, user_errors
 from ui.uploads import read_uploads
 from ui.views import (
     CLASSES,
@@ -169,7 +169,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             return [], None, errors.clear()[banner]
         try:
             checked = studio.check_photos(read_uploads(paths, settings), chosen)
-        except TunesError as error:
+        except SHOWN_ERRORS as error:
             return paths, None, errors.show(error)[banner]
         return paths, photo_report_table([r.to_dict() for r in checked.reports]), errors.clear()[banner]
 
@@ -192,7 +192,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                 [created] = studio.create_tune_from_pack(owner, pack_, tune_request)
             else:
                 created = studio.create_tune(owner, tune_request)
-        except TunesError as error:
+        except SHOWN_ERRORS as error:
             return {**errors.show(error), watched: gr.update()}
         note = "" if created.created else " (a tune with this title already existed; showing it)"
         gr.Info(f"Tune #{created.tune.id} queued{note}.")

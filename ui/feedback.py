@@ -1,19 +1,40 @@
 """Errors as people read them: project errors become messages, shown next to the input that caused them.
 
-`user_errors` turns a `TunesError` into a `gr.Error` (a readable toast, and an error for API clients,
-never a stack trace). `FieldErrors` also writes the message under the offending widget's label.
+`user_errors` turns a `TunesError`, or the server's own storage trouble (`studio.outages`), into a
+`gr.Error` (a readable toast, and an error for API clients, never a stack trace).
+`FieldErrors` also writes the message under the offending widget's label.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import gradio as gr
 
 from pipelines.errors import PhotoRejectedError, TunesError, ValidationError
+from studio import outages
+
+log = logging.getLogger(__name__)
+
+
+# What a UI callback shows people: its own errors, and the server's storage trouble (`readable` re-raises the rest).
+SHOWN_ERRORS = (TunesError, OSError, sqlite3.OperationalError)
+
+
+def readable(error: BaseException) -> str:
+    """The message people see for a project error or a storage outage; anything else is a bug and re-raised."""
+    if isinstance(error, TunesError):
+        return str(error)
+    found = outages.describe(error)
+    if found is None:
+        raise error
+    log.error("%s: %s", found.message, error)
+    return found.message[:1].upper() + found.message[1:] + "."
 
 
 def user_errors(call: Callable[..., Any]) -> Callable[..., Any]:
@@ -23,8 +44,8 @@ def user_errors(call: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return call(*args, **kwargs)
-        except TunesError as error:
-            raise gr.Error(str(error), duration=None) from None
+        except SHOWN_ERRORS as error:
+            raise gr.Error(readable(error), duration=None) from None
 
     return wrapped
 
@@ -64,13 +85,14 @@ class FieldErrors:
             updates[widget] = gr.update(**info, elem_classes=[])
         return updates
 
-    def show(self, error: TunesError) -> dict[gr.components.Component, Any]:
-        """Updates that show `error`; the field it names (if it is on this form) gets the message too."""
+    def show(self, error: BaseException) -> dict[gr.components.Component, Any]:
+        """Updates that show `error` (one of `SHOWN_ERRORS`); the field it names, if on this form, gets it too."""
+        message = readable(error)
         updates = self.clear()
-        updates[self.banner] = gr.update(value=f"**Could not do that.** {error}", visible=True)
-        name = error_field(error)
+        updates[self.banner] = gr.update(value=f"**Could not do that.** {message}", visible=True)
+        name = error_field(error) if isinstance(error, TunesError) else None
         if name in self.fields:
-            info = {"info": f"⚠ {error}"} if self._has_info[name] else {}  # else the banner says it
+            info = {"info": f"⚠ {message}"} if self._has_info[name] else {}  # else the banner says it
             updates[self.fields[name]] = gr.update(**info, elem_classes=["field-error"])
         return updates
 

@@ -16,7 +16,7 @@ from pipelines.errors import TunesError
 from pipelines.generate import SCHEDULERS
 from studio.requests import PromptCreate
 from ui.context import UIContext
-from ui.feedback import FieldErrors, user_errors
+from ui.feedback import SHOWN_ERRORS, FieldErrors, user_errors
 from ui.views import prompt_gallery, prompts_table
 
 DEFAULT_PROMPT = "portrait photo of {{subject}}, soft studio lighting, 85mm, detailed skin"
@@ -131,7 +131,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
                     super_resolution=bool(superres),
                 ),
             )
-        except TunesError as error:
+        except SHOWN_ERRORS as error:
             return {**errors.show(error), current: gr.update(), timer: gr.Timer(active=False)}
         return {**errors.clear(), current: created.id, timer: gr.Timer(active=True)}
 

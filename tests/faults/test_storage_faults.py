@@ -11,6 +11,8 @@ import errno
 import io
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 from starlette.testclient import TestClient
 
@@ -27,12 +30,15 @@ from pipelines.errors import ArtifactError
 from pipelines.train import LORA_WEIGHTS_NAME
 from rest.routes import build_rest_api
 from storage.artifacts import RetryPolicy
+from studio import outages
 from studio import worker as worker_module
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from tests.fakehub import FAKE_TOKEN, FakeHubHandler, fake_hub_fixture  # noqa: F401 (registers `fake_hub`)
 from tests.studio.test_service import PHOTOS
+from ui.feedback import FieldErrors, user_errors
 
+ROOT = Path(__file__).resolve().parents[2]
 ONE_PHOTO = PHOTOS[:1]  # with TUNES_MIN_PHOTOS=1: photo checks are not what these tests are about
 
 
@@ -52,14 +58,16 @@ def is_empty(folder: Path) -> bool:
 
 class DiskFull:
     """The data folder's disk fills up: `room` more files fit under `folder`, then creating a file or a folder
-    there fails with ENOSPC, as the OS reports a full disk. Reads, and the database, still work.
+    there fails with ENOSPC, as the OS reports a full disk (`code=errno.EROFS`: the disk turned read-only;
+    tests run as root, so permissions cannot refuse a write). Reads, and the database, still work.
 
     Patched where every write of the product starts: `open` for writing (Pillow's `Image.save`, `Path.write_*`,
     `shutil.copy`) and `os.mkdir` (`Path.mkdir`, `tempfile.mkdtemp`)."""
 
-    def __init__(self, folder: Path, room: int = 0):
+    def __init__(self, folder: Path, room: int = 0, *, code: int = errno.ENOSPC):
         self.folder = folder.resolve()
         self.room = room
+        self.code = code
         self.refused: list[str] = []
 
     def _take(self, path: object, *, is_file: bool) -> None:
@@ -70,7 +78,7 @@ class DiskFull:
             self.room -= int(is_file)
             return
         self.refused.append(str(target))
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        raise OSError(self.code, os.strerror(self.code), str(target))
 
     @contextmanager
     def installed(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[DiskFull]:
@@ -175,6 +183,66 @@ def test_a_disk_that_stays_full_fails_the_prompt_with_the_reason_and_leaves_no_p
     later = studio.create_prompt("alice", tune.id, PromptCreate("{{subject}}", num_images=2))
     runtime.worker.drain()
     assert len(studio.get_prompt("alice", later.id).images) == 2, "the next prompt works once space is back"
+
+
+def test_a_data_folder_turned_read_only_refuses_writes_with_503_and_reads_go_on(runtime, monkeypatch):
+    studio = runtime.studio
+    key = studio.create_api_key("alice")
+    client = TestClient(build_rest_api(studio), headers={"Authorization": f"Bearer {key}"})
+    fields = {"tune[title]": "Me", "tune[name]": "woman", "tune[branch]": "fast"}
+    files = [("tune[images][]", (name, data, "image/jpeg")) for name, data in ONE_PHOTO]
+    kept = client.post("/tunes", data={**fields, "tune[title]": "Kept"}, files=files).json()
+
+    with DiskFull(studio.settings.data_dir, code=errno.EROFS).installed(monkeypatch):
+        refused = client.post("/tunes", data=fields, files=files)
+        listed = client.get("/tunes")
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == outages.UNWRITABLE, "says what is wrong, names no server path"
+    assert listed.status_code == 200 and [tune["id"] for tune in listed.json()] == [kept["id"]], "reads go on"
+    assert is_empty(studio.photos_dir(kept["id"] + 1)), "nothing written for the refused tune"
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/srv/data/photos/7/0.png"), "out of disk space"),
+        (OSError(errno.EROFS, "Read-only file system", "/srv/data/tunes.db"), "cannot write to its data folder"),
+        (sqlite3.OperationalError("database is locked"), "database is busy"),
+    ],
+)
+def test_the_ui_says_what_storage_trouble_is_without_server_paths(error, shown):
+    def create_tune():
+        raise error
+
+    with pytest.raises(gr.Error) as raised:
+        user_errors(create_tune)()
+    assert shown in raised.value.message and "/srv/data" not in raised.value.message
+
+    with gr.Blocks():
+        form = FieldErrors(gr.Markdown(), {"title": gr.Textbox(info="A name")})
+    banner = form.show(error)[form.banner]
+    assert shown in banner["value"] and "/srv/data" not in banner["value"]
+
+
+def test_a_bug_is_not_passed_off_as_storage_trouble():
+    def create_tune():
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/srv/data/models/x")
+
+    with pytest.raises(FileNotFoundError):
+        user_errors(create_tune)()
+
+
+def test_a_server_whose_data_folder_cannot_be_written_will_not_start_and_names_the_setting(tmp_path):
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("a file where the data folder should be")
+    env = {**os.environ, "TUNES_DATA_DIR": str(not_a_folder), "HF_HUB_OFFLINE": "1", "GRADIO_SERVER_PORT": "0"}
+    done = subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode != 0
+    assert "Tune Studio cannot start: `TUNES_DATA_DIR` must be a folder this server can write to" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert not_a_folder.read_text().startswith("a file"), "left as it was"
 
 
 # -- (b) a locked database -------------------------------------------------------------------------------------
@@ -366,8 +434,8 @@ def test_a_delete_the_hub_refuses_keeps_the_tune_so_it_can_be_deleted_later(hub_
 def test_while_the_hub_hangs_the_tune_is_pollable_and_cancellable_and_no_repo_is_left(
     hub_runtime, fake_hub, monkeypatch
 ):
-    """huggingface_hub sends model-repo calls with no timeout, so a Hub that never answers holds the worker
-    until it does (reported); the user still sees an honest status and can cancel."""
+    """While an upload waits for the Hub (up to TUNES_HUB_TIMEOUT per try), the user still sees an honest
+    status and can cancel."""
     hanging, release = threading.Event(), threading.Event()
     handle = FakeHubHandler._handle
 
@@ -394,3 +462,70 @@ def test_while_the_hub_hangs_the_tune_is_pollable_and_cancellable_and_no_repo_is
     assert fake_hub.repos == {}, "the LoRA pushed for a cancelled tune was deleted once the Hub answered"
     tune = studio.get_tune("alice", tune.id)
     assert tune.status == "cancelled" and tune.artifact_location is None
+
+
+@contextmanager
+def hub_hangs_on(monkeypatch: pytest.MonkeyPatch, path_part: str) -> Iterator[threading.Event]:
+    """The fake Hub stops answering requests whose path contains `path_part` (until the block ends)."""
+    release, handle = threading.Event(), FakeHubHandler._handle
+
+    def hang(self, method):
+        if path_part in self.path and not release.is_set():
+            release.wait(timeout=60)
+        return handle(self, method)
+
+    monkeypatch.setattr(FakeHubHandler, "_handle", hang)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+@pytest.fixture
+def impatient_hub_runtime(settings, fake_hub, monkeypatch):
+    """`hub_runtime` with TUNES_HUB_TIMEOUT=1 and two tries per Hub call."""
+    monkeypatch.setattr(worker_module, "train_tune", _instant_training)
+    monkeypatch.setattr(worker_module.InProcessWorker, "_samples", lambda self, tune, lora_dir, prompt: ())
+    clock = Clock()
+    rt = open_runtime(
+        settings.with_overrides(hf_token=FAKE_TOKEN, hub_namespace="studio", hub_timeout_s=1),
+        start_worker=False,
+        clock=clock,
+    )
+    rt.clock = clock
+    rt.store.retry = RetryPolicy(attempts=2, base_delay=1.0, max_delay=8.0, sleep=lambda seconds: None)
+    yield rt
+    rt.close()
+
+
+def test_a_hub_that_stops_answering_an_upload_times_out_and_fails_the_tune_clearly(
+    impatient_hub_runtime, fake_hub, monkeypatch
+):
+    rt = impatient_hub_runtime
+    with hub_hangs_on(monkeypatch, "/commit/"):
+        tune = hub_tune(rt)
+        rt.worker.drain()  # returns: every upload gives up after TUNES_HUB_TIMEOUT instead of waiting forever
+
+    tune = rt.studio.get_tune("alice", tune.id)
+    assert tune.status == "failed" and tune.attempts == 3, tune.error
+    assert "Could not upload the Hugging Face Hub repo" in tune.error and "timed out" in tune.error.lower()
+    assert "tried 2 times" in tune.error and "try again later" in tune.error
+    assert fake_hub.repos == {}, "no empty repo is left by the uploads that timed out"
+
+
+def test_an_expiry_whose_hub_delete_times_out_is_reported_and_retried_by_the_next_sweep(
+    impatient_hub_runtime, fake_hub, monkeypatch
+):
+    rt = impatient_hub_runtime
+    tune = hub_tune(rt)
+    rt.worker.drain()
+    repo_id = rt.studio.get_tune("alice", tune.id).artifact_location.removeprefix("hub://")
+    rt.clock.now += timedelta(days=rt.studio.settings.retention_days, seconds=1)
+
+    with hub_hangs_on(monkeypatch, "/api/repos/delete"):
+        first = sweep(rt.studio, rt.store)
+    assert first.expired == [] and "timed out" in first.errors[tune.id].lower()
+    assert rt.studio.get_tune("alice", tune.id).status == "trained"
+
+    second = sweep(rt.studio, rt.store)
+    assert second.expired == [tune.id] and repo_id not in fake_hub.repos
