@@ -348,4 +348,9 @@ class InProcessWorker:
 
 
 def _describe(error: BaseException) -> str:
-    return str(error) if isinstance(error, TunesError) else f"{type(error).__name__}: {error}"
+    """The error as its owner reads it on the record; the full text (file names too) is in the log only."""
+    if isinstance(error, TunesError):
+        return str(error)
+    if isinstance(error, OSError) and error.strerror:  # "No space left on device", not the server path
+        return f"{type(error).__name__}: {error.strerror}"
+    return f"{type(error).__name__}: {error}"

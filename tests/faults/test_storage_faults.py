@@ -178,6 +178,7 @@ def test_a_disk_that_stays_full_fails_the_prompt_with_the_reason_and_leaves_no_p
         runtime.worker.drain()
     failed = studio.get_prompt("alice", prompt.id)
     assert failed.status == "failed" and failed.attempts == 3 and "No space left on device" in failed.error
+    assert str(studio.settings.data_dir) not in failed.error, "the owner sees the reason, not the server's paths"
     assert is_empty(studio.images_dir(prompt.id)), "no partial images left on the full disk"
 
     later = studio.create_prompt("alice", tune.id, PromptCreate("{{subject}}", num_images=2))

@@ -105,5 +105,26 @@ def call_raw(session: httpx.Client, api_name: str, data: list[Any]) -> tuple[str
     return "closed", None
 
 
+def call_in_session(session: httpx.Client, session_hash: str, api_name: str, data: list[Any]) -> tuple[str, Any]:
+    """Call a Gradio event through the queue as the browser does, in one browser session (`session_hash`):
+    what earlier events of that session changed (a dropdown's choices) holds. Same returns as `call_raw`."""
+    config = session.get("config")
+    assert config.status_code == 200, config.text
+    [fn_index] = [dep["id"] for dep in config.json()["dependencies"] if dep.get("api_name") == api_name]
+    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    joined = session.post("gradio_api/queue/join", json=body)
+    if joined.status_code != 200:
+        return "refused", f"{joined.status_code} {joined.text}"
+    with session.stream("GET", "gradio_api/queue/data", params={"session_hash": session_hash}) as stream:
+        for line in stream.iter_lines():
+            message = json.loads(line[5:]) if line.startswith("data:") else {}
+            if message.get("msg") == "process_completed":
+                output = message.get("output") or {}
+                if message.get("success"):
+                    return "complete", output.get("data")
+                return "error", output.get("error")
+    return "closed", None
+
+
 def stored_files(folder: Path) -> set[str]:
     return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}

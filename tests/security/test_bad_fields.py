@@ -1,4 +1,4 @@
-"""Bad fields through the REST API and the Gradio API: each refused with an error naming the field.
+"""Bad fields through the REST API, the Gradio API and the tabs' own events: each refused naming the field.
 
 Wrong types, numbers out of range, unknown names, 1 MB strings, template injection (refused, or kept as
 literal text and never evaluated), and SSRF targets in photo URLs and callbacks (private, loopback and
@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +28,7 @@ from storage.net import fetch_url, post_json
 from studio.requests import TuneCreate
 from studio.service import Studio
 from tests.conftest import astronaut_photos
-from tests.security.conftest import Served, call_raw
+from tests.security.conftest import Served, call_in_session, call_raw
 
 MB = "x" * 1_000_000
 CHARACTERISTIC = "{0.__class__} ${7*7} %s {subject}"  # looks like code to str.format, JNDI, printf, Python
@@ -532,3 +533,92 @@ def test_callbacks_never_follow_redirects(redirector: str):
     with pytest.raises(FetchError, match="callbacks do not follow redirects"):
         post_json(f"{redirector}/to?5", {"id": 1}, allowed_hosts=("localhost",), field="callback")
     assert _Redirector.landed == []
+
+
+# -- the tabs' own events, as the browser sends them -------------------------------------------------------------
+
+# Create tab inputs: photos, title, class, branch, steps, token, face crop, characteristics ("key: value" lines),
+# pack, styles. Generate tab inputs: tune, prompt, negative prompt, images, seed, shape, steps, guidance,
+# scheduler, face fix, hires fix, super-resolution.
+CREATE_TAB = ["title", "name", "branch", "steps", "token", "face_crop", "characteristics", "pack", "styles"]
+CREATE_TAB_FIELDS = {
+    "title of 1 MB": ({"title": MB}, "title"),
+    "class unknown": ({"name": "wo-man 2"}, "name"),
+    "branch unknown": ({"branch": "sd99"}, "branch"),
+    "steps 10**9": ({"steps": 10**9}, "steps"),
+    "token injection": ({"token": "{{__class__}}"}, "token"),
+    "characteristic {{ }}": ({"characteristics": "eye_color: {{__class__}}"}, "characteristics.eye_color"),
+    "characteristics not key: value": ({"characteristics": "green eyes"}, "characteristics"),
+    "pack unknown": ({"pack": "no-such-pack"}, "pack"),
+    "styles unknown": ({"styles": ["no-such-pack/woman/0"]}, "styles[0]"),
+}
+GENERATE_TAB = ["text", "negative_prompt", "num_images", "seed", "aspect_ratio", "steps", "cfg_scale", "scheduler"]
+GENERATE_TAB_FIELDS = {
+    "prompt empty": ({"text": ""}, "text"),
+    "prompt of 1 MB": ({"text": MB}, "text"),
+    "images 9": ({"num_images": 9}, "num_images"),
+    "steps 10**9": ({"steps": 10**9}, "steps"),
+    "guidance 1e9": ({"cfg_scale": 1e9}, "cfg_scale"),
+    "scheduler unknown": ({"scheduler": "warp"}, "scheduler"),
+    "shape unknown": ({"aspect_ratio": "1:999"}, "aspect_ratio"),
+    "prompt {{unknown}}": ({"text": "{{subject}} with {{hat}}"}, "text"),
+    "negative prompt of 1 MB": ({"negative_prompt": MB}, "negative_prompt"),
+    "seed 2**70": ({"seed": 2**70}, "seed"),
+}
+
+
+@pytest.fixture(scope="module")
+def alice_browser(served: Served) -> Iterator[httpx.Client]:
+    with served.browser("alice") as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def uploaded_photos(alice_browser) -> list[dict[str, Any]]:
+    files = []
+    for i, photo in enumerate(astronaut_photos()):
+        buffer = io.BytesIO()
+        photo.save(buffer, format="JPEG", quality=90)
+        files.append(("files", (f"me-{i}.jpg", buffer.getvalue(), "image/jpeg")))
+    uploaded = alice_browser.post("gradio_api/upload", files=files)
+    assert uploaded.status_code == 200, uploaded.text
+    return [{"path": path, "meta": {"_type": "gradio.FileData"}} for path in uploaded.json()]
+
+
+def assert_refused_naming(kind: str, outputs: Any, field: str, value: Any) -> None:
+    """The tab shows its banner naming the field; or Gradio refused, before the event ran, a value its widget
+    cannot hold (a choice the picker does not offer, a slider beyond its end), naming the value."""
+    if kind == "error":
+        shown = value[0] if isinstance(value, list) else value
+        assert (
+            f"Value: {shown!r}" in str(outputs)
+            or f"Value {shown} " in str(outputs)
+            or f"Value: {shown} " in str(outputs)
+        ), outputs
+        assert any(why in str(outputs) for why in ("not in the list of choices", "maximum value")), outputs
+        return
+    assert kind == "complete", (kind, outputs)
+    banner = str(outputs[0]["value"] if isinstance(outputs[0], dict) else outputs[0])
+    assert "Could not do that" in banner and f"`{field}`" in banner, banner[:500]
+
+
+@pytest.mark.parametrize(("fields", "field"), CREATE_TAB_FIELDS.values(), ids=list(CREATE_TAB_FIELDS))
+@pytest.mark.usefixtures("nothing_created")
+def test_the_create_tab_refuses_bad_fields_naming_them(alice_browser, uploaded_photos, fields, field):
+    values = {"title": f"Tab {field}", "name": "woman", "branch": "fast", "steps": 0, "token": "", "face_crop": True,
+              "characteristics": "", "pack": "(no pack)", "styles": [], **fields}  # fmt: skip
+    kind, outputs = call_raw(alice_browser, "create_tune_1", [uploaded_photos, *(values[k] for k in CREATE_TAB)])
+    assert_refused_naming(kind, outputs, field, next(iter(fields.values())))
+
+
+@pytest.mark.parametrize(("fields", "field"), GENERATE_TAB_FIELDS.values(), ids=list(GENERATE_TAB_FIELDS))
+@pytest.mark.usefixtures("nothing_created")
+def test_the_generate_tab_refuses_bad_fields_naming_them(alice_browser, tune_id, fields, field):
+    values = {"text": "{{subject}}", "negative_prompt": "", "num_images": 1, "seed": -1, "aspect_ratio": "1:1",
+              "steps": 4, "cfg_scale": 7.0, "scheduler": "euler_a", **fields}  # fmt: skip
+    inputs = [tune_id, *(values[k] for k in GENERATE_TAB), False, False, False]
+    session = uuid.uuid4().hex
+    loaded = call_in_session(alice_browser, session, "tunes_changed", [])  # the tab fills its tune picker on load
+    assert loaded[0] == "complete", loaded
+    kind, outputs = call_in_session(alice_browser, session, "generate", inputs)
+    assert_refused_naming(kind, outputs, field, next(iter(fields.values())))
