@@ -6,6 +6,8 @@ mounted beside them at `/`. No logic lives here: the tabs and the routes call th
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,8 +119,20 @@ def serving(runtime: Runtime, *, host: str = "127.0.0.1") -> Iterator[str]:
     try:
         yield f"http://{host}:{port}/"
     finally:
+        quiet = _CancelledStreams()
+        logging.getLogger("uvicorn.error").addFilter(quiet)
         server.should_exit = True
         thread.join(timeout=10)
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
+
+
+class _CancelledStreams(logging.Filter):
+    """At the end of `serving`, event streams still open (gradio_client's heartbeats) are cancelled after the
+    grace period; uvicorn logs each as an error with a trace. Expected there, so dropped; other records pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cancelled = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+        return not (cancelled or record.getMessage().startswith("Cancel "))
 
 
 def main() -> None:

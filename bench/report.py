@@ -2,8 +2,9 @@
 
     python -m bench.report [bench/results.json]     # re-render the table from saved results
 
-One row per figure: what was measured, its parameters, the value (p50 with p99 for latencies), and the
-command that measures it again.
+One row per figure: what was measured, its parameters, the value (p50 with p99 for latencies), the
+figures that go with it (calls/s, errors and training steps/s under load; a LoRA switch seen from outside),
+and the command that measures it again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ COMMANDS = {
     "load.": "python -m bench --only load",
 }
 CONTEXT = ("device_name", "threads", "torch", "commit")
+# figures that come with a record and belong next to its value (under load: throughput, failures, the training)
+ALSO = ("calls_per_s", "errors", "training_steps_per_s", "call_delta_ms", "lora_file_reads")
 
 
 def table(records: list[dict[str, Any]]) -> str:
@@ -35,16 +38,21 @@ def table(records: list[dict[str, Any]]) -> str:
         return "_No results yet: run `make bench`._"
     first = records[0]
     context = ", ".join(f"{key} `{first.get(key)}`" for key in CONTEXT)
-    lines = [f"Last run: {context}.", "", "| figure | parameters | value | p99 | reproduce |", "|---|---|---|---|---|"]
+    lines = [
+        f"Last run: {context}.",
+        "",
+        "| figure | parameters | value | p99 | also | reproduce |",
+        "|---|---|---|---|---|---|",
+    ]
     for item in records:
         params = ", ".join(f"{key}={item[key]}" for key in KEYS if key in item)
         command = next((cmd for prefix, cmd in COMMANDS.items() if item["bench"].startswith(prefix)), "")
         if item.get("model") == "sd15-arch":
             command = "python -m bench --only real"
-        p99 = f"{item['p99']:g} {item['unit']}" if item.get("p99") is not None else ""
-        lines.append(
-            f"| `{item['bench']}` | {params} | {_number(item['value'])} {item['unit']} | {p99} | `{command}` |"
-        )
+        p99 = f"{_number(item['p99'])} {item['unit']}" if item.get("p99") is not None else ""
+        also = ", ".join(f"{key} {_number(item[key])}" for key in ALSO if key in item)
+        value = f"{_number(item['value'])} {item['unit']}"
+        lines.append(f"| `{item['bench']}` | {params} | {value} | {p99} | {also} | `{command}` |")
     return "\n".join(lines)
 
 
