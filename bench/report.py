@@ -29,7 +29,8 @@ COMMANDS = {
 }
 CONTEXT = ("device_name", "threads", "torch", "commit")
 # figures that come with a record and belong next to its value (under load: throughput, failures, the training)
-ALSO = ("calls_per_s", "errors", "training_steps_per_s", "call_delta_ms", "lora_file_reads")
+ALSO = ("calls_per_s", "errors", "training_steps_per_s", "server_cpu_ms_per_call", "server_cpu_s", "call_delta_ms",
+        "lora_file_reads")  # fmt: skip
 
 
 def table(records: list[dict[str, Any]]) -> str:

@@ -1,0 +1,49 @@
+"""The benchmark report: what `make bench` writes into bench/README.md from `bench/results.json`."""
+
+from __future__ import annotations
+
+from bench.report import END, START, table, write_table
+
+LOAD = {
+    "bench": "load.poll_latency",
+    "interface": "rest",
+    "call": "get_tune",
+    "clients": 8,
+    "calls_per_s": 101.8,
+    "errors": 0,
+    "training_steps_per_s": 1.67,
+    "p99": 87.2795,
+    "value": 35.251955,
+    "unit": "ms",
+    "device_name": "AMD EPYC (2 cores)",
+    "threads": 2,
+    "torch": "2.13.0+cpu",
+    "commit": "abc1234",
+}
+CONTEXT = {"device_name": "AMD EPYC (2 cores)", "threads": 2, "torch": "2.13.0+cpu", "commit": "abc1234"}
+STEP = {"bench": "train.step_time", "model": "tiny", "batch_size": 1, "value": 0.0592, "unit": "s/step", **CONTEXT}
+REAL = {**STEP, "model": "sd15-arch", "value": 4.72}
+
+
+def test_each_figure_is_a_row_with_its_value_companions_and_the_command_that_measures_it():
+    rows = table([STEP, REAL, LOAD]).splitlines()
+    assert rows[0] == "Last run: device_name `AMD EPYC (2 cores)`, threads `2`, torch `2.13.0+cpu`, commit `abc1234`."
+    [step] = [row for row in rows if "model=tiny" in row]
+    assert "| 0.0592 s/step |" in step and "`python -m bench --only train`" in step
+    [real] = [row for row in rows if "model=sd15-arch" in row]
+    assert "| 4.72 s/step |" in real and "`python -m bench --only real`" in real
+    [load] = [row for row in rows if row.startswith("| `load.poll_latency`")]
+    assert "interface=rest, clients=8" in load and "| 35.3 ms | 87.3 ms |" in load
+    assert "calls_per_s 102, errors 0, training_steps_per_s 1.67" in load
+
+
+def test_the_readme_keeps_everything_outside_the_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\nintro\n\n{START}\nold table\n{END}\n\n## A record\n")
+    write_table([STEP], readme)
+    text = readme.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n\n") and text.endswith(f"{END}\n\n## A record\n")
+    assert "old table" not in text and "train.step_time" in text
+
+    write_table([], readme)
+    assert "_No results yet: run `make bench`._" in readme.read_text()
