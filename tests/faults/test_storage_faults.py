@@ -334,18 +334,23 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def hub_runtime(settings, fake_hub, monkeypatch):
-    """A studio that keeps LoRAs in private repos on the fake Hub; Hub retries wait no real time."""
+def open_hub_runtime(settings, monkeypatch, *, attempts: int = 3, **overrides):
+    """A studio that keeps LoRAs in private repos on the fake Hub, with instant training, a settable clock
+    (`rt.clock.now`) and Hub retries that wait no real time (the waits asked for are in `rt.waits`)."""
     monkeypatch.setattr(worker_module, "train_tune", _instant_training)
     monkeypatch.setattr(worker_module.InProcessWorker, "_samples", lambda self, tune, lora_dir, prompt: ())
     clock = Clock()
-    rt = open_runtime(
-        settings.with_overrides(hf_token=FAKE_TOKEN, hub_namespace="studio"), start_worker=False, clock=clock
-    )
+    hub = settings.with_overrides(hf_token=FAKE_TOKEN, hub_namespace="studio", **overrides)
+    rt = open_runtime(hub, start_worker=False, clock=clock)
     rt.waits = []
     rt.clock = clock
-    rt.store.retry = RetryPolicy(attempts=3, base_delay=1.0, max_delay=8.0, sleep=rt.waits.append)
+    rt.store.retry = RetryPolicy(attempts=attempts, base_delay=1.0, max_delay=8.0, sleep=rt.waits.append)
+    return rt
+
+
+@pytest.fixture
+def hub_runtime(settings, fake_hub, monkeypatch):
+    rt = open_hub_runtime(settings, monkeypatch)
     yield rt
     rt.close()
 
@@ -485,16 +490,7 @@ def hub_hangs_on(monkeypatch: pytest.MonkeyPatch, path_part: str) -> Iterator[th
 @pytest.fixture
 def impatient_hub_runtime(settings, fake_hub, monkeypatch):
     """`hub_runtime` with TUNES_HUB_TIMEOUT=1 and two tries per Hub call."""
-    monkeypatch.setattr(worker_module, "train_tune", _instant_training)
-    monkeypatch.setattr(worker_module.InProcessWorker, "_samples", lambda self, tune, lora_dir, prompt: ())
-    clock = Clock()
-    rt = open_runtime(
-        settings.with_overrides(hf_token=FAKE_TOKEN, hub_namespace="studio", hub_timeout_s=1),
-        start_worker=False,
-        clock=clock,
-    )
-    rt.clock = clock
-    rt.store.retry = RetryPolicy(attempts=2, base_delay=1.0, max_delay=8.0, sleep=lambda seconds: None)
+    rt = open_hub_runtime(settings, monkeypatch, attempts=2, hub_timeout_s=1)
     yield rt
     rt.close()
 
