@@ -123,6 +123,18 @@ def _seed(http) -> list[int]:
     return [*ids, training]
 
 
+def _delete_training(http) -> None:
+    """Delete the long training if it exists (also when seeding failed after creating it); best effort."""
+    import httpx
+
+    try:
+        for tune in http.get("/tunes", params={"limit": 100}).json():
+            if tune["title"] == "load training":
+                http.delete(f"/tunes/{tune['id']}")
+    except (httpx.HTTPError, ValueError, TypeError, KeyError) as error:
+        progress(f"load: could not delete the training ({error}); the data folder may resume it")
+
+
 def _tune(http, tune_id: int) -> dict[str, Any]:
     answer = http.get(f"/tunes/{tune_id}")
     answer.raise_for_status()
@@ -193,16 +205,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     progress("load: starting `python app.py`")
     url = server.start(key)
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-    ids: list[int] = []
     try:
         progress(f"load: seeding {SEED_TUNES} fast tunes and starting a tiny training")
         ids = _seed(http)
         return _measure(server, http, ids, key, args)
     finally:
-        if ids:  # a later run on this data folder must not resume the long training
-            http.delete(f"/tunes/{ids[-1]}")
-        http.close()
-        server.stop()
+        try:
+            _delete_training(http)  # a later run on this data folder must not resume the long training
+        finally:
+            http.close()
+            server.stop()
 
 
 def _measure(server: Server, http, ids: list[int], key: str, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -51,7 +51,7 @@ def table(records: list[dict[str, Any]]) -> str:
         if item.get("model") == "sd15-arch":
             command = "python -m bench --only real"
         p99 = f"{_number(item['p99'])} {item['unit']}" if item.get("p99") is not None else ""
-        also = ", ".join(f"{key} {_number(item[key])}" for key in ALSO if key in item)
+        also = ", ".join(f"{key} {_number(item[key])}" for key in ALSO if item.get(key) is not None)
         value = f"{_number(item['value'])} {item['unit']}"
         lines.append(f"| `{item['bench']}` | {params} | {value} | {p99} | {also} | `{command}` |")
     return "\n".join(lines)

@@ -90,7 +90,6 @@ def build_rest_api(studio: Studio) -> FastAPI:
     _add_prompt_routes(api, studio, signer, limiter)
     _add_pack_routes(api, studio, signer, limiter)
     _add_file_routes(api, studio, signer, limiter)
-    api.add_middleware(UploadedFilesOnly)  # Gradio, mounted in this app, takes files only from uploads
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api
 

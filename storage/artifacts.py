@@ -367,7 +367,7 @@ class HubArtifactStore:
         location = HUB_SCHEME + repo_id
         # 2. A private repo, even when it already existed.
         self._call("create", repo_id, lambda: self._api.create_repo(repo_id, private=True, exist_ok=True))
-        self._ensure_private(repo_id)
+        self._ensure_private(repo_id)  # outside the clean-up below: a repo that was public is the owner's
         # 3. One commit: a reader never sees weights without their card, or the other way round.
         try:
             self._call(
@@ -397,18 +397,15 @@ class HubArtifactStore:
         if not location.startswith(HUB_SCHEME):
             return self._local.fetch(location)
         repo_id = self._repo_from(location)
-        folder = self._call(
-            "download",
-            repo_id,
-            lambda: snapshot_download(
-                repo_id,
-                token=self._token,
-                endpoint=self.endpoint,
-                cache_dir=self.cache_dir,
-                etag_timeout=self.timeout,
-                allow_patterns=[LORA_WEIGHTS_NAME, METADATA_NAME],
-            ),
-        )
+        try:  # the commit to download; asked with a timeout (snapshot_download would ask without one)
+            revision = self._call("look up", repo_id, lambda: self._api.model_info(repo_id, timeout=self.timeout)).sha
+        except ArtifactError as error:
+            cached = None if error.missing else self._cached(repo_id)
+            if cached is None:
+                raise
+            logger.warning("using the cached copy of %s: %s", repo_id, error)
+            return cached
+        folder = self._call("download", repo_id, lambda: self._download(repo_id, revision))
         path = Path(folder)
         if not (path / LORA_WEIGHTS_NAME).is_file():
             raise ArtifactError(
@@ -417,6 +414,23 @@ class HubArtifactStore:
                 missing=True,
             )
         return path
+
+    def _download(self, repo_id: str, revision: str) -> str:
+        return snapshot_download(
+            repo_id,
+            revision=revision,
+            token=self._token,
+            endpoint=self.endpoint,
+            cache_dir=self.cache_dir,
+            etag_timeout=self.timeout,
+            allow_patterns=[LORA_WEIGHTS_NAME, METADATA_NAME],
+        )
+
+    def _cached(self, repo_id: str) -> Path | None:
+        """The newest downloaded copy with weights (huggingface_hub's cache: `snapshots/<commit>`), or None."""
+        snapshots = self.cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model") / "snapshots"
+        copies = [folder for folder in snapshots.glob("*") if (folder / LORA_WEIGHTS_NAME).is_file()]
+        return max(copies, key=lambda folder: folder.stat().st_mtime, default=None)
 
     def delete(self, location: str) -> None:
         """Delete the repo and its downloaded copy; a repo already gone is fine.
@@ -540,7 +554,9 @@ def bound_hub_calls(seconds: float) -> None:
     chunks sent or received (a slow upload keeps going; a Hub that stops answering does not hold a worker).
 
     huggingface_hub's own client waits forever; its session is process-wide, so this is too. A timed-out call
-    is a transport error, which `HubArtifactStore` retries and then reports.
+    is a transport error, which huggingface_hub itself retries a few times for uploads, then
+    `HubArtifactStore` retries and reports. Not covered: files the Hub asks to receive through Xet storage
+    (the `hf_xet` package has its own client and time limits) and a Hub that keeps trickling bytes.
     """
     timeout = httpx2.Timeout(seconds)
     if _HUB_TIMEOUT.get("value") == timeout:

@@ -187,7 +187,12 @@ class Database:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:  # a full disk or a lock at commit: end the transaction, or every later BEGIN fails
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def _migrate(self) -> None:
         with self.transaction() as conn:

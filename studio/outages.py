@@ -17,6 +17,8 @@ BUSY = "the database is busy (another program holds a lock on it); try again in 
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+# SQLite's primary result codes (the low byte of an extended code): SQLITE_BUSY, _LOCKED, _READONLY, _FULL
+_SQLITE_CODES = {5: "busy", 6: "busy", 8: "readonly", 13: "full"}
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,22 @@ def describe(error: BaseException) -> Outage | None:
             return Outage(503, UNWRITABLE)
         return None
     if isinstance(error, sqlite3.OperationalError):
-        text = str(error)
-        if "full" in text:  # "database or disk is full"
+        code = _SQLITE_CODES.get((getattr(error, "sqlite_errorcode", None) or 0) & 0xFF) or _sqlite_code(str(error))
+        if code == "full":
             return Outage(507, DISK_FULL)
-        if "readonly" in text or "read-only" in text:  # "attempt to write a readonly database"
+        if code == "readonly":
             return Outage(503, UNWRITABLE)
-        if "locked" in text or "busy" in text:
+        if code == "busy":
             return Outage(503, BUSY, retry_after=5)
+    return None
+
+
+def _sqlite_code(text: str) -> str | None:
+    """The kind of an error raised without a result code (by the `sqlite3` module itself), from its message."""
+    if "full" in text:  # "database or disk is full"
+        return "full"
+    if "readonly" in text or "read-only" in text:  # "attempt to write a readonly database"
+        return "readonly"
+    if "locked" in text or "busy" in text:
+        return "busy"
     return None

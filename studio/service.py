@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
+import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -142,16 +143,22 @@ class Studio:
             **callbacks,
         }
         images = sum(p.num_images for p in prompts)
-        with self.db.transaction() as conn:
-            again = self.db.find_tune_by_title(conn, owner, request.title)
-            if again is not None:  # a concurrent call with the same title won the race
-                return TuneCreated(again, created=False)
-            if not self.db.spend_credits(conn, owner, tunes=1, images=images):
-                raise InsufficientCreditsError(self._credit_message(owner, tunes=1, images=images))
-            tune_id = self.db.insert_tune(conn, owner, values)
-            for (prompt, text, _), tags in zip(rendered, loras, strict=True):
-                self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, prompt, text, tags))
-            self._store_photos(tune_id, checked.photos)  # last: nothing after it can fail before commit
+        tune_id = None
+        try:
+            with self.db.transaction() as conn:
+                again = self.db.find_tune_by_title(conn, owner, request.title)
+                if again is not None:  # a concurrent call with the same title won the race
+                    return TuneCreated(again, created=False)
+                if not self.db.spend_credits(conn, owner, tunes=1, images=images):
+                    raise InsufficientCreditsError(self._credit_message(owner, tunes=1, images=images))
+                tune_id = self.db.insert_tune(conn, owner, values)
+                for (prompt, text, _), tags in zip(rendered, loras, strict=True):
+                    self.db.insert_prompt(conn, owner, self._prompt_values(tune_id, prompt, text, tags))
+                self._store_photos(tune_id, checked.photos)  # last: only the commit comes after it
+        except sqlite3.Error:
+            if tune_id is not None:  # the commit failed (disk full, lock): the id was never a tune's
+                shutil.rmtree(self.photos_dir(tune_id), ignore_errors=True)
+            raise
         self.work_available.set()
         return TuneCreated(self.get_tune(owner, tune_id), created=True)
 

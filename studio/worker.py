@@ -149,12 +149,11 @@ class InProcessWorker:
             return
         except Exception as error:
             log.error("training of tune %s failed: %s", tune.id, traceback.format_exc(limit=5))
+            reason = _describe(error, self.studio.settings.data_dir)
             if tune.attempts >= MAX_ATTEMPTS:
-                self._fail_tune(tune, f"failed {tune.attempts} times; last error: {_describe(error)}")
+                self._fail_tune(tune, f"failed {tune.attempts} times; last error: {reason}")
             else:
-                self.db.update_tune(
-                    tune.owner, tune.id, only_if_status="training", status="queued", error=_describe(error)
-                )
+                self.db.update_tune(tune.owner, tune.id, only_if_status="training", status="queued", error=reason)
             return
         trained_at = self.studio.clock()
         finished = self.db.end_tune(
@@ -271,12 +270,13 @@ class InProcessWorker:
             images = self._generate(tune, prompt)
         except Exception as error:
             log.error("prompt %s failed: %s", prompt.id, traceback.format_exc(limit=5))
+            reason = _describe(error, self.studio.settings.data_dir)
             if isinstance(error, TunesError) or prompt.attempts >= MAX_ATTEMPTS:
-                self.db.end_prompt(prompt.owner, prompt.id, "failed", error=_describe(error))
+                self.db.end_prompt(prompt.owner, prompt.id, "failed", error=reason)
                 shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)  # images of a failed run
             else:
                 self.db.update_prompt(
-                    prompt.owner, prompt.id, only_if_status="generating", status="queued", error=_describe(error)
+                    prompt.owner, prompt.id, only_if_status="generating", status="queued", error=reason
                 )
             return
         if not self.db.end_prompt(prompt.owner, prompt.id, "done", images=images):  # deleted meanwhile
@@ -347,10 +347,11 @@ class InProcessWorker:
         return other
 
 
-def _describe(error: BaseException) -> str:
-    """The error as its owner reads it on the record; the full text (file names too) is in the log only."""
+def _describe(error: BaseException, data_dir: Path) -> str:
+    """The error as its owner reads it on the record: the OS reason without the file name, and never a path
+    inside the data folder; the full text is in the log only."""
     if isinstance(error, TunesError):
         return str(error)
     if isinstance(error, OSError) and error.strerror:  # "No space left on device", not the server path
         return f"{type(error).__name__}: {error.strerror}"
-    return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {error}".replace(str(data_dir), "<data folder>")

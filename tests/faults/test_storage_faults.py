@@ -10,6 +10,7 @@ import builtins
 import errno
 import io
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -316,6 +317,37 @@ def test_a_lock_held_past_the_busy_timeout_fails_the_create_and_writes_nothing(s
         runtime.close()
 
 
+class FailingCommit:
+    """The database connection, except that the next COMMIT fails as SQLite says when the disk fills up then."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        self.armed = True
+
+    def execute(self, sql: str, *args):
+        if sql == "COMMIT" and self.armed:
+            self.armed = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+def test_a_commit_that_fails_leaves_no_tune_no_photos_and_the_database_usable(runtime, monkeypatch):
+    studio = runtime.studio
+    runtime.db.set_credits("alice", tunes=1, images=0)
+    monkeypatch.setattr(runtime.db, "_conn", FailingCommit(runtime.db._conn))
+
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        studio.create_tune("alice", tune_request())
+    assert studio.list_tunes("alice") == [] and studio.credits("alice") == (1, 0), "no row, no credits spent"
+    assert is_empty(studio.settings.data_dir / "photos"), "the photos stored just before the commit are gone"
+
+    created = studio.create_tune("alice", tune_request())  # the connection is not left inside a transaction
+    assert created.created and [t.id for t in studio.list_tunes("alice")] == [created.tune.id]
+
+
 # -- (c) the Hugging Face Hub fails ----------------------------------------------------------------------------
 
 
@@ -526,3 +558,22 @@ def test_an_expiry_whose_hub_delete_times_out_is_reported_and_retried_by_the_nex
 
     second = sweep(rt.studio, rt.store)
     assert second.expired == [tune.id] and repo_id not in fake_hub.repos
+
+
+def test_a_hub_that_stops_answering_a_download_gives_the_cached_copy_after_the_timeout(
+    impatient_hub_runtime, fake_hub, monkeypatch
+):
+    rt = impatient_hub_runtime
+    tune = hub_tune(rt)
+    rt.worker.drain()
+    location = rt.studio.get_tune("alice", tune.id).artifact_location
+    first = rt.store.fetch(location)
+
+    with hub_hangs_on(monkeypatch, "/api/models/"):
+        again = rt.store.fetch(location)  # returns: the lookup gives up after TUNES_HUB_TIMEOUT
+    assert again == first and (again / LORA_WEIGHTS_NAME).read_bytes() == b"lora weights"
+
+    fresh = rt.settings.data_dir / "hub_cache"
+    shutil.rmtree(fresh)
+    with hub_hangs_on(monkeypatch, "/api/models/"), pytest.raises(ArtifactError, match="timed out"):
+        rt.store.fetch(location)  # nothing cached: the owner learns why
