@@ -36,7 +36,6 @@ from pipelines.errors import (
 from pipelines.train import LORA_WEIGHTS_NAME
 from rest.forms import nest_fields
 from rest.schemas import (
-    MAX_ID,
     ErrorOut,
     PackTuneBody,
     PackTuneFields,
@@ -50,7 +49,7 @@ from rest.schemas import (
 from rest.security import RateLimiter, UploadedFilesOnly, UrlSigner, bearer_key
 from rest.shapes import Shapes
 from studio import outages
-from studio.requests import PromptCreate, TuneCreate
+from studio.requests import MAX_ID, PromptCreate, TuneCreate
 from studio.service import Studio
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from studio.requests import MAX_ID
+
 _LAX = ConfigDict(extra="ignore", populate_by_name=True)
-MAX_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger id is refused (422) before it reaches a query
-TuneId = Annotated[int, Field(ge=1, le=MAX_ID)]
+TuneId = Annotated[int, Field(ge=1, le=MAX_ID)]  # a larger id is refused (422) before it reaches a query
 
 
 class PromptFields(BaseModel):

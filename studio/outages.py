@@ -39,22 +39,11 @@ def describe(error: BaseException) -> Outage | None:
             return Outage(503, UNWRITABLE)
         return None
     if isinstance(error, sqlite3.OperationalError):
-        code = _SQLITE_CODES.get((getattr(error, "sqlite_errorcode", None) or 0) & 0xFF) or _sqlite_code(str(error))
+        code = _SQLITE_CODES.get((getattr(error, "sqlite_errorcode", None) or 0) & 0xFF)
         if code == "full":
             return Outage(507, DISK_FULL)
         if code == "readonly":
             return Outage(503, UNWRITABLE)
         if code == "busy":
             return Outage(503, BUSY, retry_after=5)
-    return None
-
-
-def _sqlite_code(text: str) -> str | None:
-    """The kind of an error raised without a result code (by the `sqlite3` module itself), from its message."""
-    if "full" in text:  # "database or disk is full"
-        return "full"
-    if "readonly" in text or "read-only" in text:  # "attempt to write a readonly database"
-        return "readonly"
-    if "locked" in text or "busy" in text:
-        return "busy"
     return None

@@ -10,10 +10,13 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image, ImageEnhance
@@ -85,3 +88,36 @@ def served_app(settings: Settings) -> Iterator[str]:
             yield url
     finally:
         runtime.close()
+
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Names in the returned dict resolve to their listed addresses (and are counted); others resolve for real."""
+    table: dict[str, list[str]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host not in table:
+            return real(host, port, *args, **kwargs)
+        table.setdefault("_calls", []).append(host)
+        return [
+            (socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
+            for ip in table[host]
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return table
+
+
+def wait_for(
+    read: Callable[[], Any], done: Callable[[Any], bool], *, what: str = "the condition", timeout: float = 60.0,
+    every: float = 0.1,
+) -> Any:  # fmt: skip
+    """Poll `read()` every `every` seconds until `done(value)` and return that value (the worker and servers run
+    in the background); after `timeout` seconds fail the test, naming `what` and the last value read."""
+    deadline = time.monotonic() + timeout
+    while not done(value := read()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {value!r}")
+        time.sleep(every)
+    return value

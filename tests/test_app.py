@@ -6,7 +6,6 @@ default; one test trains and generates on the `tiny` branch (a real, tiny SD-1.5
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from tests.conftest import astronaut_photos, served_app, settings_with_tiny
+from tests.conftest import astronaut_photos, served_app, settings_with_tiny, wait_for
 
 NAMED = {
     "create_tune",
@@ -65,16 +64,6 @@ def photos(tmp_path_factory):
         variant.save(path, quality=92)
         paths.append(handle_file(str(path)))
     return paths
-
-
-def wait_for(read, done, *, timeout: float = 60.0):
-    """Poll `read()` until `done(value)`; the app's worker runs in the background."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def new_tune(client, photos, title: str, **fields):

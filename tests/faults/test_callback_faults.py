@@ -21,6 +21,7 @@ from storage.records import iso
 from studio.callbacks import CallbackSender
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
+from tests.conftest import wait_for
 from tests.studio.test_service import PHOTOS
 
 ONE_PHOTO = PHOTOS[:1]  # with TUNES_MIN_PHOTOS=1: photo checks are not what these tests are about
@@ -88,15 +89,6 @@ class Clock:
         return self.now
 
 
-def wait_for(what: str, read: Callable[[], Any], done: Callable[[Any], bool], *, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not done(value := read()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {value!r}")
-        time.sleep(0.05)
-    return value
-
-
 def test_hanging_and_failing_receivers_never_hold_up_the_tune_and_end_failed_with_the_error(settings, receivers):
     hanging, failing, working = receivers(None), receivers(500), receivers(200)
     runtime = open_runtime(settings.with_overrides(allowed_fetch_hosts=("127.0.0.1",)), start_worker=False)
@@ -116,9 +108,11 @@ def test_hanging_and_failing_receivers_never_hold_up_the_tune_and_end_failed_wit
         tune = studio.create_tune("alice", request).tune
 
         # the tune trains and its prompt runs while the receivers hang or fail
-        wait_for("the tune to train", lambda: studio.get_tune("alice", tune.id).status, lambda s: s == "trained")
+        wait_for(lambda: studio.get_tune("alice", tune.id).status, lambda s: s == "trained", what="the tune to train")
         [prompt] = studio.list_prompts("alice", tune_id=tune.id)
-        prompt = wait_for("the prompt", lambda: studio.get_prompt("alice", prompt.id), lambda p: p.status == "done")
+        prompt = wait_for(
+            lambda: studio.get_prompt("alice", prompt.id), lambda p: p.status == "done", what="the prompt"
+        )
         assert len(prompt.images) == 2
 
         def deliveries() -> list:
@@ -126,7 +120,7 @@ def test_hanging_and_failing_receivers_never_hold_up_the_tune_and_end_failed_wit
             return [d for kind, record in kinds for d in runtime.db.deliveries_for("alice", kind, record)]
 
         to_tune, to_prompt, to_prompts = wait_for(
-            "every delivery to end", deliveries, lambda ds: len(ds) == 3 and all(d.status != "pending" for d in ds)
+            deliveries, lambda ds: len(ds) == 3 and all(d.status != "pending" for d in ds), what="every delivery to end"
         )
         assert (to_prompts.status, to_prompts.last_status) == ("delivered", 200), "the working receiver got its call"
         assert [body["id"] for body in working.bodies[0]] == [prompt.id]

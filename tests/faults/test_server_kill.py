@@ -11,15 +11,13 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import astronaut_photos, settings_with_tiny
+from tests.conftest import astronaut_photos, settings_with_tiny, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, CHECKPOINT_EVERY = 24, 4
@@ -35,20 +33,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(
-    what: str, read: Callable[[], Any], done: Callable[[Any], bool], *, timeout: float = 60.0, every: float = 0.25
-) -> Any:
-    """Poll `read()` every `every` seconds until `done(value)`; after `timeout` s, fail naming `what` and the value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {value!r}")
-        time.sleep(every)
 
 
 class Server:
@@ -108,7 +92,7 @@ class Server:
                 return False
             return answer.status_code == 200
 
-        wait_for("the server to answer", ready, bool, timeout=90)
+        wait_for(ready, bool, timeout=90, what="the server to answer")
         return url
 
     def kill(self) -> None:
@@ -165,7 +149,7 @@ def test_a_killed_server_resumes_training_and_finishes_every_prompt_exactly_once
         assert tune["branch"] == "tiny" and tune["steps"] == STEPS
         checkpoint = server.data_dir / "training" / str(tune["id"]) / "checkpoint.pt"
         # the files and the database are polled (cheaply, often): the kill must land before training ends
-        wait_for("a training checkpoint", checkpoint.exists, bool, every=0.02)
+        wait_for(checkpoint.exists, bool, every=0.02, what="a training checkpoint")
         polled = client.get(f"/tunes/{tune['id']}").json()
         assert polled["status"] == "training" and polled["progress"] > 0, polled
     server.kill()
@@ -178,17 +162,17 @@ def test_a_killed_server_resumes_training_and_finishes_every_prompt_exactly_once
         again = client.post("/tunes", files=form + photos)  # a client retrying its lost request
         assert again.status_code == 200 and again.json()["id"] == tune["id"], "the same title is the same tune"
         trained = wait_for(
-            "the tune to train",
             lambda: client.get(f"/tunes/{tune['id']}").json(),
             lambda t: t["status"] in ("trained", "failed"),
             timeout=240,
+            what="the tune to train",
         )
         assert trained["status"] == "trained", trained["error"]
         prompts = wait_for(
-            "the prompts to finish",
             lambda: client.get(f"/tunes/{tune['id']}/prompts").json(),
             lambda ps: all(p["status"] in ("done", "failed") for p in ps),
             timeout=120,
+            what="the prompts to finish",
         )
         assert sorted(p["num_images"] for p in prompts) == [2, 3]
         for prompt in prompts:
@@ -211,10 +195,10 @@ def test_a_killed_server_resumes_training_and_finishes_every_prompt_exactly_once
         assert queued.status_code == 201, queued.text
         prompt_id = queued.json()["id"]
         wait_for(
-            "the prompt to start generating",
             lambda: row(server.data_dir, "SELECT status FROM prompts WHERE id = ?", prompt_id)["status"],
             lambda status: status != "queued",
             every=0.02,
+            what="the prompt to start generating",
         )
     server.kill()
     interrupted = row(server.data_dir, "SELECT status, attempts FROM prompts WHERE id = ?", prompt_id)
@@ -223,10 +207,10 @@ def test_a_killed_server_resumes_training_and_finishes_every_prompt_exactly_once
     url = server.start(key)
     with httpx.Client(base_url=url, headers=auth, timeout=60) as client:
         prompt = wait_for(
-            "the interrupted prompt to finish",
             lambda: client.get(f"/tunes/{tune['id']}/prompts/{prompt_id}").json(),
             lambda p: p["status"] in ("done", "failed"),
             timeout=120,
+            what="the interrupted prompt to finish",
         )
         assert prompt["status"] == "done", prompt["error"]
         assert len(prompt["images"]) == 3 == len(set(prompt["images"]))

@@ -57,6 +57,13 @@ def is_empty(folder: Path) -> bool:
     return not folder.exists() or not any(folder.iterdir())
 
 
+def sqlite_error(message: str, code: int) -> sqlite3.OperationalError:
+    """An error as SQLite raises it: its message and result code (5 SQLITE_BUSY, 13 SQLITE_FULL)."""
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    return error
+
+
 class DiskFull:
     """The data folder's disk fills up: `room` more files fit under `folder`, then creating a file or a folder
     there fails with ENOSPC, as the OS reports a full disk (`code=errno.EROFS`: the disk turned read-only;
@@ -209,7 +216,7 @@ def test_a_data_folder_turned_read_only_refuses_writes_with_503_and_reads_go_on(
     [
         (OSError(errno.ENOSPC, "No space left on device", "/srv/data/photos/7/0.png"), "out of disk space"),
         (OSError(errno.EROFS, "Read-only file system", "/srv/data/tunes.db"), "cannot write to its data folder"),
-        (sqlite3.OperationalError("database is locked"), "database is busy"),
+        (sqlite_error("database is locked", 5), "database is busy"),
     ],
 )
 def test_the_ui_says_what_storage_trouble_is_without_server_paths(error, shown):
@@ -327,7 +334,7 @@ class FailingCommit:
     def execute(self, sql: str, *args):
         if sql == "COMMIT" and self.armed:
             self.armed = False
-            raise sqlite3.OperationalError("database or disk is full")
+            raise sqlite_error("database or disk is full", 13)
         return self._conn.execute(sql, *args)
 
     def __getattr__(self, name: str):

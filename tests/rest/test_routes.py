@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import replace
 
 import httpx
@@ -12,7 +11,7 @@ from PIL import Image
 
 from storage.db import Database
 from studio.service import Studio
-from tests.conftest import astronaut_photos, served_app, settings_with_tiny
+from tests.conftest import astronaut_photos, served_app, settings_with_tiny, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +52,6 @@ def photos() -> list[bytes]:
 
 def upload(photos, field="tune[images][]"):
     return [(field, (f"me-{i}.jpg", data, "image/jpeg")) for i, data in enumerate(photos)]
-
-
-def wait_for(read, done, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def trained_tune(client, photos, title, **fields):

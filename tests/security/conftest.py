@@ -8,8 +8,7 @@ loopback and private hosts are never allowed for fetches (`allowed_fetch_hosts` 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,16 +72,6 @@ def served(tmp_path_factory) -> Iterator[Served]:
         keys = {user: studio.create_api_key(user) for user in PASSWORDS}
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['alice']}"}, timeout=60) as probe:
             yield Served(url, settings, studio, keys, probe)
-
-
-def wait_for(read: Callable[[], Any], done: Callable[[Any], bool], *, timeout: float = 30.0) -> Any:
-    """Poll `read()` until `done(value)`: the worker runs in the background."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def call_raw(session: httpx.Client, api_name: str, data: list[Any]) -> tuple[str, Any]:

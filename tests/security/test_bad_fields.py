@@ -10,7 +10,6 @@ creates nothing and keeps answering. No photos are needed: every field here is c
 from __future__ import annotations
 
 import io
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -412,22 +411,6 @@ def test_gradio_file_inputs_given_as_internal_urls_are_refused(served: Served, u
     with served.browser("alice") as session:
         kind, answer = call_raw(session, "check_photos", [photos, "woman"])
     assert kind == "error" and "failed validation" in str(answer), (kind, answer)
-
-
-@pytest.fixture
-def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Names in the returned table resolve to its addresses (in this process: the served app too)."""
-    table: dict[str, list[str]] = {}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host not in table:
-            return real(host, port, *args, **kwargs)
-        family = {True: socket.AF_INET6, False: socket.AF_INET}
-        return [(family[":" in ip], socket.SOCK_STREAM, 6, "", (ip, port)) for ip in table[host]]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return table
 
 
 NAMES = {

@@ -28,8 +28,8 @@ from PIL import Image
 from pipelines.errors import NotFoundError
 from rest.security import UrlSigner
 from studio.requests import PromptCreate
-from tests.conftest import astronaut_photos
-from tests.security.conftest import Served, call_raw, stored_files, wait_for
+from tests.conftest import astronaut_photos, wait_for
+from tests.security.conftest import Served, call_raw, stored_files
 
 TITLE = "Alice's private tune"
 PACK = "fantasy"

@@ -150,25 +150,6 @@ def base(server: _Server) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
-@pytest.fixture
-def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
-    """Names in the returned dict resolve to their listed addresses (and are counted); others resolve for real."""
-    table: dict[str, list[str]] = {}
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        if host not in table:
-            return real(host, port, *args, **kwargs)
-        table.setdefault("_calls", []).append(host)
-        return [
-            (socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))
-            for ip in table[host]
-        ]
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return table
-
-
 # -- check_url: refusals --------------------------------------------------------------------------------------
 
 
