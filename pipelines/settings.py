@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pipelines.errors import SettingsError
 
@@ -41,7 +42,25 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     ),
     "TUNES_ACCOUNTS": ("accounts", "Accounts `name:password,name:password`; the app asks to sign in. Never logged."),
     "OAUTH_CLIENT_ID": ("oauth_client_id", "Set by Spaces with `hf_oauth: true`: users sign in with Hugging Face."),
-    "TUNES_API_RATE_PER_MINUTE": ("api_rate_per_minute", "REST requests a minute per API key (bursts up to as many)."),
+    "TUNES_API_RATE_PER_MINUTE": (
+        "api_rate_per_minute",
+        "Requests a minute per user, REST and the Gradio API together, whatever the number of keys (bursts up to as many).",
+    ),
+    "TUNES_MAX_API_KEYS": ("max_api_keys", "Unrevoked API keys a user may hold at once."),
+    "TUNES_LOGIN_FAILURES": (
+        "login_failures",
+        "Wrong passwords allowed per account and per client address before sign-in waits (then one more a minute).",
+    ),
+    "TUNES_ALLOWED_ORIGINS": (
+        "allowed_origins",
+        "Other sites (`https://host[:port]`, comma-separated) whose pages may call this server with a user's "
+        "sign-in; empty: this server's own pages only.",
+    ),
+    "TUNES_FILE_CACHE_HOURS": (
+        "file_cache_hours",
+        "Hours the web UI keeps its copies of uploads and shown images before deleting them.",
+    ),
+    "SPACE_ID": ("space_id", "Set by Spaces (`owner/name`): the Hugging Face page may embed the app in a frame."),
     "TUNES_ALLOWED_FETCH_HOSTS": ("allowed_fetch_hosts", "Hosts photo URLs and callbacks may reach although private."),
     "TUNES_LORA_CACHE_SIZE": ("lora_cache_size", "LoRA adapters kept loaded per base pipeline (LRU)."),
     "TUNES_CHECKPOINT_EVERY": ("checkpoint_every", "Training steps between resumable checkpoints."),
@@ -75,6 +94,11 @@ class Settings:
     accounts: tuple[str, ...] = field(default=(), repr=False)
     oauth_client_id: str | None = None
     api_rate_per_minute: int = 120
+    max_api_keys: int = 5
+    login_failures: int = 5
+    allowed_origins: tuple[str, ...] = ()
+    file_cache_hours: int = 24
+    space_id: str | None = None
     allowed_fetch_hosts: tuple[str, ...] = ()
     lora_cache_size: int = 4
     checkpoint_every: int = 100
@@ -97,7 +121,7 @@ class Settings:
             "lora_cache_size",
             "hub_timeout_s",
         )
-        for name in (*positive, "api_rate_per_minute"):
+        for name in (*positive, "api_rate_per_minute", "max_api_keys", "login_failures", "file_cache_hours"):
             if getattr(self, name) < 1:
                 raise SettingsError(_env_name(name), getattr(self, name), "must be a positive integer")
         if self.image_retention_days < 0:
@@ -109,6 +133,11 @@ class Settings:
             if not name.strip() or not password:
                 # the value holds passwords: name the variable and the account, never the value
                 raise SettingsError("TUNES_ACCOUNTS", name.strip() or "(empty)", "entries must read name:password")
+        for origin in self.allowed_origins:
+            if origin != _origin_form(origin):
+                raise SettingsError(
+                    "TUNES_ALLOWED_ORIGINS", origin, "entries must be origins like https://example.com (no path)"
+                )
         if not self.local_user.strip():
             raise SettingsError("TUNES_LOCAL_USER", self.local_user, "must be a non-empty user id")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -146,6 +175,14 @@ class Settings:
     def base_model_override(self, branch: str) -> str | None:
         """The configured model id/path for a real branch, or None for branches without one."""
         return getattr(self, f"base_model_{branch}", None)
+
+
+def _origin_form(origin: str) -> str:
+    """`origin` as browsers send it in `Origin` (`scheme://host[:port]`, lower case), or "" when it is not one."""
+    parsed = urlsplit(origin)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path or parsed.query:
+        return ""
+    return f"{parsed.scheme}://{parsed.netloc.lower()}" if origin == origin.lower() else ""
 
 
 def _env_name(attr: str) -> str:
