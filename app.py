@@ -21,6 +21,7 @@ from admin.scheduler import start_scheduler
 from admin.tab import build_admin_tab
 from pipelines.errors import SettingsError, SignInRequiredError
 from pipelines.settings import Settings
+from rest.browser import BrowserHeaders, add_cross_site_guards, quiet_access_log
 from rest.routes import build_rest_api
 from studio.service import Studio
 from ui.account_tab import build_account_tab
@@ -29,6 +30,7 @@ from ui.context import UIContext
 from ui.create_tab import build_create_tab
 from ui.feedback import CSS
 from ui.generate_tab import build_generate_tab
+from ui.guard import install_guard
 from ui.packs_tab import build_packs_tab
 
 if TYPE_CHECKING:
@@ -37,14 +39,13 @@ if TYPE_CHECKING:
 HEADER = "# Tune Studio\nPersonal AI avatars: train a DreamBooth LoRA on your photos, then generate."
 
 
-def build_app(studio: Studio, operations: Operations) -> gr.Blocks:
+def build_app(ctx: UIContext, operations: Operations) -> gr.Blocks:
     """The app for one process. Every session shares the service; per-user state lives in `gr.State`."""
-    ctx = UIContext(studio, studio.settings)
     with gr.Blocks(title="Tune Studio") as app:
         build_api(ctx)  # first: the public endpoint names (create_tune, …) go to the API, not to tab callbacks
         with gr.Row():
             gr.Markdown(HEADER)
-            if studio.settings.oauth_client_id:
+            if ctx.settings.oauth_client_id:
                 gr.LoginButton(scale=0)
         with gr.Tabs(selected="create") as tabs:
             with gr.Tab("Create tune", id="create"):
@@ -77,8 +78,11 @@ def build_app(studio: Studio, operations: Operations) -> gr.Blocks:
 
 
 def launch_options(settings: Settings) -> dict[str, Any]:
-    """Gradio mount/launch arguments from the settings: sign-in, the server's upload limit, the style."""
-    options: dict[str, Any] = {"max_file_size": settings.max_photo_bytes, "css": CSS}
+    """Gradio mount/launch arguments from the settings: sign-in, the server's upload limit, the style.
+
+    `show_error=False`: only the messages the app means to show (`gr.Error`) reach the browser; an unexpected
+    exception's text (paths of this server) goes to the log."""
+    options: dict[str, Any] = {"max_file_size": settings.max_photo_bytes, "css": CSS, "show_error": False}
     if settings.accounts:
         options["auth"] = settings.account_pairs
         options["auth_message"] = "Sign in to Tune Studio."
@@ -86,10 +90,17 @@ def launch_options(settings: Settings) -> dict[str, Any]:
 
 
 def build_server(studio: Studio, operations: Operations) -> FastAPI:
-    """One ASGI app: the REST routes first, then the Gradio app (tabs and its API) mounted at `/`."""
+    """One ASGI app: the REST routes first, then the Gradio app (tabs and its API) mounted at `/`, behind the
+    browser guards (`rest.browser`: other sites, cookies, frames; `ui.guard`: event streams and files per user)."""
+    settings = studio.settings
+    ctx = UIContext(studio, settings)
     server = build_rest_api(studio)
-    blocks = build_app(studio, operations).queue(default_concurrency_limit=8)
-    return gr.mount_gradio_app(server, blocks, path="/", **launch_options(studio.settings))
+    blocks = build_app(ctx, operations).queue(default_concurrency_limit=8)
+    server = gr.mount_gradio_app(server, blocks, path="/", **launch_options(settings))
+    install_guard(server, ctx)
+    server.add_middleware(BrowserHeaders, space_embed=settings.space_id is not None)
+    add_cross_site_guards(server, settings)
+    return server
 
 
 @contextmanager
@@ -147,6 +158,7 @@ def main() -> None:
     scheduler = start_scheduler(runtime.studio, runtime.store)  # expiry sweep: now, then every few minutes
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")  # Gradio's own variables, kept for scripts
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    quiet_access_log()  # no session hashes or link signatures in the access log
     try:
         print(f"Tune Studio on http://{host}:{port}/ (REST API docs: /docs)")
         uvicorn.run(build_server(runtime.studio, Operations(runtime.studio, runtime.store)), host=host, port=port)

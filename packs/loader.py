@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ from pipelines.registry import BRANCHES
 LIBRARY_DIR = Path(__file__).resolve().parent / "library"
 COVERS_DIR = LIBRARY_DIR / "covers"  # cover and sample images; the shipped covers are placeholders
 MAX_SAMPLES = 12
+# Caps that keep a pack small enough for every `GET /packs` and every editor (the shipped packs are 6-23 KB,
+# with 8-10 prompts per class): a 3 MB pack with 100k prompts was once accepted and served on every request.
+MAX_PACK_BYTES = 256 * 1024  # one pack file, as written (YAML or JSON)
+MAX_PROMPTS_PER_CLASS = 50  # at most 8 images each: 400 images for one tune
+MAX_YAML_NODES = 100_000  # values once YAML aliases are expanded; a full-size pack has ~15k
+MAX_ID_CHARS = 60
+MAX_TITLE_CHARS = 80
+MAX_DESCRIPTION_CHARS = 600
+MAX_PROMPT_CHARS = 2000  # `text` and `negative_prompt` each
+MAX_SHOWN_CHARS = 200  # of a value quoted in an error
 KNOWN_CLASSES = ("man", "woman", "boy", "girl", "person", "couple", "baby", "cat", "dog")
 ASPECT_RATIOS = {
     "1:1": (1, 1),
@@ -64,12 +75,40 @@ _PROMPT_KEYS = {
 
 
 class PackError(ValidationError):
-    """A pack file (or edit) breaks the schema. `field` is "file: path.to.key"."""
+    """A pack file (or edit) breaks the schema. `field` is "file: path.to.key"; the message quotes the value
+    cut short, so even a value of billions of items (a YAML alias bomb) is named at once."""
 
     def __init__(self, source: str, path: str, value: object, message: str):
         self.source = source
         self.path = path
-        super().__init__(f"{source}: {path}", value, message)
+        super().__init__(f"{source}: {path}", _Shown(value), message)
+        self.value = value
+
+
+class _Shown:
+    """A value as an error quotes it: a bounded repr (a few items per level, a few levels) cut with "…"."""
+
+    _repr = reprlib.Repr()
+    _repr.maxlevel, _repr.maxstring, _repr.maxother = 3, MAX_SHOWN_CHARS, MAX_SHOWN_CHARS
+
+    def __init__(self, value: object):
+        text = self._repr.repr(value)
+        self.text = text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def check_pack_id(value: object, *, field: str = "pack_id") -> str:
+    """A pack id as every path that takes one needs it: a slug, never a path (`../../x`) or a file name.
+
+    Raises:
+        ValidationError: `value` is not lowercase letters, digits and single hyphens of at most 60 characters.
+    """
+    if not isinstance(value, str) or len(value) > MAX_ID_CHARS or not _ID.fullmatch(value):
+        message = f"must be a pack id: lowercase letters, digits and single hyphens, at most {MAX_ID_CHARS} characters"
+        raise ValidationError(field, value, f"{message} (like `corporate-headshots`)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -154,13 +193,14 @@ def load_pack_file(path: Path) -> Pack:
     path = Path(path)
     source = path.name
     try:
+        check_pack_size(path.stat().st_size, source=source)
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise PackError(source, "(file)", str(path.name), f"cannot be read: {error}") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise PackError(source, "(file)", str(path.name), f"cannot be read as YAML/JSON: {error}") from None
     else:
         data = read_pack_text(text, source=source)
@@ -174,22 +214,66 @@ def read_pack_text(text: str, *, source: str) -> object:
     """Parse pack text as the team writes it (YAML, or JSON, which YAML reads too); `parse_pack` checks it.
 
     Raises:
-        PackError: the text is not YAML/JSON; names `source` and the parser's reason (line and column).
+        PackError: the text is over `MAX_PACK_BYTES`, is not YAML/JSON (names the parser's line and column), or
+            its aliases expand past `MAX_YAML_NODES` values (a "billion laughs" bomb); names `source`.
     """
     import yaml
 
+    check_pack_size(len(text.encode("utf-8", "replace")), source=source)
+    loader = yaml.SafeLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source=source)
+        return loader.construct_document(node)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        if mark is None:
-            reason = str(error).replace("\n", " ")
-            raise PackError(source, "(file)", source, f"cannot be read as YAML/JSON: {reason}") from None
-        lines = text.splitlines()
-        line = lines[mark.line].strip() if mark.line < len(lines) else ""
-        problem = getattr(error, "problem", None) or "syntax error"
-        where = f"line {mark.line + 1}, column {mark.column + 1}"
-        raise PackError(source, "(file)", line, f"cannot be read as YAML/JSON: {problem} at {where}") from None
+        raise _unreadable(error, text, source=source) from None
+    except RecursionError:
+        raise PackError(source, "(file)", source, "nests too deeply to be a pack; see packs/SCHEMA.md") from None
+    finally:
+        loader.dispose()
+
+
+def check_pack_size(size: int, *, source: str) -> None:
+    """Raises PackError when a pack file of `size` bytes is over `MAX_PACK_BYTES`."""
+    if size > MAX_PACK_BYTES:
+        limit = f"the {MAX_PACK_BYTES} byte ({MAX_PACK_BYTES // 1024} KB) limit for a pack file"
+        raise PackError(source, "(file)", f"{size} bytes", f"is larger than {limit}; split it into smaller packs")
+
+
+def _check_expansion(root: object, *, source: str) -> None:
+    """Refuse YAML whose anchors and aliases expand past `MAX_YAML_NODES` values. The walk stops at the
+    limit, so a bomb (or an alias cycle) costs at most that many steps, never its expanded size."""
+    import yaml
+
+    stack, seen = [root], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_NODES:
+            message = (
+                f"has more than {MAX_YAML_NODES} values once its YAML aliases (*name) are expanded; "
+                "write the values out instead of nesting anchors and aliases"
+            )
+            raise PackError(source, "(file)", f"over {MAX_YAML_NODES} values", message)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+
+
+def _unreadable(error: Exception, text: str, *, source: str) -> PackError:
+    """The parser's reason, with the line and column it stopped at (and that line) when it knows them."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        reason = str(error).replace("\n", " ")
+        return PackError(source, "(file)", source, f"cannot be read as YAML/JSON: {reason}")
+    lines = text.splitlines()
+    line = lines[mark.line].strip() if mark.line < len(lines) else ""
+    problem = getattr(error, "problem", None) or "syntax error"
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    return PackError(source, "(file)", line, f"cannot be read as YAML/JSON: {problem} at {where}")
 
 
 def load_library(*folders: Path) -> dict[str, Pack]:
@@ -212,8 +296,8 @@ def parse_pack(data: object, *, source: str) -> Pack:
     for key in ("default_branch", "prompts"):
         if key not in obj:
             raise PackError(source, key, None, "is required")
-    pack_id = _text(source, "id", obj["id"], 60)
-    if not _ID.match(pack_id):
+    pack_id = _text(source, "id", obj["id"], MAX_ID_CHARS)
+    if not _ID.fullmatch(pack_id):
         raise PackError(source, "id", pack_id, "must be lowercase letters, digits and single hyphens")
     classes = obj["classes"]
     if not isinstance(classes, list) or not classes:
@@ -248,14 +332,14 @@ def parse_pack(data: object, *, source: str) -> Pack:
     parsed = {name: tuple(_prompts(source, f"prompts.{name}", prompts[name])) for name in classes}
     return Pack(
         id=pack_id,
-        title=_text(source, "title", obj["title"], 80),
-        description=_text(source, "description", obj["description"], 600),
+        title=_text(source, "title", obj["title"], MAX_TITLE_CHARS),
+        description=_text(source, "description", obj["description"], MAX_DESCRIPTION_CHARS),
         cover=cover,
         classes=tuple(classes),
         default_branch=branch,
         preset_steps=steps,
         preset_face_crop=_bool(source, "preset.face_crop", preset.get("face_crop", True)),
-        published=_bool(source, "published", obj.get("published", True)),
+        published=_bool(source, "published", obj.get("published", False)),
         prompts=parsed,
         samples=tuple(samples),
     )
@@ -306,15 +390,19 @@ def _bool(source: str, path: str, value: object) -> bool:
 def _prompts(source: str, path: str, items: object) -> list[PackPrompt]:
     if not isinstance(items, list) or not items:
         raise PackError(source, path, items, "must be a non-empty list of prompts")
+    if len(items) > MAX_PROMPTS_PER_CLASS:
+        message = f"must be a list of at most {MAX_PROMPTS_PER_CLASS} prompts per class; split the pack in two"
+        raise PackError(source, path, f"{len(items)} prompts", message)
     return [_prompt(source, f"{path}[{i}]", item) for i, item in enumerate(items)]
 
 
 def _prompt(source: str, path: str, item: object) -> PackPrompt:
     obj = _mapping(source, path, item, _PROMPT_KEYS, required={"text"})
-    text = _text(source, f"{path}.text", obj["text"], 2000)
+    text = _text(source, f"{path}.text", obj["text"], MAX_PROMPT_CHARS)
     negative = obj.get("negative_prompt", "")
-    if not isinstance(negative, str) or len(negative) > 2000:
-        raise PackError(source, f"{path}.negative_prompt", negative, "must be text of at most 2000 characters")
+    if not isinstance(negative, str) or len(negative) > MAX_PROMPT_CHARS:
+        message = f"must be text of at most {MAX_PROMPT_CHARS} characters"
+        raise PackError(source, f"{path}.negative_prompt", negative, message)
     for key, template in (("text", text), ("negative_prompt", negative)):
         for name in _PLACEHOLDER.findall(template):
             if name not in PLACEHOLDERS:

@@ -44,7 +44,8 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "OAUTH_CLIENT_ID": ("oauth_client_id", "Set by Spaces with `hf_oauth: true`: users sign in with Hugging Face."),
     "TUNES_API_RATE_PER_MINUTE": (
         "api_rate_per_minute",
-        "Requests a minute per user, REST and the Gradio API together, whatever the number of keys (bursts up to as many).",
+        "Requests a minute per user, REST and the Gradio API together, whatever the number of keys "
+        "(bursts up to as many).",
     ),
     "TUNES_MAX_API_KEYS": ("max_api_keys", "Unrevoked API keys a user may hold at once."),
     "TUNES_LOGIN_FAILURES": (

@@ -6,12 +6,23 @@ import json
 import logging
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from packs.loader import LIBRARY_DIR, Pack, PackError, load_library, parse_pack
-from pipelines.errors import ConflictError, NotFoundError, TunesError
+from packs.loader import (
+    LIBRARY_DIR,
+    MAX_ID_CHARS,
+    Pack,
+    PackError,
+    check_pack_id,
+    check_pack_size,
+    load_library,
+    parse_pack,
+    read_pack_text,
+)
+from pipelines.errors import ConflictError, NotFoundError, TunesError, ValidationError
 from storage.records import iso
 
 logger = logging.getLogger(__name__)
@@ -49,6 +60,13 @@ class PackLibrary:
         )
 
     def get(self, pack_id: str, *, include_unpublished: bool = False) -> Pack:
+        """One pack by id.
+
+        Raises:
+            ValidationError: `pack_id` is not a pack id (a path, say).
+            NotFoundError: no such pack, or it is unpublished and `include_unpublished` is false.
+        """
+        check_pack_id(pack_id)
         with self._lock:
             pack = self._packs.get(pack_id)
         if pack is None or not (pack.published or include_unpublished):
@@ -59,7 +77,8 @@ class PackLibrary:
 class PackEditor:
     """The creative team's edits: team packs are files in `folder` (the data folder's `packs/`), each
     saved edit also kept as a numbered version in `folder/.versions/<id>/`, so any edit can be reverted.
-    Shipped packs stay read-only: editing one saves a team copy that overrides it.
+    Shipped packs stay read-only: editing one saves a team copy that overrides it. New packs and copies
+    start as drafts (unpublished): users see a pack only once an editor publishes it.
 
     Args:
         library: the library to reload after each edit.
@@ -80,8 +99,13 @@ class PackEditor:
         self._lock = threading.Lock()
 
     def create(self, data: dict, *, editor: str) -> Pack:
-        """A new pack; its id must be new. Raises PackError (validation) or ConflictError (id taken)."""
-        pack = parse_pack(data, source=f"new pack {data.get('id')!r}" if isinstance(data, dict) else "new pack")
+        """A new pack, saved as a draft whatever its `published` says (publish it with `set_published`).
+
+        Raises:
+            PackError: `data` breaks the schema or a size limit.
+            ConflictError: the id is taken.
+        """
+        pack = replace(parse_pack(data, source=_new_pack_source(data)), published=False)
         if pack.id in {p.id for p in self.library.list(include_unpublished=True)}:
             raise ConflictError(f"a pack with id {pack.id!r} exists already; edit it or choose another id")
         return self._save(pack, editor=editor, action="create")
@@ -97,10 +121,11 @@ class PackEditor:
     def duplicate(self, pack_id: str, new_id: str, *, editor: str, title: str | None = None) -> Pack:
         """A copy under a new id (unpublished, so it can be worked on before users see it)."""
         data = self.library.get(pack_id, include_unpublished=True).to_file_data()
-        data.update(id=new_id, title=title or f"{data['title']} (copy)", published=False)
+        data.update(id=check_pack_id(new_id, field="new_id"), title=title or f"{data['title']} (copy)")
         return self.create(data, editor=editor)
 
     def set_published(self, pack_id: str, published: bool, *, editor: str) -> Pack:
+        """Show a pack to users (`published`) or hide it again; saved as a version like any edit."""
         data = self.library.get(pack_id, include_unpublished=True).to_file_data()
         data["published"] = published
         return self._save(
@@ -115,22 +140,32 @@ class PackEditor:
         return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
     def revert(self, pack_id: str, version: int, *, editor: str) -> Pack:
-        """Make an earlier version current again (saved as a new version, so the revert can be undone)."""
-        path = self._versions_dir(pack_id) / f"{version:04d}.yaml"
+        """Make an earlier version current again (saved as a new version, so the revert can be undone).
+
+        Raises:
+            ValidationError: `pack_id` is not a pack id, or `version` is not a version number.
+            NotFoundError: the pack has no such saved version.
+        """
+        versions = self._versions_dir(pack_id)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValidationError("version", version, "must be a version number (1 or more) from the saved versions")
+        path = versions / f"{version:04d}.yaml"
         if not path.exists():
             raise NotFoundError(f"version of pack {pack_id}", version)
-        pack = parse_pack(yaml.safe_load(path.read_text()), source=path.name)
+        pack = parse_pack(read_pack_text(path.read_text(), source=path.name), source=path.name)
         return self._save(pack, editor=editor, action=f"revert to {version}")
 
     def _versions_dir(self, pack_id: str) -> Path:
-        return self.folder / ".versions" / pack_id
+        """Every path to a pack's files goes through here, so an id never names a folder outside `folder`."""
+        return self.folder / ".versions" / check_pack_id(pack_id)
 
     def _save(self, pack: Pack, *, editor: str, action: str) -> Pack:
+        text = yaml.safe_dump(pack.to_file_data(), sort_keys=False, allow_unicode=True)
+        check_pack_size(len(text.encode()), source=f"{pack.id}.yaml")
         with self._lock:
             versions = self._versions_dir(pack.id)
             versions.mkdir(parents=True, exist_ok=True)
             number = len(self.versions(pack.id)) + 1
-            text = yaml.safe_dump(pack.to_file_data(), sort_keys=False, allow_unicode=True)
             _write_atomically(versions / f"{number:04d}.yaml", text)
             _write_atomically(self.folder / f"{pack.id}.yaml", text)
             entry = {"version": number, "saved_at": iso(self.clock()), "saved_by": editor, "action": action}
@@ -154,6 +189,12 @@ class PackEditor:
         except TunesError as error:
             self.last_push_error = str(error)
             logger.warning("pack %s saved locally but not pushed to the Hub: %s", pack_id, error)
+
+
+def _new_pack_source(data: object) -> str:
+    """How errors name a new pack: by its id when that is short text (never quoting a huge value)."""
+    pack_id = data.get("id") if isinstance(data, dict) else None
+    return f"new pack {pack_id!r}" if isinstance(pack_id, str) and len(pack_id) <= MAX_ID_CHARS else "new pack"
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from pipelines.errors import SignInRequiredError
 from pipelines.settings import Settings
 from studio.service import Studio
 from studio.users import Roles
+from ui.files import UIFiles
 
 
 @dataclass(frozen=True)
@@ -21,9 +23,12 @@ class UIContext:
     studio: Studio
     settings: Settings
     roles: Roles = field(init=False)
+    files: UIFiles = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roles", Roles(self.settings))
+        lifetime_s = self.settings.file_cache_hours * 3600
+        object.__setattr__(self, "files", UIFiles(get_upload_folder(), lifetime_s))
 
     def user(self, request: gr.Request | None) -> str:
         """The caller's user id.
@@ -35,15 +40,23 @@ class UIContext:
             SignInRequiredError: sign-in is configured and the caller has not signed in.
         """
         username = getattr(request, "username", None) if request is not None else None
+        user = self.caller(username, _session(request))
+        if user is not None:
+            return user
+        if self.settings.oauth_client_id:
+            raise SignInRequiredError("Sign in with Hugging Face first (the button at the top of the page).")
+        raise SignInRequiredError("Sign in first.")
+
+    def caller(self, username: str | None, session: dict | None) -> str | None:
+        """The user id from a signed-in account name or Gradio's OAuth session, the local user when nobody signs
+        in, else None (not signed in)."""
         if username:
             return str(username)
         if self.settings.oauth_client_id:
-            profile = _oauth_username(request)
-            if profile:
-                return profile
-            raise SignInRequiredError("Sign in with Hugging Face first (the button at the top of the page).")
+            info = (session or {}).get("oauth_info") or {}
+            return (info.get("userinfo") or {}).get("preferred_username") or None
         if self.settings.accounts:
-            raise SignInRequiredError("Sign in first.")
+            return None
         return self.settings.local_user
 
     def admin(self, request: gr.Request | None) -> str:
@@ -55,11 +68,9 @@ class UIContext:
         return self.roles.require_editor(self.user(request))
 
 
-def _oauth_username(request: gr.Request | None) -> str | None:
-    """The Hugging Face username from the OAuth session Gradio keeps (set by the "Sign in" button)."""
+def _session(request: gr.Request | None) -> dict | None:
+    """The OAuth session Gradio keeps (set by the "Sign in" button), or None."""
     try:
-        session = request.session if request is not None else None  # raises without the session middleware
+        return request.session if request is not None else None  # raises without the session middleware
     except (AssertionError, AttributeError):
         return None
-    info = (session or {}).get("oauth_info") or {}
-    return (info.get("userinfo") or {}).get("preferred_username")

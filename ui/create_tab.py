@@ -194,9 +194,10 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                 created = studio.create_tune(owner, tune_request)
         except SHOWN_ERRORS as error:
             return {**errors.show(error), watched: gr.update()}
+        ctx.files.discard(owner, paths or [])  # the tune keeps its own copy; the uploads must not outlive it
         note = "" if created.created else " (a tune with this title already existed; showing it)"
         gr.Info(f"Tune #{created.tune.id} queued{note}.")
-        return {**errors.clear(), watched: created.tune.id}
+        return {**errors.clear(), photos: None, watched: created.tune.id}
 
     def refresh(tune_id: int | None, request: gr.Request):
         """The followed tune's progress and avatars, and the list; polling stops once nothing is in progress."""
@@ -212,7 +213,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         busy = any(t.status in ("queued", "training") for t in mine) or any(
             p.status in ("queued", "generating") for p in prompts
         )
-        images = prompt_gallery(studio, owner, prompts)
+        images = prompt_gallery(studio, ctx.files, owner, prompts)
         return current.id, progress_bar(current), images, tunes_table(mine), gr.Timer(active=busy)
 
     def follow(table, event: gr.SelectData):

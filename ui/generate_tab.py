@@ -5,6 +5,7 @@ Likes, one-image and all-images (zip) downloads, and the history of the caller's
 
 from __future__ import annotations
 
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -14,7 +15,9 @@ import gradio as gr
 from packs.loader import ASPECT_RATIOS
 from pipelines.errors import TunesError
 from pipelines.generate import SCHEDULERS
+from storage.records import Prompt
 from studio.requests import PromptCreate
+from studio.service import Studio
 from ui.context import UIContext
 from ui.feedback import SHOWN_ERRORS, FieldErrors, user_errors
 from ui.views import prompt_gallery, prompts_table
@@ -22,15 +25,54 @@ from ui.views import prompt_gallery, prompts_table
 DEFAULT_PROMPT = "portrait photo of {{subject}}, soft studio lighting, 85mm, detailed skin"
 DEFAULT_NEGATIVE = "blurry, lowres, deformed, extra fingers, watermark, text"
 POLL_EVERY_S = 1.5
+KEEP_ZIPS = 32  # "Download all" zips kept on disk; Gradio copies each into its own cache when it is shown
 
 
-def _zip_images(studio, owner: str, prompt) -> str:
-    """All images of a prompt in one zip, named by seed (the seed regenerates the image)."""
-    archive = Path(tempfile.mkdtemp(prefix="tunes-zip-")) / f"prompt-{prompt.id}.zip"
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for image in prompt.images:
-            bundle.write(studio.image_file(owner, image.id), f"prompt-{prompt.id}-seed-{image.seed}.png")
+def zip_folder() -> Path:
+    """The app's one folder of "Download all" zips, in the system temp folder (where Gradio may serve from)."""
+    return Path(tempfile.gettempdir()) / "tune-studio-zips"
+
+
+def zip_prompt_images(studio: Studio, owner: str, prompt: Prompt, *, keep: int = KEEP_ZIPS) -> str:
+    """All images of a prompt in one zip, named by seed (the seed regenerates the image).
+
+    Each prompt has one zip at a stable path, rewritten on every call (ids can be reused after a delete, so an
+    old zip is never trusted); beyond `keep` zips the oldest are removed, so temp usage stays bounded.
+
+    Returns:
+        The zip's path.
+
+    Raises:
+        NotFoundError: an image file is gone (no partial zip is left behind).
+    """
+    folder = zip_folder()
+    folder.mkdir(mode=0o700, exist_ok=True)
+    archive = folder / f"prompt-{prompt.id}.zip"
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as partial:
+        try:
+            with zipfile.ZipFile(partial, "w") as bundle:
+                for image in prompt.images:
+                    bundle.write(studio.image_file(owner, image.id), f"prompt-{prompt.id}-seed-{image.seed}.png")
+        except BaseException:
+            os.unlink(partial.name)
+            raise
+    os.replace(partial.name, archive)  # a concurrent download never reads a half-written zip
+    _remove_oldest(folder, keep=keep, current=archive)
     return str(archive)
+
+
+def _remove_oldest(folder: Path, *, keep: int, current: Path) -> None:
+    """Leave `current` and the newest others, `keep` zips in all (mtimes can tie: `current` is named)."""
+    others = [path for path in folder.glob("prompt-*.zip") if path != current]
+    for old in sorted(others, key=_modified, reverse=True)[max(keep - 1, 0) :]:
+        old.unlink(missing_ok=True)
+
+
+def _modified(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:  # removed by a concurrent download meanwhile
+        return 0
 
 
 def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
@@ -149,10 +191,12 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             "failed": f"Failed: {shown.error}",
         }[shown.status]
         table = prompts_table(studio.list_prompts(owner, limit=50)) if finished else gr.update()
-        archive = _zip_images(studio, owner, shown) if finished and shown.images else None
+        archive = zip_prompt_images(studio, owner, shown) if finished and shown.images else None
+        if archive:  # its copy goes with the prompt's images
+            ctx.files.show(owner, archive, of=[studio.image_file(owner, image.id) for image in shown.images])
         return (
             f"**Prompt #{shown.id}.** {line}",
-            prompt_gallery(studio, owner, [shown]),
+            prompt_gallery(studio, ctx.files, owner, [shown]),
             gr.Timer(active=not finished),
             table,
             gr.update(value=archive),
@@ -161,7 +205,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     def pick_image(event: gr.SelectData, prompt_id: int | None, request: gr.Request):
         owner = ctx.user(request)
         image = studio.get_prompt(owner, prompt_id).images[event.index]
-        return image.id, gr.update(value=str(studio.image_file(owner, image.id)))
+        return image.id, gr.update(value=ctx.files.show(owner, studio.image_file(owner, image.id)))
 
     @user_errors
     def toggle_like(image_id: int | None, prompt_id: int | None, request: gr.Request):
@@ -170,7 +214,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
         owner = ctx.user(request)
         image = next(i for i in studio.get_prompt(owner, prompt_id).images if i.id == image_id)
         (studio.unlike_image if image.liked else studio.like_image)(owner, image_id)
-        return prompt_gallery(studio, owner, [studio.get_prompt(owner, prompt_id)])
+        return prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)])
 
     def history_picked(table, event: gr.SelectData):
         return int(table.iloc[event.index[0]]["id"])

@@ -44,7 +44,7 @@ classes: [woman]
 default_branch: sdxl1
 preset:
   face_crop: true
-published: false           # publish once it previews well
+published: false           # a new pack is a draft: press Publish once it previews well
 prompts:
   woman:
     - text: "portrait of {{subject}}, {{characteristics}}, soft window light"
@@ -258,8 +258,9 @@ def _build_editor(ctx: UIContext, *, refresh: tuple[Any, gr.Radio, list]) -> gr.
     with gr.Accordion("Edit packs (creative team)", open=False, visible=False) as box:
         gr.Markdown(
             "Edit the whole pack as YAML (the keys are described in `packs/SCHEMA.md`). **Save** checks it and "
-            "keeps every saved version; a shipped pack is saved as a team copy that overrides it. Prompts use "
-            "`{{subject}}`, `{{token}}`, `{{class}}` and `{{characteristics}}`."
+            "keeps every saved version; a shipped pack is saved as a team copy that overrides it. New packs and "
+            "copies are drafts until you **Publish** them. Prompts use `{{subject}}`, `{{token}}`, `{{class}}` and "
+            "`{{characteristics}}`."
         )
         with gr.Row():
             # choices arrive when an editor opens the section (unpublished titles are not for everyone's page);
@@ -352,7 +353,7 @@ def _build_editor(ctx: UIContext, *, refresh: tuple[Any, gr.Radio, list]) -> gr.
     def save_new(source: str | None, request: gr.Request):
         editor = ctx.editor(request)
         pack = studio.pack_editor.create(read_pack_text(source or "", source="new pack"), editor=editor)
-        return view(pack.id, f"Created {pack.title}.")
+        return view(pack.id, f"Created {pack.title} as a draft; users see it once you press Publish.")
 
     @inline
     def publish_pack(chosen: str | None, request: gr.Request):

@@ -11,6 +11,7 @@ import pandas as pd
 from pipelines.registry import BRANCHES
 from storage.records import Prompt, Tune
 from studio.service import Studio
+from ui.files import UIFiles
 
 CLASSES = ("man", "woman", "boy", "girl", "couple", "cat", "dog")
 # branches a person can pick: trainable ones plus the mock; flux1 appears once it has a trainer
@@ -126,10 +127,14 @@ def photo_report_table(reports: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["photo", "size", "faces", "sharpness", "used", "advice"])
 
 
-def prompt_gallery(studio: Studio, owner: str, prompts: Sequence[Prompt]) -> list[tuple[str, str]]:
-    """(image file, caption) for every image of the prompts; captions carry the seed that regenerates it."""
+def prompt_gallery(studio: Studio, files: UIFiles, owner: str, prompts: Sequence[Prompt]) -> list[tuple[str, str]]:
+    """(image file, caption) for every image of the prompts; captions carry the seed that regenerates it.
+    The owner alone may fetch the copies Gradio makes, while the images exist (`UIFiles.show`)."""
     return [
-        (str(studio.image_file(owner, image.id)), f"#{image.id} · seed {image.seed}" + (" · ♥" if image.liked else ""))
+        (
+            files.show(owner, studio.image_file(owner, image.id)),
+            f"#{image.id} · seed {image.seed}" + (" · ♥" if image.liked else ""),
+        )
         for prompt in prompts
         for image in prompt.images
     ]

@@ -31,7 +31,7 @@ def test_an_edit_is_versioned_and_can_be_reverted(team, tmp_path):
         (2, "ben", "edit"),
     ]
     editor.revert("mini", 1, editor="ana")
-    assert library.get("mini").title == "Mini"
+    assert library.get("mini", include_unpublished=True).title == "Mini"
     assert [v["action"] for v in editor.versions("mini")][-1] == "revert to 1"
 
 
@@ -51,6 +51,7 @@ def test_duplicate_publish_and_ids(team):
     editor.create(MINI_PACK, editor="ana")
     with pytest.raises(ConflictError):
         editor.create(MINI_PACK, editor="ana")
+    editor.set_published("mini", True, editor="ana")
     copy = editor.duplicate("mini", "mini-winter", editor="ana", title="Mini winter")
     assert copy.title == "Mini winter" and not copy.published
     assert [p.id for p in library.list()] == ["mini"], "unpublished packs are hidden from users"
@@ -127,5 +128,5 @@ def test_a_failed_push_keeps_the_local_save(tmp_path, fake_hub):
     fake_hub.fail_next("/api/repos/create", status=500, times=5)
     editor.create(MINI_PACK, editor="ana")
 
-    assert library.get("mini").title == "Mini"
+    assert library.get("mini", include_unpublished=True).title == "Mini"
     assert editor.last_push_error and FAKE_TOKEN not in editor.last_push_error

@@ -20,6 +20,7 @@ MINI_PACK = {
     "classes": ["woman", "dog"],
     "default_branch": "sdxl1",
     "preset": {"steps": 2, "face_crop": False},
+    "published": True,
     "prompts": {
         "woman": [
             {

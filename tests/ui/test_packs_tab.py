@@ -153,11 +153,14 @@ def test_the_team_copies_publishes_previews_and_reverts_a_pack(served, studio):
     ]
 
 
-def test_a_new_pack_without_a_cover_gets_a_placeholder_card(served, studio):
+def test_a_new_pack_is_a_draft_and_once_published_without_a_cover_gets_a_placeholder_card(served, studio):
     app, _ = served
+    ed = client(app, "ed")
     published = NEW_PACK_TEMPLATE.replace("published: false", "published: true")
-    banner, *_ = client(app, "ed").predict(published, api_name="/pack_editor_create")
-    assert banner["visible"] is False
+    banner, _, status, *_ = ed.predict(published, api_name="/pack_editor_create")
+    assert banner["visible"] is False and "**unpublished**" in status
+    assert "my-new-pack" not in pack_cards(studio, "woman")[1], "users see a new pack only once it is published"
+    ed.predict("my-new-pack", api_name="/pack_editor_publish")
     items, ids = pack_cards(studio, "woman")
     image, caption = items[ids.index("my-new-pack")]
     assert caption == "My new pack · woman · 4 images" and image.size == (384, 384)
