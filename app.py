@@ -80,9 +80,9 @@ def build_app(ctx: UIContext, operations: Operations) -> gr.Blocks:
 def launch_options(settings: Settings) -> dict[str, Any]:
     """Gradio mount/launch arguments from the settings: sign-in, the server's upload limit, the style.
 
-    `show_error=False`: only the messages the app means to show (`gr.Error`) reach the browser; an unexpected
-    exception's text (paths of this server) goes to the log."""
-    options: dict[str, Any] = {"max_file_size": settings.max_photo_bytes, "css": CSS, "show_error": False}
+    Gradio shows exception text to callers (its checks of their input say what was wrong); `ui.guard` takes the
+    folders of this server out of those messages."""
+    options: dict[str, Any] = {"max_file_size": settings.max_photo_bytes, "css": CSS}
     if settings.accounts:
         options["auth"] = settings.account_pairs
         options["auth_message"] = "Sign in to Tune Studio."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.errors import ApiKeyLimitError
 from pipelines.settings import Settings
 from storage.db import Database
 from studio.service import Studio
@@ -23,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "create-key":
             if not args.user.strip():
                 parser.error("USER must not be empty")
-            key = Studio(settings, db).create_api_key(args.user.strip())
+            try:
+                key = Studio(settings, db).create_api_key(args.user.strip())
+            except ApiKeyLimitError as error:  # a cap to respect, not a bug: one line, no trace
+                print(error, file=sys.stderr)
+                return 1
             print(key)
             print(f"API key for {args.user} in {db.path} (shown once; store it now).", file=sys.stderr)
     finally:

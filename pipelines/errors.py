@@ -6,6 +6,7 @@ Callers catch `TunesError` (or a subclass); library errors are translated into t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -118,3 +119,30 @@ class ArtifactError(TunesError):
 
 class FetchError(ValidationError):
     """A user-given URL passed the checks but could not be fetched or delivered (DNS, network, status, size)."""
+
+
+class RateLimitedError(TunesError):
+    """The caller made more API requests than `TUNES_API_RATE_PER_MINUTE` allows (REST and Gradio API together).
+
+    `retry_after` is the whole seconds to wait before the next request goes through (at least 1).
+    """
+
+    def __init__(self, per_minute: int, wait_s: float):
+        self.per_minute = per_minute
+        self.retry_after = max(1, math.ceil(wait_s))
+        super().__init__(
+            f"rate limit reached: at most {per_minute} API requests a minute per user, REST and the Gradio API "
+            f"together (TUNES_API_RATE_PER_MINUTE); try again in {self.retry_after} s"
+        )
+
+
+class ApiKeyLimitError(ConflictError):
+    """The caller already holds as many unrevoked API keys as `TUNES_MAX_API_KEYS` allows; nothing was created."""
+
+    def __init__(self, held: int, limit: int):
+        self.held = held
+        self.limit = limit
+        super().__init__(
+            f"You already hold {held} unrevoked API keys, the most allowed (TUNES_MAX_API_KEYS={limit}); "
+            "revoke one you no longer use (Account tab) before creating another."
+        )

@@ -30,6 +30,7 @@ from pipelines.errors import (
     InsufficientCreditsError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitedError,
     TunesError,
     ValidationError,
 )
@@ -46,8 +47,9 @@ from rest.schemas import (
     TuneFields,
     TuneOut,
 )
-from rest.security import RateLimiter, UploadedFilesOnly, UrlSigner, bearer_key
+from rest.security import UploadedFilesOnly, UrlSigner, bearer_key
 from rest.shapes import Shapes
+from rest.signin import SignInThrottle
 from studio import outages
 from studio.requests import MAX_ID, PromptCreate, TuneCreate
 from studio.service import Studio
@@ -59,6 +61,7 @@ _STATUS = {
     PermissionDeniedError: 403,
     ConflictError: 409,
     InsufficientCreditsError: 402,
+    RateLimitedError: 429,
 }
 _ERRORS = {code: {"model": ErrorOut} for code in (401, 404, 422, 429, 503, 507)}  # 503/507: studio.outages
 _BODY_ERRORS = _ERRORS | {code: {"model": ErrorOut} for code in (402, 409, 415)}  # credits, a tagged tune, type
@@ -68,7 +71,7 @@ _UPLOAD_SLACK = 5  # a few files over the limit still reach the service, whose e
 
 
 class ApiError(Exception):
-    """An HTTP error with a JSON body (401, 429, 415)."""
+    """An HTTP error with a JSON body (401, 415)."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         self.status, self.message, self.headers = status, message, headers or {}
@@ -82,13 +85,13 @@ def build_rest_api(studio: Studio) -> FastAPI:
         description="Astria-compatible tunes, prompts and packs. Authenticate with `Authorization: Bearer <key>`.",
     )
     signer = UrlSigner(studio.settings.data_dir)
-    limiter = RateLimiter(studio.settings.api_rate_per_minute)
     _add_error_handlers(api)
     api.add_middleware(UploadedFilesOnly)  # Gradio, mounted in this app, takes files only from uploads
-    _add_tune_routes(api, studio, signer, limiter)
-    _add_prompt_routes(api, studio, signer, limiter)
-    _add_pack_routes(api, studio, signer, limiter)
-    _add_file_routes(api, studio, signer, limiter)
+    api.add_middleware(SignInThrottle, allowed=studio.settings.login_failures)  # Gradio's `POST /login`
+    _add_tune_routes(api, studio, signer)
+    _add_prompt_routes(api, studio, signer)
+    _add_pack_routes(api, studio, signer)
+    _add_file_routes(api, studio, signer)
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api
 
@@ -96,20 +99,26 @@ def build_rest_api(studio: Studio) -> FastAPI:
 # -- who is calling --------------------------------------------------------------------------------
 
 
-def _caller(request: Request, studio: Studio, limiter: RateLimiter) -> str:
+def _caller(request: Request, studio: Studio) -> str:
+    """The owner of the request's API key, once one request is taken from the owner's allowance.
+
+    Raises:
+        ApiError: no key, or an invalid or revoked one (401).
+        RateLimitedError: the owner is over `TUNES_API_RATE_PER_MINUTE` (429 with Retry-After).
+    """
     key = bearer_key(request.headers.get("authorization"))
-    owner = studio.owner_for_api_key(key) if key else None
-    if owner is None:
+    found = studio.api_key(key) if key else None
+    if found is None:
         message = "missing API key: send Authorization: Bearer <key>" if not key else "invalid or revoked API key"
         raise ApiError(401, message, {"WWW-Authenticate": "Bearer"})
-    wait = limiter.allow(key)
-    if wait:
-        raise ApiError(429, f"rate limit reached; retry in {wait:.1f} s", {"Retry-After": str(max(1, round(wait)))})
+    owner, request.state.key_id = found  # links in the answer are signed for this key (`_shapes`)
+    studio.check_rate(owner)  # one bucket per user, whatever the key, shared with the Gradio API
     return owner
 
 
 def _shapes(request: Request, signer: UrlSigner) -> Shapes:
-    return Shapes(str(request.base_url), signer)
+    """Response shapes whose links are signed for the caller's key (set by `_caller`)."""
+    return Shapes(str(request.base_url), signer, request.state.key_id)
 
 
 # -- bodies ----------------------------------------------------------------------------------------
@@ -250,11 +259,11 @@ _PROMPT_FORM = {name: {"type": "string"} for name in ("text", "negative_prompt",
 # -- routes ----------------------------------------------------------------------------------------
 
 
-def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
+def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
     @api.get("/tunes", response_model=list[TuneOut], responses=_ERRORS, tags=["tunes"])
     def list_tunes(request: Request, limit: int = Query(20, ge=1, le=100), offset: Offset = 0):
         """Your tunes, newest first."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         return [_shapes(request, signer).tune(t) for t in studio.list_tunes(owner, limit=limit, offset=offset)]
 
     @api.post(
@@ -267,7 +276,7 @@ def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
     )
     async def create_tune(request: Request, response: Response):
         """Create a tune from 4-30 photos (files or URLs); the same title returns the existing tune (200)."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         fields, files = await _read_body(request, "tune", TuneFields, studio)
         created = studio.create_tune(owner, _tune_request(fields, await _photos(files, studio)))
         response.status_code = 201 if created.created else 200
@@ -276,16 +285,17 @@ def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
     @api.get("/tunes/{tune_id}", response_model=TuneOut, responses=_ERRORS, tags=["tunes"])
     def get_tune(request: Request, tune_id: Id):
         """One of your tunes: status, progress, eta, and ckpt_url while its LoRA exists."""
-        return _shapes(request, signer).tune(studio.get_tune(_caller(request, studio, limiter), tune_id))
+        owner = _caller(request, studio)
+        return _shapes(request, signer).tune(studio.get_tune(owner, tune_id))
 
     @api.delete("/tunes/{tune_id}", status_code=204, responses=_ERRORS, tags=["tunes"])
     def delete_tune(request: Request, tune_id: Id):
         """Delete a tune, its photos and LoRA (its images are kept)."""
-        studio.delete_tune(_caller(request, studio, limiter), tune_id)
+        studio.delete_tune(_caller(request, studio), tune_id)
         return Response(status_code=204)
 
 
-def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
+def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
     @api.post(
         "/tunes/{tune_id}/prompts",
         response_model=PromptOut,
@@ -296,7 +306,7 @@ def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter:
     )
     async def create_prompt(request: Request, tune_id: Id):
         """Queue a prompt on a tune; `<lora:ID:weight>` tags in the text combine your other tunes."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         fields, _ = await _read_body(request, "prompt", PromptFields, studio)
         prompt = studio.create_prompt(owner, tune_id, _prompt_request(fields))
         return _shapes(request, signer).prompt(prompt)
@@ -304,7 +314,7 @@ def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter:
     @api.get("/tunes/{tune_id}/prompts", response_model=list[PromptOut], responses=_ERRORS, tags=["prompts"])
     def list_tune_prompts(request: Request, tune_id: Id, limit: int = Query(20, ge=1, le=100), offset: Offset = 0):
         """A tune's prompts, newest first."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         studio.get_tune(owner, tune_id)  # 404 for a tune that is not the caller's
         prompts = studio.list_prompts(owner, tune_id=tune_id, limit=limit, offset=offset)
         return [_shapes(request, signer).prompt(p) for p in prompts]
@@ -312,45 +322,45 @@ def _add_prompt_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter:
     @api.get("/tunes/{tune_id}/prompts/{prompt_id}", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
     def get_prompt(request: Request, tune_id: Id, prompt_id: Id):
         """One prompt with its image URLs (signed links, valid for a week)."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         return _shapes(request, signer).prompt(studio.get_prompt(owner, prompt_id, tune_id=tune_id))
 
     @api.delete("/tunes/{tune_id}/prompts/{prompt_id}", status_code=204, responses=_ERRORS, tags=["prompts"])
     def delete_prompt(request: Request, tune_id: Id, prompt_id: Id):
         """Delete a prompt and its images."""
-        studio.delete_prompt(_caller(request, studio, limiter), prompt_id, tune_id=tune_id)
+        studio.delete_prompt(_caller(request, studio), prompt_id, tune_id=tune_id)
         return Response(status_code=204)
 
     @api.get("/prompts", response_model=list[PromptOut], responses=_ERRORS, tags=["prompts"])
     def list_prompts(request: Request, limit: int = Query(20, ge=1, le=100), offset: Offset = 0):
         """All your prompts, newest first."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         return [_shapes(request, signer).prompt(p) for p in studio.list_prompts(owner, limit=limit, offset=offset)]
 
     @api.post("/prompts/{prompt_id}/likes", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
     def like(request: Request, prompt_id: Id):
         """Like a prompt's images (likes roll up to pack prompts for the creative team)."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         return _shapes(request, signer).prompt(studio.like_prompt(owner, prompt_id, liked=True))
 
     @api.delete("/prompts/{prompt_id}/likes", response_model=PromptOut, responses=_ERRORS, tags=["prompts"])
     def unlike(request: Request, prompt_id: Id):
         """Take the like back."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         return _shapes(request, signer).prompt(studio.like_prompt(owner, prompt_id, liked=False))
 
 
-def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
+def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
     @api.get("/packs", responses=_ERRORS, tags=["packs"])
     def list_packs(request: Request, class_name: str | None = Query(None, alias="class", max_length=40)):
         """Published packs (optionally those for one class), with prompts and image counts per class."""
-        _caller(request, studio, limiter)
+        _caller(request, studio)
         return [Shapes.pack(pack) for pack in studio.list_packs(class_name)]
 
     @api.get("/p/{pack_id}", responses=_ERRORS, tags=["packs"])
     def get_pack(request: Request, pack_id: str):
         """One pack."""
-        _caller(request, studio, limiter)
+        _caller(request, studio)
         return Shapes.pack(studio.get_pack(pack_id))
 
     @api.post(
@@ -362,7 +372,7 @@ def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
     )
     async def create_tune_from_pack(request: Request, pack_id: str):
         """Train a tune with the pack's preset and generate the pack; with `tune_ids`, reuse trained tunes (a list)."""
-        owner = _caller(request, studio, limiter)
+        owner = _caller(request, studio)
         fields, files = await _read_body(request, "tune", PackTuneFields, studio)
         shapes = _shapes(request, signer)
         if fields.tune_ids:
@@ -372,26 +382,34 @@ def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: R
         return JSONResponse(shapes.tune(created.tune), status_code=201 if created.created else 200)
 
 
-# the parts of a signed link (owner, expiry, signature); documented so clients and the fuzzer see them
+# the parts of a signed link (owner, key id, expiry, signature); documented so clients and the fuzzer see them
 LinkPart = Annotated[str | None, Query(max_length=200)]
 
 
-def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner, limiter: RateLimiter) -> None:
+def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
     def owner_of_link(request: Request, path: str) -> str:
+        """The owner a signed link is for, while its key is unrevoked; without one, the API key's owner."""
         query = request.query_params
-        owner = query.get("u")
-        if owner and signer.verify(path, owner, query.get("exp"), query.get("sig")):
+        owner, key_id = query.get("u"), query.get("k")
+        signed = owner and signer.verify(path, owner, key_id, query.get("exp"), query.get("sig"))
+        if signed and studio.api_key_is_active(owner, int(key_id)):
             return owner
-        return _caller(request, studio, limiter)  # no valid signature: the API key decides
+        return _caller(request, studio)  # no valid signature: the API key decides
 
     @api.get("/images/{image_id}", response_class=FileResponse, responses=_ERRORS, tags=["files"])
-    def image(request: Request, image_id: Id, u: LinkPart = None, exp: LinkPart = None, sig: LinkPart = None):
+    def image(
+        request: Request, image_id: Id, u: LinkPart = None, k: LinkPart = None, exp: LinkPart = None,
+        sig: LinkPart = None,
+    ):  # fmt: skip
         """An image (PNG): with the signed link from a prompt, or with your API key."""
         owner = owner_of_link(request, f"/images/{image_id}")
         return FileResponse(studio.image_file(owner, image_id), media_type="image/png")
 
     @api.get("/tunes/{tune_id}/ckpt", response_class=FileResponse, responses=_ERRORS, tags=["files"])
-    def checkpoint(request: Request, tune_id: Id, u: LinkPart = None, exp: LinkPart = None, sig: LinkPart = None):
+    def checkpoint(
+        request: Request, tune_id: Id, u: LinkPart = None, k: LinkPart = None, exp: LinkPart = None,
+        sig: LinkPart = None,
+    ):  # fmt: skip
         """The tune's LoRA (`pytorch_lora_weights.safetensors`, diffusers format) while it exists."""
         owner = owner_of_link(request, f"/tunes/{tune_id}/ckpt")
         tune = studio.get_tune(owner, tune_id)
@@ -411,7 +429,8 @@ def _add_error_handlers(api: FastAPI) -> None:
         body: dict[str, Any] = {"error": str(error)}
         if isinstance(error, ValidationError):
             body["errors"] = {error.field: [error.message]}
-        return JSONResponse(body, status_code=status)
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimitedError) else None
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @api.exception_handler(ApiError)
     def api_error(request: Request, error: ApiError):

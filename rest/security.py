@@ -1,4 +1,4 @@
-"""Who is calling (API keys), how often (a per-key rate limit), and links that work without a header.
+"""Who is calling (API keys) and links that work without a header (the per-user rate limit is `studio.limits`).
 
 Image and LoRA URLs in responses are signed (HMAC, with an expiry), so an `<img src>` or a plain download
 works while the link is fresh, and nobody can reach another owner's file by changing an id.
@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,53 +22,33 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LINK_LIFETIME_S = 7 * 24 * 3600
 
 
-class RateLimiter:
-    """A token bucket per key: `per_minute` requests a minute on average, bursts up to `burst`.
-
-    Args:
-        per_minute: refill rate. burst: bucket size. clock: seconds (tests pass a fake).
-    """
-
-    def __init__(self, per_minute: int, *, burst: int | None = None, clock=time.monotonic):
-        self.rate = per_minute / 60.0
-        self.burst = burst or max(1, per_minute)
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> float:
-        """0.0 when the request may go ahead, else the seconds to wait before the next one."""
-        with self._lock:
-            now = self.clock()
-            tokens, since = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(self.burst, tokens + (now - since) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-
-
 class UrlSigner:
-    """Signs `path` for one owner until an expiry; the secret lives in the data folder (created once, 0600)."""
+    """Signs `path` for one owner and the API key that asked, until an expiry; the secret lives in the data folder
+    (created once, 0600). A link names the key (`k`): revoking that key ends every link made with it."""
 
     def __init__(self, data_dir: Path, *, clock=time.time):
         self.secret = _load_secret(data_dir / "url-secret")
         self.clock = clock
 
-    def sign(self, base: str, path: str, owner: str) -> str:
+    def sign(self, base: str, path: str, owner: str, key_id: int) -> str:
         expires = int(self.clock()) + LINK_LIFETIME_S
-        query = urlencode({"u": owner, "exp": expires, "sig": self._mac(path, owner, expires)})
+        query = urlencode({"u": owner, "k": key_id, "exp": expires, "sig": self._mac(path, owner, key_id, expires)})
         return f"{base.rstrip('/')}{path}?{query}"
 
-    def verify(self, path: str, owner: str, expires: str | None, signature: str | None) -> bool:
-        if not expires or not signature or not (expires.isascii() and expires.isdigit()) or int(expires) < self.clock():
+    def verify(self, path: str, owner: str, key_id: str | None, expires: str | None, signature: str | None) -> bool:
+        """Whether the link parts are a fresh signature of `path` for `owner` and key `key_id` (its key's state is
+        the caller's to check)."""
+        if not _digits(key_id) or not _digits(expires) or int(expires) < self.clock() or not signature:
             return False
-        return hmac.compare_digest(self._mac(path, owner, int(expires)), signature)
+        return hmac.compare_digest(self._mac(path, owner, int(key_id), int(expires)), signature)
 
-    def _mac(self, path: str, owner: str, expires: int) -> str:
-        message = f"{path}\n{owner}\n{expires}".encode()
+    def _mac(self, path: str, owner: str, key_id: int, expires: int) -> str:
+        message = f"{path}\n{owner}\n{key_id}\n{expires}".encode()
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()[:32]
+
+
+def _digits(value: str | None) -> bool:
+    return bool(value) and value.isascii() and value.isdigit() and len(value) < 19
 
 
 def bearer_key(header: str | None) -> str | None:
@@ -111,13 +90,13 @@ class UploadedFilesOnly:
         if not self._is_gradio_call(scope):  # uploads (multipart) stream through untouched
             await self.app(scope, receive, send)
             return
-        messages, body = await _read_all(receive)
+        messages, body = await read_body(receive)
         foreign = _foreign_file(body)
         if foreign is not None:
             message = f"{Path(foreign).name!r} was not uploaded: upload files first (POST {self.prefix}upload)"
             await JSONResponse({"error": message}, status_code=403)(scope, receive, send)
             return
-        await self.app(scope, _replay(messages, receive), send)
+        await self.app(scope, replay(messages, receive), send)
 
     def _is_gradio_call(self, scope: Scope) -> bool:
         """A POST to Gradio's API with a body that may be JSON (FastAPI parses JSON whatever the type says,
@@ -128,7 +107,7 @@ class UploadedFilesOnly:
         return content_type not in (b"multipart/form-data", b"application/x-www-form-urlencoded")
 
 
-async def _read_all(receive: Receive) -> tuple[list[Message], bytes]:
+async def read_body(receive: Receive) -> tuple[list[Message], bytes]:
     messages, chunks = [], []
     while True:
         message = await receive()
@@ -138,7 +117,7 @@ async def _read_all(receive: Receive) -> tuple[list[Message], bytes]:
             return messages, b"".join(chunks)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay(messages: list[Message], receive: Receive) -> Receive:
     pending = list(messages)
 
     async def replayed() -> Message:

@@ -13,13 +13,14 @@ from storage.records import Prompt, Tune, iso, utc_now
 class Shapes:
     """Builds response bodies for one request: `base` is the server's public root (scheme, host, prefix)."""
 
-    def __init__(self, base: str, signer: UrlSigner):
+    def __init__(self, base: str, signer: UrlSigner, key_id: int):
         self.base = base.rstrip("/")
         self.signer = signer
+        self.key_id = key_id  # the caller's API key: its links end when it is revoked
 
     def tune(self, tune: Tune) -> dict[str, Any]:
         extra = tune.api_fields
-        ckpt = self.signer.sign(self.base, f"/tunes/{tune.id}/ckpt", tune.owner) if tune.artifact_location else None
+        ckpt = self._link(f"/tunes/{tune.id}/ckpt", tune.owner) if tune.artifact_location else None
         eta = None
         if tune.status == "training" and tune.eta_seconds is not None:
             eta = iso(utc_now() + timedelta(seconds=tune.eta_seconds))
@@ -54,7 +55,7 @@ class Shapes:
         }
 
     def prompt(self, prompt: Prompt) -> dict[str, Any]:
-        images = [self.signer.sign(self.base, f"/images/{image.id}", prompt.owner) for image in prompt.images]
+        images = [self._link(f"/images/{image.id}", prompt.owner) for image in prompt.images]
         return {
             "id": prompt.id,
             "tune_id": prompt.tune_id,
@@ -82,6 +83,9 @@ class Shapes:
             "url": f"{self.base}/tunes/{prompt.tune_id}/prompts/{prompt.id}",
             "images": images,
         }
+
+    def _link(self, path: str, owner: str) -> str:
+        return self.signer.sign(self.base, path, owner, self.key_id)
 
     @staticmethod
     def pack(pack: Pack) -> dict[str, Any]:

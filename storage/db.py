@@ -244,18 +244,35 @@ class Database:
 
     def add_api_key(self, owner: str, key_hash: str, prefix: str) -> int:
         with self.transaction() as conn:
-            self.ensure_user(conn, owner)
-            return conn.execute(
-                "INSERT INTO api_keys (owner, key_hash, prefix, created_at) VALUES (?, ?, ?, ?)",
-                (owner, key_hash, prefix, iso(self.clock())),
-            ).lastrowid
+            return self.insert_api_key(conn, owner, key_hash, prefix)
 
-    def owner_of_key(self, key_hash: str) -> str | None:
+    def insert_api_key(self, conn: sqlite3.Connection, owner: str, key_hash: str, prefix: str) -> int:
+        """Add a key inside a transaction; returns its id."""
+        self.ensure_user(conn, owner)
+        return conn.execute(
+            "INSERT INTO api_keys (owner, key_hash, prefix, created_at) VALUES (?, ?, ?, ?)",
+            (owner, key_hash, prefix, iso(self.clock())),
+        ).lastrowid
+
+    def count_api_keys(self, conn: sqlite3.Connection, owner: str) -> int:
+        """The owner's unrevoked keys, inside a transaction (to check a cap and add a key at once)."""
+        row = conn.execute("SELECT COUNT(*) AS n FROM api_keys WHERE owner = ? AND revoked_at IS NULL", (owner,))
+        return row.fetchone()["n"]
+
+    def key_of(self, key_hash: str) -> tuple[str, int] | None:
+        """(owner, key id) of an unrevoked key, else None."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT owner FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
+                "SELECT owner, id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
             ).fetchone()
-        return row["owner"] if row else None
+        return (row["owner"], row["id"]) if row else None
+
+    def key_is_active(self, owner: str, key_id: int) -> bool:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM api_keys WHERE owner = ? AND id = ? AND revoked_at IS NULL", (owner, key_id)
+            ).fetchone()
+        return row is not None
 
     def list_api_keys(self, owner: str) -> list[dict[str, Any]]:
         with self._lock:

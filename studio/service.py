@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from packs.loader import LIBRARY_DIR, Pack
-from pipelines.errors import ConflictError, InsufficientCreditsError, NotFoundError, ValidationError
+from pipelines.errors import (
+    ApiKeyLimitError,
+    ConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    RateLimitedError,
+    ValidationError,
+)
 from pipelines.photos import PhotoInput
 from pipelines.prompts import LoraTag, check_characteristics, render_prompt, split_lora_tags
 from pipelines.registry import get_branch, model_reference
@@ -29,6 +36,7 @@ from storage.db import Database
 from storage.hub_packs import open_pack_mirror
 from storage.net import check_url, fetch_url
 from storage.records import Image, Prompt, Tune, utc_now
+from studio.limits import RateLimiter
 from studio.packs import PackEditor, PackLibrary
 from studio.requests import PromptCreate, TuneCreate, check_id, check_page
 
@@ -53,6 +61,7 @@ class Studio:
         store: the artifact store holding trained LoRAs (deleted with their tune).
         packs: the pack library (default: the shipped packs plus the team's in the data folder).
         clock: "now" (tests inject a fake clock to drive expiry).
+        rate_limiter: the per-user API rate limit (default: `settings.api_rate_per_minute`; tests pass a fake clock).
     """
 
     def __init__(
@@ -63,6 +72,7 @@ class Studio:
         store: Any = None,
         packs: PackLibrary | None = None,
         clock: Clock = utc_now,
+        rate_limiter: RateLimiter | None = None,
     ):
         self.settings = settings
         self.db = db
@@ -72,6 +82,7 @@ class Studio:
             self.packs, settings.data_dir / "packs", clock=clock, mirror=open_pack_mirror(settings)
         )
         self.clock = clock
+        self.rate_limiter = rate_limiter or RateLimiter(settings.api_rate_per_minute)
         self.work_available = threading.Event()  # set when something is queued; the worker waits on it
 
     # -- paths -----------------------------------------------------------------------------------
@@ -464,16 +475,48 @@ class Studio:
         return self.db.credits(owner)
 
     def create_api_key(self, owner: str) -> str:
-        """A new API key for `owner`. Returned once; only its SHA-256 is stored."""
+        """A new API key for `owner`. Returned once; only its SHA-256 is stored.
+
+        Returns:
+            The key (`tsk_…`).
+
+        Raises:
+            ApiKeyLimitError: `owner` already holds `TUNES_MAX_API_KEYS` unrevoked keys (nothing is created).
+        """
         key = "tsk_" + secrets.token_urlsafe(32)
-        self.db.add_api_key(owner, _hash_key(key), prefix=key[:8])
+        limit = self.settings.max_api_keys
+        with self.db.transaction() as conn:  # counted and added at once: two clicks cannot pass the cap together
+            held = self.db.count_api_keys(conn, owner)
+            if held >= limit:
+                raise ApiKeyLimitError(held, limit)
+            self.db.insert_api_key(conn, owner, _hash_key(key), prefix=key[:8])
         return key
+
+    def check_rate(self, owner: str) -> None:
+        """Take one API request from `owner`'s allowance: one bucket per user for REST and the named Gradio
+        API together, whatever the number of keys (`TUNES_API_RATE_PER_MINUTE`, bursts up to as many).
+
+        Raises:
+            RateLimitedError: the bucket is empty; `retry_after` says the seconds until the next request passes.
+        """
+        wait = self.rate_limiter.allow(owner)
+        if wait:
+            raise RateLimitedError(self.settings.api_rate_per_minute, wait)
 
     def owner_for_api_key(self, key: str) -> str | None:
         """The owner of a valid, unrevoked key, else None."""
+        found = self.api_key(key)
+        return found[0] if found else None
+
+    def api_key(self, key: str) -> tuple[str, int] | None:
+        """(owner, key id) of a valid, unrevoked key, else None."""
         if not isinstance(key, str) or not key.startswith("tsk_") or len(key) > 100:
             return None
-        return self.db.owner_of_key(_hash_key(key))
+        return self.db.key_of(_hash_key(key))
+
+    def api_key_is_active(self, owner: str, key_id: int) -> bool:
+        """Whether `owner` still holds key `key_id` unrevoked (links signed for that key work only then)."""
+        return self.db.key_is_active(owner, key_id)
 
     def list_api_keys(self, owner: str) -> list[dict[str, Any]]:
         """The caller's keys: id, first characters, created and revoked times (never the key)."""

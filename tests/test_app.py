@@ -40,6 +40,7 @@ def served(tmp_path_factory, tiny_sd15_dir):
         accounts=("alice:alice-pw", "bob:bob-pw"),
         admins=("alice",),
         max_photo_bytes=2_000_000,
+        api_rate_per_minute=100_000,  # the tests poll the Gradio API; the limit has its own tests
     )
     with served_app(settings) as url:
         yield url

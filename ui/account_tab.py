@@ -17,7 +17,8 @@ def build_account_tab(ctx: UIContext, app: gr.Blocks) -> None:
     who = gr.Markdown(elem_id="account-who")
     gr.Markdown(
         "### API keys\nFor programs using the REST API: `Authorization: Bearer <key>`. A new key is shown "
-        "**once**; only a hash is stored. Revoke a key you no longer use or that may have leaked."
+        "**once**; only a hash is stored. Revoke a key you no longer use or that may have leaked. You may hold "
+        f"{ctx.settings.max_api_keys} unrevoked keys at once (`TUNES_MAX_API_KEYS`)."
     )
     with gr.Row():
         create = gr.Button("Create a new API key", variant="primary", scale=1)

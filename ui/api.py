@@ -2,7 +2,8 @@
 
 JSON-only endpoints are plain typed functions (`gr.api`). Endpoints that take or return files use
 hidden components, so Gradio moves files through its upload cache and a client never names a server path.
-Every endpoint acts as the signed-in caller and sees only the caller's records.
+Every endpoint acts as the signed-in caller and sees only the caller's records, and takes one request from
+the caller's rate allowance (`TUNES_API_RATE_PER_MINUTE`, one bucket per user shared with the REST API).
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
@@ -31,6 +32,18 @@ def tune_json(tune: Tune, *, created: bool | None = None) -> dict[str, Any]:
     return data
 
 
+def _caller(ctx: UIContext, request: gr.Request | None) -> str:
+    """The signed-in caller, once one request is taken from the caller's allowance (one bucket with REST).
+
+    Raises:
+        SignInRequiredError: nobody is signed in where sign-in is required.
+        RateLimitedError: the caller is over `TUNES_API_RATE_PER_MINUTE`; the message says how long to wait.
+    """
+    owner = ctx.user(request)
+    ctx.studio.check_rate(owner)
+    return owner
+
+
 def build_api(ctx: UIContext) -> None:
     """Register the named endpoints in the enclosing `gr.Blocks`."""
     _json_endpoints(ctx)
@@ -43,23 +56,23 @@ def _json_endpoints(ctx: UIContext) -> None:
     @user_errors
     def get_tune(tune_id: int, request: gr.Request) -> dict:
         """One of your tunes: status, progress, ETA, token, expiry."""
-        return tune_json(studio.get_tune(ctx.user(request), check_id(tune_id, "tune_id")))
+        return tune_json(studio.get_tune(_caller(ctx, request), check_id(tune_id, "tune_id")))
 
     @user_errors
     def list_tunes(limit: int = 20, offset: int = 0, request: gr.Request = None) -> list:
         """Your tunes, newest first."""
-        return [tune_json(t) for t in studio.list_tunes(ctx.user(request), limit=limit, offset=offset)]
+        return [tune_json(t) for t in studio.list_tunes(_caller(ctx, request), limit=limit, offset=offset)]
 
     @user_errors
     def delete_tune(tune_id: int, request: gr.Request) -> dict:
         """Delete a tune, its photos and its LoRA (its avatars are kept)."""
-        studio.delete_tune(ctx.user(request), check_id(tune_id, "tune_id"))
+        studio.delete_tune(_caller(ctx, request), check_id(tune_id, "tune_id"))
         return {"id": tune_id, "deleted": True}
 
     @user_errors
     def cancel_tune(tune_id: int, request: gr.Request) -> dict:
         """Stop a queued or training tune."""
-        return tune_json(studio.cancel_tune(ctx.user(request), check_id(tune_id, "tune_id")))
+        return tune_json(studio.cancel_tune(_caller(ctx, request), check_id(tune_id, "tune_id")))
 
     @user_errors
     def create_prompt(
@@ -80,6 +93,7 @@ def _json_endpoints(ctx: UIContext) -> None:
         request: gr.Request = None,
     ) -> dict:
         """Queue a prompt on a trained (or training) tune. `text` may use {{subject}}, {{token}}, {{class}}."""
+        owner = _caller(ctx, request)  # first: a refused request counts too
         prompt = PromptCreate(
             text=text,
             negative_prompt=negative_prompt,
@@ -95,33 +109,34 @@ def _json_endpoints(ctx: UIContext) -> None:
             hires_fix=hires_fix,
             callback=callback,
         )
-        return studio.create_prompt(ctx.user(request), check_id(tune_id, "tune_id"), prompt).to_dict()
+        return studio.create_prompt(owner, check_id(tune_id, "tune_id"), prompt).to_dict()
 
     @user_errors
     def list_prompts(tune_id: int | None = None, limit: int = 20, offset: int = 0, request: gr.Request = None) -> list:
         """Your prompts (of one tune, or all), newest first, with their images' ids and seeds."""
-        owner = ctx.user(request)
+        owner = _caller(ctx, request)
         tune_id = None if tune_id is None else check_id(tune_id, "tune_id")
         return [p.to_dict() for p in studio.list_prompts(owner, tune_id=tune_id, limit=limit, offset=offset)]
 
     @user_errors
     def delete_prompt(prompt_id: int, request: gr.Request) -> dict:
         """Delete a prompt and its images."""
-        studio.delete_prompt(ctx.user(request), check_id(prompt_id, "prompt_id"))
+        studio.delete_prompt(_caller(ctx, request), check_id(prompt_id, "prompt_id"))
         return {"id": prompt_id, "deleted": True}
 
     @user_errors
     def like(image_id: int, liked: bool = True, request: gr.Request = None) -> dict:
         """Like (or with liked=false, unlike) one of your images."""
-        owner, image_id = ctx.user(request), check_id(image_id, "image_id")
+        owner, image_id = _caller(ctx, request), check_id(image_id, "image_id")
         if not isinstance(liked, bool):
             raise ValidationError("liked", liked, "must be true or false")
         image = studio.like_image(owner, image_id) if liked else studio.unlike_image(owner, image_id)
         return image.to_dict()
 
     @user_errors
-    def list_packs(class_name: str | None = None) -> list:
+    def list_packs(class_name: str | None = None, request: gr.Request = None) -> list:
         """Published packs (optionally only those for one class) with their prompts and image counts."""
+        _caller(ctx, request)
         return [pack.to_dict() for pack in studio.list_packs(class_name or None)]
 
     for endpoint in (get_tune, list_tunes, delete_tune, cancel_tune, create_prompt, list_prompts, delete_prompt):
@@ -179,34 +194,38 @@ def _file_endpoints(ctx: UIContext) -> None:
         """Upload 4-30 photos of one subject and queue the training; `styles` (up to 8 pack prompts) run after."""
         values = (photos, title, name, branch, steps, token, face_crop, characteristics, callback, prompts_callback,
                   auto_extend, styles)  # fmt: skip
-        created = studio.create_tune(ctx.user(request), tune_request(*values))
+        owner = _caller(ctx, request)
+        created = studio.create_tune(owner, tune_request(*values))
+        ctx.files.discard(owner, photos or [])  # the tune keeps its own copy of the photos
         return tune_json(created.tune, created=created.created)
 
     @user_errors
     def create_tune_from_pack(pack_id, tune_ids, photos, title, name, branch, steps, token, face_crop, characteristics,
                               callback, prompts_callback, auto_extend, styles, request: gr.Request):  # fmt: skip
         """Train a tune with a pack's preset and generate the whole pack; or pass tune_ids to reuse trained tunes."""
-        owner = ctx.user(request)
+        owner = _caller(ctx, request)
         if tune_ids:
             tunes = studio.create_tune_from_pack(owner, pack_id, None, tune_ids=tune_ids)  # ids checked there
         else:
             values = (photos, title, name, branch, steps, token, face_crop, characteristics, callback,
                       prompts_callback, auto_extend, styles)  # fmt: skip
             tunes = studio.create_tune_from_pack(owner, pack_id, tune_request(*values))
+            ctx.files.discard(owner, photos or [])
         return [tune_json(t.tune, created=t.created) for t in tunes]
 
     @user_errors
     def get_prompt(prompt_id: float | None, request: gr.Request):
         """One of your prompts with its images (downloaded by gradio_client), captioned with their seeds."""
-        owner = ctx.user(request)
+        owner = _caller(ctx, request)
         prompt = studio.get_prompt(owner, check_id(prompt_id, "prompt_id"))
-        gallery = [(str(studio.image_file(owner, image.id)), f"seed {image.seed}") for image in prompt.images]
+        files = [ctx.files.show(owner, studio.image_file(owner, image.id)) for image in prompt.images]
+        gallery = [(file, f"seed {image.seed}") for file, image in zip(files, prompt.images, strict=True)]
         return prompt.to_dict(), gallery
 
     @user_errors
     def check_photos(photos, name, request: gr.Request):
         """The quality report of photos before training: faces, sharpness, duplicates, which are used."""
-        ctx.user(request)
+        _caller(ctx, request)
         checked = studio.check_photos(read_uploads(photos, settings), name)
         return [report.to_dict() for report in checked.reports]
 

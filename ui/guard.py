@@ -27,6 +27,7 @@ from starlette.requests import cookie_parser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rest.security import read_body, replay
 from ui.context import UIContext
 from ui.files import UIFiles
 
@@ -88,12 +89,12 @@ class GradioGuard:
         if path.startswith("/gradio_api/queue/data"):
             return _first(parse_qs(scope.get("query_string", b"").decode()).get("session_hash")), receive
         if scope["method"] == "POST" and path in ("/gradio_api/queue/join", "/gradio_api/cancel"):
-            messages, body = await _read_all(receive)
+            messages, body = await read_body(receive)
             try:
                 session = json.loads(body).get("session_hash")
             except (ValueError, AttributeError, RecursionError):
                 session = None  # Gradio answers a bad body itself
-            return (session if isinstance(session, str) else None), _replay(messages, receive)
+            return (session if isinstance(session, str) else None), replay(messages, receive)
         return None, receive
 
     def _bind(self, session: str, user: str | None) -> bool:
@@ -110,20 +111,24 @@ class GradioGuard:
     def _noting_files(self, send: Send, user: str | None, *, public: bool) -> Send:
         """`send` that first notes the files named in a text body as the user's (or everyone's, for the page).
 
-        Event streams are read event by event, and each chunk goes out only after the files in it are noted, so
-        the browser never asks for a file before it may have it.
+        Event streams go out line by line (a partial line waits for its end), each only after the files in it are
+        noted, so the browser never asks for a file before it may have it; their error messages lose server paths
+        (`scrub_errors`), as Gradio shows exception text to help callers fix their input.
         """
-        state = {"text": False, "pending": b""}
+        state = {"kind": b"", "pending": b""}
 
         async def noting(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kind = Headers(raw=message.get("headers", [])).get("content-type", "").encode().split(b";")[0]
-                state["text"] = kind in _TEXT_TYPES
-            elif message["type"] == "http.response.body" and state["text"]:
+                state["kind"] = kind if kind in _TEXT_TYPES else b""
+            elif message["type"] == "http.response.body" and state["kind"]:
                 data = state["pending"] + message.get("body", b"")
-                complete, _, rest = data.rpartition(b"\n") if message.get("more_body") else (data, b"", b"")
+                complete, end, rest = data.rpartition(b"\n") if message.get("more_body") else (data, b"", b"")
                 state["pending"] = rest
-                self._note(complete.decode("utf-8", "replace"), user, public=public)
+                text = complete.decode("utf-8", "replace")
+                self._note(text, user, public=public)
+                if state["kind"] == b"text/event-stream":
+                    message = {**message, "body": (scrub_errors(text) + end.decode()).encode()}
             await send(message)
 
         return noting
@@ -138,6 +143,34 @@ class GradioGuard:
                 self.files.make_public(path)
             elif user is not None:
                 self.files.own(user, path)
+
+
+_SERVER_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)+([\w.@+-]*)")
+
+
+def scrub_errors(stream: str) -> str:
+    """Event-stream lines with the error messages in them cut down to file names: no folders of this server
+    (`/srv/data/images/3/00-42.png` reads `00-42.png`). Other lines are left as they are."""
+    return "\n".join(_scrub_line(line) for line in stream.split("\n"))
+
+
+def _scrub_line(line: str) -> str:
+    if not line.startswith("data:") or "error" not in line:
+        return line
+    try:
+        payload = json.loads(line[5:])
+    except ValueError:
+        return line
+    if not isinstance(payload, dict):
+        return line
+    holder = payload.get("output") if payload.get("msg") == "process_completed" else payload
+    if not isinstance(holder, dict) or not isinstance(holder.get("error"), str):
+        return line
+    scrubbed = _SERVER_PATH.sub(r"\1", holder["error"])
+    if scrubbed == holder["error"]:
+        return line
+    holder["error"] = scrubbed
+    return "data: " + json.dumps(payload)
 
 
 def install_guard(server: FastAPI, ctx: UIContext) -> None:
@@ -163,22 +196,3 @@ def _route(scope: Scope) -> str:
 
 def _first(values: list[str] | None) -> str | None:
     return values[0] if values else None
-
-
-async def _read_all(receive: Receive) -> tuple[list[Message], bytes]:
-    messages, chunks = [], []
-    while True:
-        message = await receive()
-        messages.append(message)
-        chunks.append(message.get("body", b""))
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return messages, b"".join(chunks)
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replayed() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replayed

@@ -1,7 +1,8 @@
-"""Bracketed fields, the per-key rate limit and signed links, and a 429 from the running server."""
+"""Bracketed fields, the rate limiter and signed links, and a 429 from the running server."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
 import httpx
@@ -10,10 +11,11 @@ import pytest
 from pipelines.errors import ValidationError
 from pipelines.settings import Settings
 from rest.forms import nest_fields
-from rest.security import RateLimiter, UrlSigner, bearer_key
+from rest.security import UrlSigner, bearer_key
 from storage.db import Database
+from studio.limits import RateLimiter
 from studio.service import Studio
-from tests.conftest import served_app
+from tests.conftest import astronaut_photos, served_app, wait_for
 
 
 def test_bracketed_fields_nest_like_rails():
@@ -50,22 +52,53 @@ def test_the_rate_limit_refills_over_time():
     limiter = RateLimiter(60, burst=2, clock=lambda: now[0])
     assert limiter.allow("k") == 0 and limiter.allow("k") == 0
     assert limiter.allow("k") == pytest.approx(1.0)
-    assert limiter.allow("other") == 0  # per key
+    assert limiter.allow("other") == 0  # per key (the service keys it by user)
     now[0] += 1.0
     assert limiter.allow("k") == 0
 
 
-def test_signed_links_expire_and_name_their_owner(tmp_path):
+def test_signed_links_expire_and_name_their_owner_and_key(tmp_path):
     now = [1000.0]
     signer = UrlSigner(tmp_path, clock=lambda: now[0])
-    url = signer.sign("http://h/", "/images/5", "alice")
+    url = signer.sign("http://h/", "/images/5", "alice", 3)
     query = dict(part.split("=") for part in url.split("?")[1].split("&"))
-    assert signer.verify("/images/5", "alice", query["exp"], query["sig"])
-    assert not signer.verify("/images/6", "alice", query["exp"], query["sig"])
-    assert not signer.verify("/images/5", "bob", query["exp"], query["sig"])
+    assert query["k"] == "3" and signer.verify("/images/5", "alice", "3", query["exp"], query["sig"])
+    assert not signer.verify("/images/6", "alice", "3", query["exp"], query["sig"])
+    assert not signer.verify("/images/5", "bob", "3", query["exp"], query["sig"])
+    assert not signer.verify("/images/5", "alice", "4", query["exp"], query["sig"])
     now[0] += 8 * 24 * 3600
-    assert not signer.verify("/images/5", "alice", query["exp"], query["sig"])
+    assert not signer.verify("/images/5", "alice", "3", query["exp"], query["sig"])
     assert (tmp_path / "url-secret").stat().st_mode & 0o777 == 0o600
+
+
+def test_revoking_a_key_ends_the_links_made_with_it(tmp_path):
+    settings = replace(Settings(data_dir=tmp_path / "data"), default_branch="fast")
+    with served_app(settings) as url:
+        studio = Studio(settings, Database(settings.data_dir / "tunes.db"))
+        first, second = studio.create_api_key("alice"), studio.create_api_key("alice")
+        photos = [("tune[images][]", (f"{i}.png", png(i), "image/png")) for i in range(4)]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {first}"}, timeout=60) as rest:
+            tune = rest.post("/tunes", data={"tune[title]": "Links", "tune[name]": "woman"}, files=photos).json()
+            prompt = rest.post(f"/tunes/{tune['id']}/prompts", json={"prompt": {"text": "x", "num_images": 1}}).json()
+            done = wait_for(
+                lambda: rest.get(f"/tunes/{tune['id']}/prompts/{prompt['id']}").json(),
+                lambda p: p["status"] == "done",
+                what="the prompt",
+            )
+        [link] = done["images"]
+        assert httpx.get(link).status_code == 200  # no header: the link alone
+        [first_id, _] = [row["id"] for row in studio.list_api_keys("alice")]
+        studio.revoke_api_key("alice", first_id)
+        assert httpx.get(link).status_code == 401  # signed for the revoked key: over
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {second}"}, timeout=60) as rest:
+            again = rest.get(f"/tunes/{tune['id']}/prompts/{prompt['id']}").json()["images"][0]
+        assert httpx.get(again).status_code == 200  # the other key's links work
+
+
+def png(index: int) -> bytes:
+    buffer = io.BytesIO()
+    astronaut_photos()[index].save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def test_only_bearer_keys_count():
@@ -74,7 +107,7 @@ def test_only_bearer_keys_count():
     assert bearer_key("Basic dXNlcg==") is None and bearer_key(None) is None and bearer_key("Bearer ") is None
 
 
-def test_the_server_answers_429_with_retry_after_when_a_key_is_too_fast(tmp_path):
+def test_the_server_answers_429_with_retry_after_when_a_user_is_too_fast(tmp_path):
     settings = replace(Settings(data_dir=tmp_path / "data"), default_branch="fast", api_rate_per_minute=3)
     with served_app(settings) as url:
         key = Studio(settings, Database(settings.data_dir / "tunes.db")).create_api_key("alice")

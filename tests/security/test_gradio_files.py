@@ -63,6 +63,10 @@ def test_photos_a_tune_took_leave_gradios_folder(served: Served):
         assert not any(Path(p).exists() for p in photos)  # the service keeps its own copy of the photos
         assert all(fetch(alice, p).status_code == 404 for p in photos)
 
+        kind, message = call_raw(alice, "check_photos", [files, "woman"])  # the uploads are gone: an error…
+        assert kind == "error" and "me-0.jpg" in message, message
+        assert get_upload_folder() not in message and "/tmp/" not in message  # …without this server's folders
+
 
 def test_avatar_copies_are_only_their_owners_and_go_with_their_prompt(served: Served):
     with served.rest("alice") as rest:

@@ -216,7 +216,8 @@ def tampered_links(served: Served, r: Records) -> dict[str, str]:
         "signature in capitals": _with(link, sig=signature.upper()),
         "bob's signature on her image": _with(r.bob_link, path=f"/images/{r.images[0]}"),
         "bob's signature, her name": _with(r.bob_link, path=f"/images/{r.images[0]}", u="alice"),
-        "signed long ago": expired_signer.sign(served.url, f"/images/{r.images[0]}", "alice"),
+        "signed long ago": expired_signer.sign(served.url, f"/images/{r.images[0]}", "alice", r.key_id),
+        "another key of hers": _with(link, k=str(r.key_id + 1000)),
         "bob's signature, her id, his name": _with(link, path=f"/images/{r.images[0]}", u="bob", sig=bob_signature),
     }
 

@@ -12,15 +12,20 @@ import pytest
 from PIL import Image
 
 from pipelines.errors import (
+    ApiKeyLimitError,
     ConflictError,
     InsufficientCreditsError,
     NotFoundError,
     PhotoRejectedError,
+    RateLimitedError,
     ValidationError,
 )
+from pipelines.settings import Settings
 from storage.db import Database
+from studio.limits import RateLimiter
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
+from studio.service import Studio
 from tests.conftest import astronaut_photos
 
 
@@ -300,6 +305,44 @@ def test_api_keys_are_shown_once_stored_hashed_and_revocable(runtime):
         studio.revoke_api_key("bob", listed["id"])
     studio.revoke_api_key("alice", listed["id"])
     assert studio.owner_for_api_key(key) is None
+
+
+@pytest.fixture
+def bare_studio(tmp_path):
+    """A service without models or worker: keys and limits only (max 2 keys, 3 requests a minute)."""
+    settings = Settings(data_dir=tmp_path / "data", max_api_keys=2, api_rate_per_minute=3)
+    settings.data_dir.mkdir()
+    db = Database(settings.data_dir / "tunes.db")
+    yield Studio(settings, db)
+    db.close()
+
+
+def test_a_user_holds_at_most_max_api_keys_and_revoking_one_makes_room(bare_studio):
+    studio = bare_studio
+    first, _ = studio.create_api_key("alice"), studio.create_api_key("alice")
+    with pytest.raises(ApiKeyLimitError) as refused:
+        studio.create_api_key("alice")
+    assert "TUNES_MAX_API_KEYS=2" in str(refused.value) and "revoke one" in str(refused.value)
+    assert len(studio.list_api_keys("alice")) == 2, "nothing was created"
+    assert studio.create_api_key("bob").startswith("tsk_"), "another user has keys of their own"
+    [first_id] = [row["id"] for row in studio.list_api_keys("alice") if row["prefix"] == first[:8]]
+    studio.revoke_api_key("alice", first_id)
+    assert studio.owner_for_api_key(studio.create_api_key("alice")) == "alice"
+
+
+def test_the_rate_is_one_bucket_per_user_whatever_the_keys(bare_studio):
+    now = [0.0]
+    studio = bare_studio
+    studio.rate_limiter = RateLimiter(studio.settings.api_rate_per_minute, clock=lambda: now[0])
+    for _ in range(3):
+        studio.check_rate("alice")
+    with pytest.raises(RateLimitedError) as limited:
+        studio.check_rate("alice")
+    assert limited.value.retry_after == 20  # 3 a minute: the next token in 20 s
+    assert "rate limit" in str(limited.value) and "try again in 20 s" in str(limited.value)
+    studio.check_rate("bob")  # another user is unaffected
+    now[0] += 20.0
+    studio.check_rate("alice")
 
 
 def test_prompts_of_trained_tunes_run_before_queued_trainings(runtime):
