@@ -72,6 +72,17 @@ def screenshot(page, name: str, tmp_path: Path) -> None:
         shutil.copy(path, DOCS / f"{name}.png")
 
 
+def images_show(page, selector: str, count: int) -> None:
+    """Wait until `count` images under `selector` have loaded (Gradio's file route served each to this user)."""
+    page.wait_for_function(
+        """([selector, count]) => {
+            const images = [...document.querySelectorAll(selector)];
+            return images.length === count && images.every((image) => image.complete && image.naturalWidth > 0);
+        }""",
+        arg=[selector, count],
+    )
+
+
 def test_upload_photos_and_watch_the_tune_train(page, photo_files, tmp_path):
     page.get_by_role("tab", name="Create tune").click()
     page.locator("#tune-photos input[type=file]").set_input_files(photo_files)
@@ -97,7 +108,7 @@ def test_generate_with_the_trained_tune(page, tmp_path):
     page.get_by_label("number input for Steps").fill("4")
     page.locator("#generate-run").click()
     page.locator("#generate-status").get_by_text("Done").wait_for(timeout=120_000)
-    assert page.locator("#generate-gallery img").count() == 4
+    images_show(page, "#generate-gallery img", 4)
     assert "sks woman" in page.locator("#generate-status").inner_text()
     screenshot(page, "generate", tmp_path)
 
@@ -111,6 +122,7 @@ def test_open_the_pack_gallery_and_use_a_pack(page, tmp_path):
     expect(page.locator("#pack-cards")).to_contain_text("Pets in costumes")
     page.locator("#pack-filter").get_by_label("all", exact=True).check()
     expect(page.locator("#pack-cards img")).to_have_count(8)
+    images_show(page, "#pack-cards img", 8)
     page.locator("#pack-cards img").first.click()
     page.locator("#use-pack").wait_for()
     screenshot(page, "pack-gallery", tmp_path)
