@@ -24,8 +24,9 @@ install-dev: $(VENV)/.dev
 run: install
 	$(PY) app.py
 
+# two workers, one test file each at a time (module fixtures such as a served app stay in one process)
 test: install-dev
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
