@@ -50,7 +50,7 @@ def build_account_tab(ctx: UIContext, app: gr.Blocks) -> None:
 
     @user_errors
     def create_key(request: gr.Request):
-        owner = ctx.user(request)
+        owner = ctx.acting_user(request)
         key = studio.create_api_key(owner)
         return gr.update(value=key, visible=True), keys_table(owner)
 

@@ -32,18 +32,6 @@ def tune_json(tune: Tune, *, created: bool | None = None) -> dict[str, Any]:
     return data
 
 
-def _caller(ctx: UIContext, request: gr.Request | None) -> str:
-    """The signed-in caller, once one request is taken from the caller's allowance (one bucket with REST).
-
-    Raises:
-        SignInRequiredError: nobody is signed in where sign-in is required.
-        RateLimitedError: the caller is over `TUNES_API_RATE_PER_MINUTE`; the message says how long to wait.
-    """
-    owner = ctx.user(request)
-    ctx.studio.check_rate(owner)
-    return owner
-
-
 def build_api(ctx: UIContext) -> None:
     """Register the named endpoints in the enclosing `gr.Blocks`."""
     _json_endpoints(ctx)
@@ -56,23 +44,23 @@ def _json_endpoints(ctx: UIContext) -> None:
     @user_errors
     def get_tune(tune_id: int, request: gr.Request) -> dict:
         """One of your tunes: status, progress, ETA, token, expiry."""
-        return tune_json(studio.get_tune(_caller(ctx, request), check_id(tune_id, "tune_id")))
+        return tune_json(studio.get_tune(ctx.acting_user(request), check_id(tune_id, "tune_id")))
 
     @user_errors
     def list_tunes(limit: int = 20, offset: int = 0, request: gr.Request = None) -> list:
         """Your tunes, newest first."""
-        return [tune_json(t) for t in studio.list_tunes(_caller(ctx, request), limit=limit, offset=offset)]
+        return [tune_json(t) for t in studio.list_tunes(ctx.acting_user(request), limit=limit, offset=offset)]
 
     @user_errors
     def delete_tune(tune_id: int, request: gr.Request) -> dict:
         """Delete a tune, its photos and its LoRA (its avatars are kept)."""
-        studio.delete_tune(_caller(ctx, request), check_id(tune_id, "tune_id"))
+        studio.delete_tune(ctx.acting_user(request), check_id(tune_id, "tune_id"))
         return {"id": tune_id, "deleted": True}
 
     @user_errors
     def cancel_tune(tune_id: int, request: gr.Request) -> dict:
         """Stop a queued or training tune."""
-        return tune_json(studio.cancel_tune(_caller(ctx, request), check_id(tune_id, "tune_id")))
+        return tune_json(studio.cancel_tune(ctx.acting_user(request), check_id(tune_id, "tune_id")))
 
     @user_errors
     def create_prompt(
@@ -93,7 +81,7 @@ def _json_endpoints(ctx: UIContext) -> None:
         request: gr.Request = None,
     ) -> dict:
         """Queue a prompt on a trained (or training) tune. `text` may use {{subject}}, {{token}}, {{class}}."""
-        owner = _caller(ctx, request)  # first: a refused request counts too
+        owner = ctx.acting_user(request)  # first: a refused request counts too
         prompt = PromptCreate(
             text=text,
             negative_prompt=negative_prompt,
@@ -114,20 +102,20 @@ def _json_endpoints(ctx: UIContext) -> None:
     @user_errors
     def list_prompts(tune_id: int | None = None, limit: int = 20, offset: int = 0, request: gr.Request = None) -> list:
         """Your prompts (of one tune, or all), newest first, with their images' ids and seeds."""
-        owner = _caller(ctx, request)
+        owner = ctx.acting_user(request)
         tune_id = None if tune_id is None else check_id(tune_id, "tune_id")
         return [p.to_dict() for p in studio.list_prompts(owner, tune_id=tune_id, limit=limit, offset=offset)]
 
     @user_errors
     def delete_prompt(prompt_id: int, request: gr.Request) -> dict:
         """Delete a prompt and its images."""
-        studio.delete_prompt(_caller(ctx, request), check_id(prompt_id, "prompt_id"))
+        studio.delete_prompt(ctx.acting_user(request), check_id(prompt_id, "prompt_id"))
         return {"id": prompt_id, "deleted": True}
 
     @user_errors
     def like(image_id: int, liked: bool = True, request: gr.Request = None) -> dict:
         """Like (or with liked=false, unlike) one of your images."""
-        owner, image_id = _caller(ctx, request), check_id(image_id, "image_id")
+        owner, image_id = ctx.acting_user(request), check_id(image_id, "image_id")
         if not isinstance(liked, bool):
             raise ValidationError("liked", liked, "must be true or false")
         image = studio.like_image(owner, image_id) if liked else studio.unlike_image(owner, image_id)
@@ -136,7 +124,7 @@ def _json_endpoints(ctx: UIContext) -> None:
     @user_errors
     def list_packs(class_name: str | None = None, request: gr.Request = None) -> list:
         """Published packs (optionally only those for one class) with their prompts and image counts."""
-        _caller(ctx, request)
+        ctx.acting_user(request)
         return [pack.to_dict() for pack in studio.list_packs(class_name or None)]
 
     for endpoint in (get_tune, list_tunes, delete_tune, cancel_tune, create_prompt, list_prompts, delete_prompt):
@@ -194,7 +182,7 @@ def _file_endpoints(ctx: UIContext) -> None:
         """Upload 4-30 photos of one subject and queue the training; `styles` (up to 8 pack prompts) run after."""
         values = (photos, title, name, branch, steps, token, face_crop, characteristics, callback, prompts_callback,
                   auto_extend, styles)  # fmt: skip
-        owner = _caller(ctx, request)
+        owner = ctx.acting_user(request)
         created = studio.create_tune(owner, tune_request(*values))
         ctx.files.discard(owner, photos or [])  # the tune keeps its own copy of the photos
         return tune_json(created.tune, created=created.created)
@@ -203,7 +191,7 @@ def _file_endpoints(ctx: UIContext) -> None:
     def create_tune_from_pack(pack_id, tune_ids, photos, title, name, branch, steps, token, face_crop, characteristics,
                               callback, prompts_callback, auto_extend, styles, request: gr.Request):  # fmt: skip
         """Train a tune with a pack's preset and generate the whole pack; or pass tune_ids to reuse trained tunes."""
-        owner = _caller(ctx, request)
+        owner = ctx.acting_user(request)
         if tune_ids:
             tunes = studio.create_tune_from_pack(owner, pack_id, None, tune_ids=tune_ids)  # ids checked there
         else:
@@ -216,7 +204,7 @@ def _file_endpoints(ctx: UIContext) -> None:
     @user_errors
     def get_prompt(prompt_id: float | None, request: gr.Request):
         """One of your prompts with its images (downloaded by gradio_client), captioned with their seeds."""
-        owner = _caller(ctx, request)
+        owner = ctx.acting_user(request)
         prompt = studio.get_prompt(owner, check_id(prompt_id, "prompt_id"))
         files = [ctx.files.show(owner, studio.image_file(owner, image.id)) for image in prompt.images]
         gallery = [(file, f"seed {image.seed}") for file, image in zip(files, prompt.images, strict=True)]
@@ -225,7 +213,7 @@ def _file_endpoints(ctx: UIContext) -> None:
     @user_errors
     def check_photos(photos, name, request: gr.Request):
         """The quality report of photos before training: faces, sharpness, duplicates, which are used."""
-        _caller(ctx, request)
+        ctx.acting_user(request)
         checked = studio.check_photos(read_uploads(photos, settings), name)
         return [report.to_dict() for report in checked.reports]
 

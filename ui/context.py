@@ -47,6 +47,18 @@ class UIContext:
             raise SignInRequiredError("Sign in with Hugging Face first (the button at the top of the page).")
         raise SignInRequiredError("Sign in first.")
 
+    def acting_user(self, request: gr.Request | None) -> str:
+        """The caller of an action that makes or changes something (a named API call, a tune, a prompt, a key),
+        once it is taken from the caller's allowance: one bucket per user with REST (`TUNES_API_RATE_PER_MINUTE`).
+
+        Raises:
+            SignInRequiredError: nobody is signed in where sign-in is required.
+            RateLimitedError: the caller is over the rate; the message says how long to wait.
+        """
+        owner = self.user(request)
+        self.studio.check_rate(owner)
+        return owner
+
     def caller(self, username: str | None, session: dict | None) -> str | None:
         """The user id from a signed-in account name or Gradio's OAuth session, the local user when nobody signs
         in, else None (not signed in)."""

@@ -176,7 +176,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     def create_tune(paths, title_, chosen, branch_, steps_, token_, face_crop_, characteristics_, pack_, styles_,
                     request: gr.Request):  # fmt: skip
         try:
-            owner = ctx.user(request)
+            owner = ctx.acting_user(request)
             tune_request = TuneCreate(
                 title=title_ or "",
                 name=chosen,

@@ -153,7 +153,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     def generate(tune_id, text, negative_, count, seed_, aspect_, steps_, cfg_, scheduler_, inpaint, hires, superres,
                  request: gr.Request):  # fmt: skip
         try:
-            owner = ctx.user(request)
+            owner = ctx.acting_user(request)
             if tune_id is None:
                 raise TunesError("Pick a trained tune first (create one in the Create tune tab).")
             created = studio.create_prompt(

@@ -27,7 +27,7 @@ from studio.runtime import open_runtime
 from studio.service import Studio
 from tests.security.conftest import call_in_session
 
-PASSWORDS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin")}
+PASSWORDS = {name: f"{name}-pw" for name in ("alice", "bob", "carol", "dave", "erin", "frank")}
 
 
 def limited_settings(folder: Path) -> Settings:
@@ -95,6 +95,23 @@ def test_rest_requests_and_gradio_api_calls_of_a_user_draw_from_one_bucket(limit
     assert httpx.get(f"{url}tunes", headers=bearer(key)).status_code == 429, "the Gradio call used the last one"
     dave = Client(url, auth=("dave", PASSWORDS["dave"]), verbose=False)
     assert dave.predict(api_name="/list_tunes") == [], "another user is unaffected"
+
+
+def test_the_uis_own_actions_draw_from_the_same_bucket(limited):
+    """The browser's events can be called over HTTP like the named API: making things through them counts too."""
+    url, studio = limited
+    with httpx.Client(base_url=url, timeout=60) as browser:
+        assert sign_in(browser, "frank", PASSWORDS["frank"]).status_code == 200
+        session = uuid.uuid4().hex
+        for _ in range(2):
+            kind, _answer = call_in_session(browser, session, "create_key", [])
+            assert kind == "complete"
+        inputs = [None, "{{subject}}", "", 1, -1, "1:1", 30, 7, "dpm++2m_karras", False, False, False]
+        kind, answer = call_in_session(browser, session, "generate", inputs)
+        assert kind == "complete" and "rate limit" not in str(answer), "the third request is allowed"
+        kind, message = call_in_session(browser, session, "create_key", [])
+    assert kind == "error" and "rate limit" in message, (kind, message)
+    assert len(studio.list_api_keys("frank")) == 2
 
 
 # -- API keys per user -----------------------------------------------------------------------------
