@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install install-dev run test lint format bench clean
+.PHONY: install install-dev run test key lint format bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ run: install
 # two workers, one test file each at a time (module fixtures such as a served app stay in one process)
 test: install-dev
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n 2 --dist loadfile
+
+# an API key for a user, printed once: `make key USER=alice` (USER from the command line, not the login name)
+key: install
+	@test "$(origin USER)" = "command line" || { echo "say whose key: make key USER=alice" >&2; exit 2; }
+	$(PY) -m admin create-key "$(USER)"
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

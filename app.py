@@ -51,7 +51,7 @@ def build_app(ctx: UIContext, operations: Operations) -> gr.Blocks:
             with gr.Tab("Create tune", id="create"):
                 create = build_create_tab(ctx)
             with gr.Tab("Generate", id="generate"):
-                build_generate_tab(ctx, app)
+                generate_tune = build_generate_tab(ctx, app)
             with gr.Tab("Pack gallery", id="packs"):
                 packs = build_packs_tab(ctx)
             with gr.Tab("Account", id="account"):
@@ -70,9 +70,13 @@ def build_app(ctx: UIContext, operations: Operations) -> gr.Blocks:
             return [gr.update(visible=admin)] + [gr.update(visible=editor) for _ in packs.editor_only]
 
         private = {"api_visibility": "private"}
+        # the Subject chosen on the create form wins; a pack without prompts for it is not chosen (a note says so)
         packs.use_pack.click(
-            create.choose_pack, [packs.chosen_pack, packs.chosen_class], create.pack_outputs, **private
+            create.choose_pack, [packs.chosen_pack, create.class_name], create.pack_outputs, **private
         ).then(lambda: gr.Tabs(selected="create"), None, tabs, **private)
+        create.generate_with.click(create.open_in_generate, create.watched, generate_tune, **private).then(
+            lambda: gr.Tabs(selected="generate"), None, tabs, **private
+        )
         app.load(roles, None, [admin_tab, *packs.editor_only], **private)
     return app
 

@@ -3,6 +3,9 @@
 Adapters are shared state of a pipeline's UNet, so one generation runs at a time per pipeline (a lock);
 switching tunes activates another adapter instead of reloading the base model. Face re-painting and the
 hires/super-resolution passes reuse the same modules through image-to-image pipelines (no extra weights).
+
+Prompts are encoded once per request with compel (`encode_prompts`): past CLIP's 77 tokens in 75-token
+chunks rather than cut, with weighting syntax, and every pass of the request gets the same embeddings.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.device import Placement, pick_placement
 from pipelines.errors import GenerationCancelledError, ValidationError
+from pipelines.prompts import to_compel_syntax
 from pipelines.registry import Branch, get_branch, load_pipeline, resolve_model_dir
 from pipelines.settings import Settings
 from pipelines.train import LORA_WEIGHTS_NAME
@@ -147,6 +151,7 @@ class _Loaded:
 
 
 StepCallback = Callable[[int, int], None]
+PromptEmbeds = dict[str, Any]  # the `prompt_embeds=`... keyword arguments of a diffusers pipeline call
 
 
 class Generator:
@@ -202,7 +207,8 @@ class Generator:
         with loaded.lock:
             self._activate(loaded, request.loras)
             self._use_scheduler(loaded, request.scheduler)
-            return [self._refine_faces_one(loaded, image, request, seed + i) for i, image in enumerate(images)]
+            embeds = encode_prompts(loaded.pipe, loaded.branch.family, request.prompt, request.negative_prompt)
+            return [self._refine_faces_one(loaded, image, request, embeds, seed + i) for i, image in enumerate(images)]
 
     def loaded_adapters(self, branch_name: str) -> list[str]:
         """Adapter names cached on a branch's pipeline, least recently used first."""
@@ -238,7 +244,9 @@ class Generator:
         # 1. Adapters and scheduler
         self._activate(loaded, request.loras)
         self._use_scheduler(loaded, request.scheduler)
-        # 2. Text to image, one generator per image so each seed reproduces its image alone
+        # 2. Prompts, encoded once for every pass (after the adapters: a LoRA may carry text-encoder layers)
+        embeds = encode_prompts(loaded.pipe, loaded.branch.family, request.prompt, request.negative_prompt)
+        # 3. Text to image, one generator per image so each seed reproduces its image alone
         pipe = loaded.pipe
         cancelled = False
 
@@ -252,8 +260,8 @@ class Generator:
             return tensors
 
         images = pipe(
-            prompt=[request.prompt] * len(seeds),
-            negative_prompt=[request.negative_prompt] * len(seeds) if request.negative_prompt else None,
+            **embeds,
+            num_images_per_prompt=len(seeds),
             width=width,
             height=height,
             num_inference_steps=request.steps,
@@ -263,13 +271,15 @@ class Generator:
         ).images
         if cancelled:
             raise GenerationCancelledError("generation was cancelled")
-        # 3. Optional passes, each an image-to-image run of the same model
+        # 4. Optional passes, each an image-to-image run of the same model with the same embeddings
         if request.hires_fix:
-            images = self._upscale_pass(loaded, images, request, seeds, HIRES_FACTOR, HIRES_STRENGTH)
+            images = self._upscale_pass(loaded, images, request, embeds, seeds, HIRES_FACTOR, HIRES_STRENGTH)
         if request.super_resolution:
-            images = self._upscale_pass(loaded, images, request, seeds, SUPER_RES_FACTOR, SUPER_RES_STRENGTH)
+            images = self._upscale_pass(loaded, images, request, embeds, seeds, SUPER_RES_FACTOR, SUPER_RES_STRENGTH)
         if request.inpaint_faces:
-            images = [self._refine_faces_one(loaded, im, request, s) for im, s in zip(images, seeds, strict=True)]
+            images = [
+                self._refine_faces_one(loaded, im, request, embeds, s) for im, s in zip(images, seeds, strict=True)
+            ]
         return images
 
     def _activate(self, loaded: _Loaded, loras: tuple[LoraSpec, ...]) -> None:
@@ -317,12 +327,17 @@ class Generator:
         return loaded.img2img
 
     def _img2img(
-        self, loaded: _Loaded, image: Image.Image, request: GenerationRequest, seed: int, strength: float
+        self,
+        loaded: _Loaded,
+        image: Image.Image,
+        request: GenerationRequest,
+        embeds: PromptEmbeds,
+        seed: int,
+        strength: float,
     ) -> Image.Image:
         pipe = self._image_to_image(loaded)
         return pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
+            **embeds,
             image=image,
             strength=strength,
             num_inference_steps=max(request.steps, round(1 / strength) + 1),
@@ -335,6 +350,7 @@ class Generator:
         loaded: _Loaded,
         images: list[Image.Image],
         request: GenerationRequest,
+        embeds: PromptEmbeds,
         seeds: list[int],
         factor: float,
         strength: float,
@@ -349,11 +365,11 @@ class Generator:
                 out.append(image)
                 continue
             upscaled = image.resize(size, Image.Resampling.LANCZOS)
-            out.append(self._img2img(loaded, upscaled, request, seed, strength))
+            out.append(self._img2img(loaded, upscaled, request, embeds, seed, strength))
         return out
 
     def _refine_faces_one(
-        self, loaded: _Loaded, image: Image.Image, request: GenerationRequest, seed: int
+        self, loaded: _Loaded, image: Image.Image, request: GenerationRequest, embeds: PromptEmbeds, seed: int
     ) -> Image.Image:
         from PIL import Image
 
@@ -366,7 +382,7 @@ class Generator:
             crop = image.crop((left, top, left + side, top + side)).resize(
                 (resolution, resolution), Image.Resampling.LANCZOS
             )
-            painted = self._img2img(loaded, crop, request, seed, FACE_STRENGTH)
+            painted = self._img2img(loaded, crop, request, embeds, seed, FACE_STRENGTH)
             painted = painted.resize((side, side), Image.Resampling.LANCZOS)
             result.paste(painted, (left, top), _feathered_mask(side))
         return result
@@ -376,6 +392,46 @@ class Generator:
 
         # CPU generators give the same images on every device for a seed
         return torch.Generator("cpu").manual_seed(seed)
+
+
+def encode_prompts(pipe: Any, family: str, prompt: str, negative_prompt: str = "") -> PromptEmbeds:
+    """Encode a prompt and its negative with compel, for any number of tokens and with weighting syntax.
+
+    CLIP reads 77 tokens; compel encodes longer prompts in 75-token chunks and concatenates them (the
+    positive and negative padded to the same length), so the end of a long pack prompt still counts.
+    Weights: `word+`/`word++`, `word-`, `(words)1.3` and `(words:1.3)`. SDXL's pooled embedding comes from
+    the first chunk of its second encoder, as in diffusers. An empty negative prompt is encoded as "" on
+    SD-1.5 and left to the pipeline on SDXL (zeros there), so short prompts give the images they gave
+    before compel.
+
+    Args:
+        pipe: a loaded text-to-image pipeline (its tokenizers and text encoders are used).
+        family: the branch family, "sd15" or "sdxl".
+        prompt: the rendered prompt.
+        negative_prompt: the rendered negative prompt, or "".
+
+    Returns:
+        keyword arguments for the pipeline and its image-to-image twin: `prompt_embeds`,
+        `negative_prompt_embeds` and, for SDXL, `pooled_prompt_embeds`, `negative_pooled_prompt_embeds`.
+
+    Raises:
+        ValidationError: `family` has no prompt encoder here.
+    """
+    from compel import CompelForSD, CompelForSDXL
+
+    negative = to_compel_syntax(negative_prompt) if negative_prompt else None
+    if family == "sdxl":
+        out = CompelForSDXL(pipe)(to_compel_syntax(prompt), negative_prompt=negative)
+        return {
+            "prompt_embeds": out.embeds,
+            "pooled_prompt_embeds": out.pooled_embeds,
+            "negative_prompt_embeds": out.negative_embeds,
+            "negative_pooled_prompt_embeds": out.negative_pooled_embeds,
+        }
+    if family == "sd15":
+        out = CompelForSD(pipe)(to_compel_syntax(prompt), negative_prompt=negative or "")
+        return {"prompt_embeds": out.embeds, "negative_prompt_embeds": out.negative_embeds}
+    raise ValidationError("family", family, "has no prompt encoder; supported: sd15, sdxl")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

@@ -44,6 +44,7 @@ PROBLEM_CODES = (
     "too_small",
 )
 WARNING_CODES = ("no_face", "multiple_faces", "face_too_small", "blurry", "duplicate")
+SKIP_NOTE = "; it will be skipped"  # ends the warning that leaves a photo out of training
 
 # Sharpness is the variance of the Laplacian on a copy of fixed size: the face box resized to 64x64, or the
 # whole photo with its long side at 256 px, so that it measures blur relative to the face (or photo) and not
@@ -140,6 +141,14 @@ class PhotoReport:
             "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
         }
 
+    @property
+    def skipped_because(self) -> str | None:
+        """Why the photo is left out of training (e.g. "is nearly the same as photo 1 ('a.jpg')"), or None."""
+        if self.usable:
+            return None
+        reasons = [w.message.removesuffix(SKIP_NOTE) for w in self.warnings if w.message.endswith(SKIP_NOTE)]
+        return reasons[0] if reasons else "cannot be used"
+
 
 @dataclass(frozen=True)
 class TrainingImage:
@@ -195,12 +204,31 @@ def load_photos(inputs: Sequence[PhotoInput], settings: Settings) -> list[Photo]
         ValidationError: too few or too many photos, or an input is neither a path nor a (name, bytes) pair.
         PhotoRejectedError: one or more photos cannot be used; `problems` lists every one of them.
     """
-    if not settings.min_photos <= len(inputs) <= settings.max_photos:
+    check_photo_count(len(inputs), settings)
+    photos, problems = load_each_photo(inputs, settings)
+    if problems:
+        raise PhotoRejectedError(problems)
+    return photos
+
+
+def check_photo_count(count: int, settings: Settings, *, minimum: int | None = None) -> None:
+    """Raises ValidationError (`images`) unless `minimum` (default `settings.min_photos`) <= count <= the maximum."""
+    low = settings.min_photos if minimum is None else minimum
+    if not low <= count <= settings.max_photos:
         raise ValidationError(
-            "images",
-            len(inputs),
-            f"must contain between {settings.min_photos} and {settings.max_photos} photos",
+            "images", count, f"must contain between {settings.min_photos} and {settings.max_photos} photos"
         )
+
+
+def load_each_photo(inputs: Sequence[PhotoInput], settings: Settings) -> tuple[list[Photo], list[PhotoProblem]]:
+    """Decode every photo that can be used and say why each other one cannot (the count is not checked).
+
+    Returns:
+        The accepted photos and the refused ones' problems, each in input order (indexes are the inputs').
+
+    Raises:
+        ValidationError: an input is neither a path nor a (name, bytes) pair.
+    """
     photos: list[Photo] = []
     problems: list[PhotoProblem] = []
     for index, item in enumerate(inputs):
@@ -210,9 +238,7 @@ def load_photos(inputs: Sequence[PhotoInput], settings: Settings) -> list[Photo]
             photos.append(Photo(index=index, name=name, image=_decode(data, settings)))
         except _Refused as refused:
             problems.append(PhotoProblem(index=index, name=name, code=refused.code, message=refused.message))
-    if problems:
-        raise PhotoRejectedError(problems)
-    return photos
+    return photos, problems
 
 
 def _input_name(index: int, item: PhotoInput) -> str:
@@ -365,12 +391,12 @@ def check_quality(photos: Sequence[Photo], *, class_name: str) -> list[PhotoRepo
         class_name: the subject's class; decides which face check applies (see `face_kind_for_class`).
 
     Returns:
-        One report per photo, in order. Near-duplicates (the later photo of a pair) and very blurry photos
-        are marked `usable=False`.
+        One report per photo, in order. Near-duplicates of an earlier usable photo (`duplicate_of` names the
+        nearest one) and very blurry photos are marked `usable=False`.
     """
     kind = face_kind_for_class(class_name)
     reports: list[PhotoReport] = []
-    hashes: list[tuple[int, int]] = []  # (photo index, hash) of the photos seen so far
+    hashes: list[tuple[int, int]] = []  # (photo index, hash) of the usable photos so far
     for photo in photos:
         image = photo.image
         faces = detect_faces(image, kind=kind) if kind else None
@@ -378,14 +404,14 @@ def check_quality(photos: Sequence[Photo], *, class_name: str) -> list[PhotoRepo
         sharpness = _sharpness(image, face)
         phash = _phash(image)
         duplicate_of = _find_duplicate(phash, hashes)
-        hashes.append((photo.index, phash))
+        usable = duplicate_of is None and sharpness >= TOO_BLURRY_BELOW
+        if usable:  # only kept photos are compared: "the same as photo N" never names a skipped one
+            hashes.append((photo.index, phash))
         warnings = _face_warnings(kind, faces, image.size) + _blur_warnings(sharpness)
         if duplicate_of is not None:
             earlier = next(p.name for p in photos if p.index == duplicate_of)
             warnings += (
-                PhotoWarning(
-                    "duplicate", f"is nearly the same as photo {duplicate_of + 1} ({earlier!r}); it will be skipped"
-                ),
+                PhotoWarning("duplicate", f"is nearly the same as photo {duplicate_of + 1} ({earlier!r}){SKIP_NOTE}"),
             )
         reports.append(
             PhotoReport(
@@ -398,7 +424,7 @@ def check_quality(photos: Sequence[Photo], *, class_name: str) -> list[PhotoRepo
                 sharpness=sharpness,
                 phash=f"{phash:016x}",
                 duplicate_of=duplicate_of,
-                usable=duplicate_of is None and sharpness >= TOO_BLURRY_BELOW,
+                usable=usable,
                 warnings=warnings,
             )
         )
@@ -434,9 +460,7 @@ def _blur_warnings(sharpness: float) -> tuple[PhotoWarning, ...]:
     if sharpness >= BLURRY_BELOW:
         return ()
     if sharpness < TOO_BLURRY_BELOW:
-        message = (
-            f"is too blurry to train on (sharpness {sharpness:.0f}, needs {TOO_BLURRY_BELOW:.0f}); it will be skipped"
-        )
+        message = f"is too blurry to train on (sharpness {sharpness:.0f}, needs {TOO_BLURRY_BELOW:.0f}){SKIP_NOTE}"
     else:
         message = f"looks blurry (sharpness {sharpness:.0f}, sharp photos score {BLURRY_BELOW:.0f} or more)"
     return (PhotoWarning("blurry", message),)

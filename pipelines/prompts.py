@@ -146,3 +146,46 @@ def render_prompt(
     if add_subject and not re.search(rf"(?<!\w){re.escape(token)}(?!\w)", rendered):
         rendered = f"{subject}, {rendered}"
     return rendered
+
+
+# `(words:1.2)` as most prompt guides write it (A1111); compel writes `(words)1.2`. Only weights written with
+# a decimal point or 0-2 count, so `(aspect 4:5)` stays text rather than becoming a weight of 5.
+_COLON_WEIGHT = re.compile(r"\(([^():]+):\s*(\d*\.\d+|[0-2])\s*\)")
+
+
+def to_compel_syntax(text: str) -> str:
+    """Rewrite `(words:1.2)` weights as compel's `(words)1.2`; compel's own syntax (`word++`, `(words)0.8`,
+    `word-`) passes through unchanged.
+
+    Args:
+        text: a rendered prompt.
+
+    Returns:
+        the prompt in compel's weighting syntax.
+    """
+    return _COLON_WEIGHT.sub(r"(\1)\2", text)
+
+
+def plain_prompt_text(text: str) -> str:
+    """The words a text encoder sees once the weighting syntax is taken out (to count tokens).
+
+    Args:
+        text: a rendered prompt, in either weighting syntax.
+
+    Returns:
+        the fragments' text joined by spaces (every part of a `.blend()`, the original side of a `.swap()`).
+    """
+    from compel import Compel
+
+    return " ".join(_fragment_texts(Compel.parse_prompt_string(to_compel_syntax(text))))
+
+
+def _fragment_texts(node: object) -> list[str]:
+    """Walk compel's parse tree (conjunctions, blends, flattened prompts, swaps) down to fragment text."""
+    if isinstance(getattr(node, "text", None), str):
+        return [node.text] if node.text.strip() else []  # type: ignore[attr-defined]
+    for attribute in ("prompts", "children", "original"):
+        parts = getattr(node, attribute, None)
+        if isinstance(parts, list):
+            return [text for part in parts for text in _fragment_texts(part)]
+    return []

@@ -7,16 +7,18 @@ separate from training so a caller can show the quality report before spending G
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.errors import ValidationError
+from pipelines.errors import PhotoProblem, ValidationError
 from pipelines.photos import (
     Photo,
     PhotoInput,
     PhotoReport,
     TrainingImage,
+    check_photo_count,
     check_quality,
+    load_each_photo,
     load_photos,
     prepare_training_images,
 )
@@ -61,14 +63,40 @@ class TuneRequest:
 
 @dataclass(frozen=True)
 class CheckedPhotos:
-    """Accepted photos and their quality report (warnings shown to the user before training)."""
+    """Accepted photos and their quality report (warnings shown to the user before training).
+
+    `refused` lists the uploads that could not be read as photos; only `preview_photos` leaves any there
+    (`check_photos` raises instead).
+    """
 
     photos: list[Photo]
     reports: list[PhotoReport]
+    refused: list[PhotoProblem] = field(default_factory=list)
 
     @property
     def usable_count(self) -> int:
         return sum(report.usable for report in self.reports)
+
+    def dropped(self) -> list[str]:
+        """Each upload left out of training and why, in upload order: "photo 5 ('5.jpg') is nearly the same as …"."""
+        skipped = [
+            (r.index, f"photo {r.index + 1} ({r.name!r}) {r.skipped_because}") for r in self.reports if not r.usable
+        ]
+        refused = [(p.index, str(p)) for p in self.refused]
+        return [text for _, text in sorted(skipped + refused)]
+
+    def require_usable(self, minimum: int) -> None:
+        """Raises ValidationError (`images`, the usable count) naming every photo left out and why, when fewer
+        than `minimum` photos are usable."""
+        usable = self.usable_count
+        if usable >= minimum:
+            return
+        total = len(self.reports) + len(self.refused)
+        message = f"must include at least {minimum} usable photos; {usable} of {total} can be used"
+        dropped = self.dropped()
+        if dropped:
+            message += ": " + "; ".join(dropped)
+        raise ValidationError("images", usable, f"{message}. Add {minimum - usable} or more different, sharp photos")
 
 
 def check_photos(settings: Settings, inputs: Sequence[PhotoInput], *, class_name: str) -> CheckedPhotos:
@@ -79,6 +107,18 @@ def check_photos(settings: Settings, inputs: Sequence[PhotoInput], *, class_name
     """
     photos = load_photos(inputs, settings)
     return CheckedPhotos(photos, check_quality(photos, class_name=class_name))
+
+
+def preview_photos(settings: Settings, inputs: Sequence[PhotoInput], *, class_name: str) -> CheckedPhotos:
+    """Like `check_photos`, for a report shown while the user is still choosing: files that are not usable
+    photos are listed in `refused` instead of raising, and fewer photos than the minimum are fine.
+
+    Raises:
+        ValidationError: more photos than the maximum.
+    """
+    check_photo_count(len(inputs), settings, minimum=0)
+    photos, refused = load_each_photo(inputs, settings)
+    return CheckedPhotos(photos, check_quality(photos, class_name=class_name), refused)
 
 
 def training_images(checked: CheckedPhotos, request: TuneRequest) -> list[TrainingImage]:

@@ -10,7 +10,7 @@ and the Gradio app mounted beside them):
   `SameOriginWrites`, the CSRF check: a state-changing request sent by a page of another site is refused.
 - `BrowserHeaders`: `SameSite=Lax` on every cookie, `frame-ancestors` (the Hugging Face page may embed a
   Space), `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin` (signed links stay on this site).
-- `QuietAccessLog`: session hashes and link signatures never reach the access log.
+- `QuietAccessLog`: session hashes and link signatures never reach the access log, nor a line per static file.
 """
 
 from __future__ import annotations
@@ -147,15 +147,41 @@ def redact(path: str) -> str:
     return _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "…", path)
 
 
+# what a page load fetches: the app's scripts, styles, fonts and icons, and files Gradio serves (`file=`)
+_STATIC_PREFIXES = (
+    "/assets/",
+    "/static/",
+    "/svelte/",
+    "/favicon.ico",
+    "/theme.css",
+    "/manifest.json",
+    "/pwa_icon",
+    "/robots.txt",
+    "/gradio_api/file=",
+    "/gradio_api/file/",
+    "/gradio_api/theme.css",
+    "/gradio_api/custom_component/",
+)
+
+
+def is_static(method: str, path: str, status: object) -> bool:
+    """Whether an access-log line is a static file served fine (a page load fetches dozens; errors still log)."""
+    return method in ("GET", "HEAD") and path.startswith(_STATIC_PREFIXES) and isinstance(status, int) and status < 400
+
+
 class QuietAccessLog(logging.Filter):
-    """On uvicorn's access logger: the logged path without session hashes or link signatures.
+    """On uvicorn's access logger: the logged path without session hashes or link signatures, and no line for a
+    static file served fine.
 
     A signed link works for a week and a session hash names a user's event stream; neither belongs in a log
-    file that operators share. uvicorn logs `(client, method, path, http version, status)` as the arguments.
+    file that operators share. A line per script, font and icon buries the requests that matter.
+    uvicorn logs `(client, method, path, http version, status)` as the arguments.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
+        if isinstance(args, tuple) and len(args) >= 5 and is_static(str(args[1]), str(args[2]), args[4]):
+            return False
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
             record.args = (*args[:2], redact(args[2]), *args[3:])
         return True

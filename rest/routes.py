@@ -150,9 +150,8 @@ async def _read_body(request: Request, root: str, model: type[pydantic.BaseModel
         raise ApiError(415, "send application/json, multipart/form-data or application/x-www-form-urlencoded")
     fields = data.get(root) if isinstance(data, dict) else None
     if not isinstance(fields, dict):
-        raise ValidationError(
-            root, type(fields).__name__, f"is required: send {{{root!r}: {{...}}}} or {root}[...] fields"
-        )
+        got = NOTHING if fields is None else type(fields).__name__
+        raise ValidationError(root, got, f"is required: send {{{root!r}: {{...}}}} or {root}[...] fields")
     images = fields.pop("images", [])
     if isinstance(images, list) and all(isinstance(item, UploadFile) for item in images):
         files = images
@@ -161,8 +160,25 @@ async def _read_body(request: Request, root: str, model: type[pydantic.BaseModel
     try:
         return model.model_validate(fields), files
     except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        raise ValidationError(_dotted(first["loc"]), first.get("input"), first["msg"].lower()) from None
+        raise _field_error(error.errors()[0]) from None
+
+
+class _Nothing:
+    """The value a missing field was given, as its error shows it: "(got nothing)"."""
+
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+NOTHING = _Nothing()
+
+
+def _field_error(first: Any) -> ValidationError:
+    """The first pydantic error as ours: the field and its value. For a missing field pydantic's input is the
+    whole enclosing object, which would read "(got {'name': 'woman', ...})" under a field that was not sent."""
+    if first["type"] == "missing":
+        return ValidationError(_dotted(first["loc"]), NOTHING, "is required")
+    return ValidationError(_dotted(first["loc"]), first.get("input"), first["msg"].lower())
 
 
 async def _photos(files: list[UploadFile], studio: Studio) -> list[tuple[str, bytes]]:
@@ -386,14 +402,26 @@ def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
 LinkPart = Annotated[str | None, Query(max_length=200)]
 
 
+def _has_link_parts(request: Request) -> bool:
+    """Whether the request came by a signed link (any of its parts is in the query)."""
+    return any(part in request.query_params for part in ("u", "k", "exp", "sig"))
+
+
 def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
-    def owner_of_link(request: Request, path: str) -> str:
-        """The owner a signed link is for, while its key is unrevoked; without one, the API key's owner."""
+    def owner_of_link(request: Request, path: str, *, fresh: str) -> str:
+        """The owner a signed link is for, while its key is unrevoked; without one, the API key's owner.
+
+        Raises:
+            ApiError: a link that was changed, has expired or whose key was revoked, with no API key (401; `fresh`
+                says where a new link comes from).
+        """
         query = request.query_params
         owner, key_id = query.get("u"), query.get("k")
         signed = owner and signer.verify(path, owner, key_id, query.get("exp"), query.get("sig"))
         if signed and studio.api_key_is_active(owner, int(key_id)):
             return owner
+        if _has_link_parts(request) and not bearer_key(request.headers.get("authorization")):
+            raise ApiError(401, f"this link is invalid or expired: {fresh} returns a fresh one (valid for a week)")
         return _caller(request, studio)  # no valid signature: the API key decides
 
     @api.get("/images/{image_id}", response_class=FileResponse, responses=_ERRORS, tags=["files"])
@@ -402,7 +430,7 @@ def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
         sig: LinkPart = None,
     ):  # fmt: skip
         """An image (PNG): with the signed link from a prompt, or with your API key."""
-        owner = owner_of_link(request, f"/images/{image_id}")
+        owner = owner_of_link(request, f"/images/{image_id}", fresh="GET /tunes/{tune_id}/prompts/{prompt_id}")
         return FileResponse(studio.image_file(owner, image_id), media_type="image/png")
 
     @api.get("/tunes/{tune_id}/ckpt", response_class=FileResponse, responses=_ERRORS, tags=["files"])
@@ -411,7 +439,7 @@ def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
         sig: LinkPart = None,
     ):  # fmt: skip
         """The tune's LoRA (`pytorch_lora_weights.safetensors`, diffusers format) while it exists."""
-        owner = owner_of_link(request, f"/tunes/{tune_id}/ckpt")
+        owner = owner_of_link(request, f"/tunes/{tune_id}/ckpt", fresh=f"GET /tunes/{tune_id} (its ckpt_url)")
         tune = studio.get_tune(owner, tune_id)
         if not tune.artifact_location or studio.store is None:
             raise NotFoundError("LoRA of tune", tune_id)

@@ -459,6 +459,20 @@ class Database:
             )
             return "tune", from_row(Tune, conn.execute("SELECT * FROM tunes WHERE id = ?", (row["id"],)).fetchone())
 
+    def jobs_ahead_of_tune(self, tune_id: int) -> int:
+        """How many jobs the worker runs before this queued tune, in `claim_next_job`'s order: the one running,
+        queued prompts of trained tunes (they go between trainings), and queued tunes created before it."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT (SELECT COUNT(*) FROM tunes WHERE status = 'training')"
+                " + (SELECT COUNT(*) FROM prompts WHERE status = 'generating')"
+                " + (SELECT COUNT(*) FROM tunes WHERE status = 'queued' AND id < ?)"
+                " + (SELECT COUNT(*) FROM prompts p JOIN tunes t ON t.id = p.tune_id"
+                "    WHERE p.status = 'queued' AND t.status = 'trained') AS ahead",
+                (tune_id,),
+            ).fetchone()
+        return int(row["ahead"])
+
     def requeue_interrupted(self) -> tuple[int, int]:
         """Put work a dead process left running back in the queue, or fail it after MAX_ATTEMPTS
         (failing a tune fails its queued prompts; callbacks are queued).

@@ -31,7 +31,8 @@ from pipelines.photos import PhotoInput
 from pipelines.prompts import LoraTag, check_characteristics, render_prompt, split_lora_tags
 from pipelines.registry import get_branch, model_reference
 from pipelines.settings import Settings
-from pipelines.tuning import CheckedPhotos, TuneRequest, check_photos
+from pipelines.tuning import CheckedPhotos, TuneRequest, check_photos, preview_photos
+from storage.artifacts import HUB_SCHEME, SAMPLE_SUFFIXES, SAMPLES_DIR
 from storage.db import Database
 from storage.hub_packs import open_pack_mirror
 from storage.net import check_url, fetch_url
@@ -105,7 +106,8 @@ class Studio:
         Prompts without a callback of their own get `request.prompt_callback`.
 
         Raises:
-            ValidationError / PhotoRejectedError: bad fields or photos (nothing is written).
+            ValidationError / PhotoRejectedError: bad fields or photos, or fewer usable photos than
+                `settings.min_photos` (each photo left out is named, with why; nothing is written).
             NotFoundError: a prompt's `<lora:ID>` tag names no tune of the caller (nothing is written).
             ConflictError: a tagged tune failed, was cancelled or expired (nothing is written).
             InsufficientCreditsError: not enough tune or image credits (nothing is written).
@@ -134,8 +136,7 @@ class Studio:
         # 3. Photos: fetch URLs, decode and check every photo
         inputs = list(request.images) + [self._fetch_photo(url, i) for i, url in enumerate(request.image_urls)]
         checked = check_photos(self.settings, inputs, class_name=tune_request.class_name)
-        if checked.usable_count == 0:
-            raise ValidationError("images", len(inputs), "contain no usable photo (see the quality report)")
+        checked.require_usable(self.settings.min_photos)  # near-duplicates and blurry photos do not count
         # 4. Write: credits, the tune row, its photos and prompts in one transaction
         values = {
             "title": request.title,
@@ -173,15 +174,39 @@ class Studio:
         self.work_available.set()
         return TuneCreated(self.get_tune(owner, tune_id), created=True)
 
-    def check_photos(self, photos: Sequence[tuple[str, bytes]], class_name: str) -> CheckedPhotos:
+    def check_photos(
+        self, photos: Sequence[tuple[str, bytes]], class_name: str, *, preview: bool = False
+    ) -> CheckedPhotos:
         """The quality report a tune would get, before anything is written or trained (nothing is stored).
 
+        Args:
+            photos: uploads as (file name, contents).
+            class_name: the subject's class (decides the face check).
+            preview: for a report shown while the user is still choosing: files that are not usable photos are
+                listed in `refused` rather than raised, and fewer photos than the minimum are fine.
+
         Raises:
-            ValidationError: a bad class or the wrong number of photos. PhotoRejectedError: unusable files.
+            ValidationError: a bad class or the wrong number of photos. PhotoRejectedError: unusable files (not
+            with `preview`).
         """
         class_name = _named_as_sent(lambda: TuneRequest(class_name=class_name, branch="tiny")).class_name
         _require_contents(photos)
-        return check_photos(self.settings, list(photos), class_name=class_name)
+        check = preview_photos if preview else check_photos
+        return check(self.settings, list(photos), class_name=class_name)
+
+    def tune_samples(self, owner: str, tune_id: int) -> list[Path]:
+        """The sample images stored with a trained tune's LoRA (its model card's), for showing it.
+
+        Only a LoRA stored on this server's disk is looked into: showing a tune never downloads from the Hub.
+
+        Raises:
+            NotFoundError: no such tune of the caller.
+        """
+        location = self.get_tune(owner, tune_id).artifact_location
+        if not location or location.startswith(HUB_SCHEME):
+            return []
+        folder = Path(location) / SAMPLES_DIR
+        return sorted(path for path in folder.glob("*") if path.suffix.lower() in SAMPLE_SUFFIXES and path.is_file())
 
     def get_tune(self, owner: str, tune_id: int) -> Tune:
         """Raises NotFoundError when the tune does not exist or belongs to someone else."""
@@ -189,6 +214,17 @@ class Studio:
         if tune is None:
             raise NotFoundError("tune", tune_id)
         return tune
+
+    def jobs_ahead(self, owner: str, tune_id: int) -> int | None:
+        """How many jobs the one worker runs before this tune starts training (0: it is next), or None once it
+        is no longer queued. While other work runs a queued tune has no honest ETA, only its place in line.
+
+        Raises:
+            NotFoundError: no such tune of the caller.
+        """
+        if self.get_tune(owner, tune_id).status != "queued":
+            return None
+        return self.db.jobs_ahead_of_tune(tune_id)
 
     def list_tunes(self, owner: str, *, limit: int = 20, offset: int = 0) -> list[Tune]:
         """The caller's tunes, newest first."""

@@ -37,6 +37,7 @@ from studio.service import Studio
 log = logging.getLogger(__name__)
 _PROGRESS_EVERY_S = 0.5  # how often training progress is written to the tune record
 _CANCEL_CHECK_EVERY_S = 1.0
+ETA_AFTER_STEPS = 5  # steps of an attempt before its time per step is trusted for an ETA
 SAMPLE_IMAGES, SAMPLE_STEPS = 2, 25  # model-card samples: a few seconds on a GPU
 
 
@@ -185,15 +186,8 @@ class InProcessWorker:
             seed=tune.seed,
         )
         output = self.studio.training_dir(tune.id)
-        last_write = [0.0]
+        on_progress = ProgressWriter(self.db, tune)
         last_check = [time.monotonic()]
-
-        def on_progress(progress: TrainProgress) -> None:
-            now = time.monotonic()
-            if progress.phase == "training" and now - last_write[0] >= _PROGRESS_EVERY_S:
-                last_write[0] = now
-                fraction = progress.step / progress.total_steps
-                self.db.update_tune(tune.owner, tune.id, progress=fraction, eta_seconds=progress.eta_seconds)
 
         def should_cancel() -> bool:
             now = time.monotonic()
@@ -345,6 +339,35 @@ class InProcessWorker:
             state = other.status if other else "deleted"
             raise ConflictError(f"<lora:{tune_id}> names tune {tune_id}, which is {state}; it has no LoRA to add")
         return other
+
+
+class ProgressWriter:
+    """Writes a training's progress to its tune record, at most every `every_s` seconds.
+
+    The ETA is written only once `ETA_AFTER_STEPS` steps of this attempt ran: the first steps carry the warm-up
+    (allocations, caches; the first run of a server builds the tiny model too), and an ETA taken from them swings
+    by minutes. Until then the record has none and the tune reads "estimating the time left".
+    """
+
+    def __init__(self, db, tune: Tune, *, every_s: float = _PROGRESS_EVERY_S, clock=time.monotonic):
+        self.db, self.tune, self.every_s, self.clock = db, tune, every_s, clock
+        self.last_write: float | None = None
+        self.first_step: int | None = None
+
+    def __call__(self, progress: TrainProgress) -> None:
+        if progress.phase != "training":
+            return
+        if self.first_step is None:  # a resumed run starts past 0
+            self.first_step = progress.step - 1
+        now = self.clock()
+        recent = self.last_write is not None and now - self.last_write < self.every_s
+        if recent and progress.step < progress.total_steps:
+            return
+        self.last_write = now
+        settled = progress.step - self.first_step >= ETA_AFTER_STEPS
+        eta = progress.eta_seconds if settled else None
+        fraction = progress.step / progress.total_steps
+        self.db.update_tune(self.tune.owner, self.tune.id, progress=fraction, eta_seconds=eta)
 
 
 def _describe(error: BaseException, data_dir: Path) -> str:

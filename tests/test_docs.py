@@ -19,3 +19,17 @@ def test_the_readme_shows_the_two_set_up_commands_and_ci_runs_the_tests():
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_runs_project_commands_with_the_venv_python():
+    """A bare `python -m admin` outside the venv fails ("No module named 'PIL'"); the README shows what works."""
+    readme = (ROOT / "README.md").read_text()
+    assert "make key USER=alice" in readme and ".venv/bin/python -m admin create-key alice" in readme
+    bare = [line for line in readme.splitlines() if "python -m admin create-key" in line and "venv" not in line]
+    assert not bare, bare
+    assert "\nkey: install" in (ROOT / "Makefile").read_text()
+
+
+def test_the_readme_states_what_the_first_run_costs():
+    readme = (ROOT / "README.md").read_text()
+    assert "What the first run costs" in readme and "waiting for the worker" in readme

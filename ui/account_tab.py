@@ -5,9 +5,8 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from pipelines.errors import ValidationError
 from ui.context import UIContext
-from ui.feedback import user_errors
+from ui.feedback import notify, required_int, user_errors
 
 
 def build_account_tab(ctx: UIContext, app: gr.Blocks) -> None:
@@ -30,9 +29,9 @@ def build_account_tab(ctx: UIContext, app: gr.Blocks) -> None:
             scale=3,
             elem_id="new-api-key",
         )
-    keys = gr.Dataframe(label="Your keys", interactive=False)
+    keys = gr.Dataframe(label="Your keys", interactive=False, elem_id="account-keys")
     with gr.Row():
-        key_id = gr.Number(None, label="Key id to revoke", precision=0)
+        key_id = gr.Textbox(label="Key id to revoke", placeholder="an id from the table above")
         revoke = gr.Button("Revoke", variant="stop")
 
     def keys_table(owner: str) -> pd.DataFrame:
@@ -55,12 +54,11 @@ def build_account_tab(ctx: UIContext, app: gr.Blocks) -> None:
         return gr.update(value=key, visible=True), keys_table(owner)
 
     @user_errors
-    def revoke_key(number: float | None, request: gr.Request):
+    def revoke_key(typed: str | None, request: gr.Request):
         owner = ctx.user(request)
-        if not number:
-            raise ValidationError("key_id", number, "must be the id of one of your keys (see the table)")
-        studio.revoke_api_key(owner, int(number))
-        gr.Info(f"Key #{int(number)} revoked.")
+        number = required_int(typed, "key_id", where="the id of one of your keys (see the table)")
+        studio.revoke_api_key(owner, number)
+        notify(f"Key #{number} revoked.")
         return keys_table(owner)
 
     private = {"api_visibility": "private"}

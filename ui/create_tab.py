@@ -9,48 +9,62 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from pipelines.errors import ValidationError
+from packs.loader import Pack
+from pipelines.errors import PhotoRejectedError, ValidationError
+from pipelines.tuning import CheckedPhotos
+from storage.records import Tune
 from studio.requests import TuneCreate
 from studio.service import Studio
 from ui.context import UIContext
 from ui.feedback import SHOWN_ERRORS, FieldErrors, user_errors
+from ui.generate_tab import tune_picker
 from ui.uploads import read_uploads
 from ui.views import (
     CLASSES,
+    PHOTO_REPORT_WIDTHS,
     USER_BRANCHES,
     branch_help,
     class_guidance,
     photo_report_table,
     progress_bar,
-    prompt_gallery,
+    tune_gallery,
     tunes_table,
 )
 
 NO_PACK = "(no pack)"
 WATCH_EVERY_S = 2.0
+TOAST_S = 5  # info toasts fade after this many seconds
+IN_PROGRESS = ("queued", "training")
 
 
 @dataclass
 class CreateTab:
-    """What other tabs wire to: the pack picker ("use this pack") and the class it needs."""
+    """What other tabs wire to: the pack picker ("use this pack"), the followed tune and "Generate with this tune".
 
-    studio: Studio
+    Attributes:
+        class_name: the Subject radio (`choose_pack` takes its value: the user's choice wins).
+        pack_outputs: what `choose_pack` updates.
+        watched: the id of the tune this browser session follows (None before there is one).
+        generate_with: "Generate with this tune"; `open_in_generate` gives the Generate tab's tune picker.
+    """
+
+    ctx: UIContext
     class_name: gr.Radio
-    guidance: gr.Markdown
-    pack: gr.Dropdown
-    styles: gr.Dropdown
+    pack_outputs: list[gr.components.Component]
+    watched: gr.State
+    generate_with: gr.Button
 
-    @property
-    def pack_outputs(self) -> list[gr.components.Component]:
-        return [self.class_name, self.guidance, self.pack, self.styles]
-
-    def choose_pack(self, pack_id: str | None, class_name: str | None = None):
-        """Updates for `pack_outputs`: the form with the pack and the class (one the pack supports) chosen."""
+    def choose_pack(self, pack_id: str | None, class_name: str | None):
+        """Updates for `pack_outputs`: the pack chosen for the Subject the user chose (`class_name`, never changed
+        here). A pack without prompts for it is not chosen: a note says which subjects it has, and the pack is
+        chosen once the user picks one of them."""
         if not pack_id:
-            return gr.update(), gr.update(), gr.update(), gr.update()
-        pack = self.studio.get_pack(pack_id)
-        class_name = class_name if class_name in pack.classes else pack.classes[0]
-        return class_name, *_class_updates(self.studio, class_name, pack=pack.id)
+            return tuple(gr.update() for _ in self.pack_outputs)
+        return _pack_updates(self.ctx.studio, class_name or "", pack_id)
+
+    def open_in_generate(self, tune_id: int | None, request: gr.Request) -> dict:
+        """The Generate tab's tune picker with the followed tune chosen (`ui.generate_tab.tune_picker`)."""
+        return tune_picker(self.ctx.studio, self.ctx.user(request), tune_id)
 
 
 def parse_characteristics(text: str | None) -> dict[str, str]:
@@ -68,6 +82,45 @@ def parse_characteristics(text: str | None) -> dict[str, str]:
             raise ValidationError("characteristics", line, f"line {number} must read `key: value`")
         values[key.strip()] = value.strip()
     return values
+
+
+def parse_steps(text: str | None) -> int | None:
+    """The training steps typed by the user; empty means the base model's default (None).
+
+    Raises:
+        ValidationError: not a whole number.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValidationError("steps", text, "must be a whole number, e.g. 500, or empty for the default") from None
+
+
+def _pack_updates(studio: Studio, class_name: str, pack_id: str | None) -> tuple:
+    """(guidance, pack picker, style picker, pack note, pending pack) for a class with `pack_id` asked for: chosen
+    when it has prompts for the class; otherwise left pending, with a note that says why."""
+    if pack_id is None or pack_id == NO_PACK:
+        return (*_class_updates(studio, class_name), gr.update(value="", visible=False), None)
+    pack = studio.get_pack(pack_id)
+    if class_name in pack.classes:
+        return (*_class_updates(studio, class_name, pack=pack.id), gr.update(value="", visible=False), None)
+    return (
+        *_class_updates(studio, class_name),
+        gr.update(value=pack_class_note(pack, class_name), visible=True),
+        pack.id,
+    )
+
+
+def pack_class_note(pack: Pack, class_name: str) -> str:
+    """What the user reads when a pack has no prompts for their Subject."""
+    subjects = ", ".join(f"**{name}**" for name in pack.classes)
+    return (
+        f"⚠ The pack **{pack.title}** has no prompts for *{class_name}*; it makes avatars of {subjects}. "
+        "Pick one of those as Subject to use it, or choose another pack under *Generate right after training*."
+    )
 
 
 def _class_updates(studio: Studio, class_name: str, *, pack: str = NO_PACK) -> tuple:
@@ -88,11 +141,19 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     """Add the tab's widgets and events to the enclosing `gr.Tab`."""
     studio, settings = ctx.studio, ctx.settings
     watched = gr.State(None)  # the tune this browser session follows
+    pending_pack = gr.State(None)  # a pack asked for ("use this pack") that has no prompts for the Subject
 
     gr.Markdown("## Create a tune\nUpload photos of one subject; Tune Studio learns it as a token you can prompt.")
     with gr.Row():
         with gr.Column(scale=3):
-            class_name = gr.Radio(list(CLASSES), value="woman", label="Subject", info="Who or what is in the photos?")
+            class_name = gr.Radio(
+                list(CLASSES),
+                value="woman",
+                label="Subject",
+                info="Who or what is in the photos?",
+                elem_id="tune-subject",
+            )
+            pack_note = gr.Markdown(visible=False, elem_id="pack-note")
             guidance = gr.Markdown(class_guidance("woman"))
             photos = gr.File(
                 label=f"Photos ({settings.min_photos}-{settings.max_photos})",
@@ -100,9 +161,8 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                 file_types=["image"],
                 elem_id="tune-photos",
             )
-            previews = gr.Gallery(label="Your photos", columns=6, height=200, allow_preview=False)
-            report = gr.Dataframe(
-                label="Photo check (before training)", interactive=False, wrap=True, elem_id="photo-report"
+            previews = gr.Gallery(
+                label="Your photos", columns=6, height=200, allow_preview=False, elem_id="photo-previews"
             )
         with gr.Column(scale=2):
             title = gr.Textbox(
@@ -114,7 +174,12 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             with gr.Accordion("About the base models", open=False):
                 gr.Markdown(branch_help())
             with gr.Accordion("Advanced settings", open=False):
-                steps = gr.Number(value=0, precision=0, label="Training steps", info="0: the base model's default")
+                # a text box: Gradio 6.31's number box shows an empty value as 0 (its frontend sets `value ??= 0`)
+                steps = gr.Textbox(
+                    label="Training steps",
+                    placeholder="the base model's default",
+                    info="A whole number; empty: the base model's default",
+                )
                 token = gr.Textbox(label="Token", placeholder="ohwx", info="2-12 lowercase letters or digits")
                 face_crop = gr.Checkbox(value=True, label="Face crop", info="Also train on tight face crops")
                 characteristics = gr.Textbox(
@@ -136,7 +201,15 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                     info="Pack prompts",
                 )
             create = gr.Button("Create tune", variant="primary", elem_id="create-tune")
-            banner = gr.Markdown(visible=False, elem_classes=["error-banner"])
+            banner = gr.Markdown(visible=False, elem_classes=["error-banner"], elem_id="create-banner")
+    report = gr.Dataframe(  # the form's full width: the advice needs room, and short headers must not wrap
+        photo_report_table([]),
+        label="Photo check (before training)",
+        interactive=False,
+        wrap=True,
+        column_widths=PHOTO_REPORT_WIDTHS,
+        elem_id="photo-report",
+    )
     errors = FieldErrors(
         banner,
         {
@@ -151,27 +224,35 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             "pack_id": pack,
         },
     )
+    errors.clear_on_change()  # a fixed field's error goes as soon as the field changes
 
     gr.Markdown("### Your tunes")
     progress = gr.HTML(elem_id="tune-progress")
-    with gr.Row():
-        cancel = gr.Button("Cancel this tune", size="sm")
-        delete = gr.Button("Delete this tune", size="sm", variant="stop")
-    avatars = gr.Gallery(label="Avatars of this tune", columns=6, height=300)
+    with gr.Row():  # shown once there is a tune to act on (`_tune_view`)
+        generate_with = gr.Button(
+            "Generate with this tune", size="sm", variant="primary", visible=False, elem_id="generate-with-tune"
+        )
+        cancel = gr.Button("Cancel this tune", size="sm", visible=False)
+        delete = gr.Button("Delete this tune", size="sm", variant="stop", visible=False)
+    avatars = gr.Gallery(label="Avatars of this tune", columns=6, height=300, visible=False, elem_id="tune-avatars")
     tunes = gr.Dataframe(label="All your tunes (select one to follow it)", interactive=False)
     timer = gr.Timer(WATCH_EVERY_S)
 
-    def class_changed(chosen: str):
-        return _class_updates(studio, chosen)
+    def class_changed(chosen: str, pending: str | None, chosen_pack: str | None):
+        """The pack asked for (or chosen) stays chosen when it has prompts for the new Subject, else a note says so."""
+        return _pack_updates(studio, chosen, pending or chosen_pack)
 
     def photos_changed(paths: list[str] | None, chosen: str):
         if not paths:
-            return [], None, errors.clear()[banner]
+            return [], photo_report_table([]), errors.clear()[banner]
         try:
-            checked = studio.check_photos(read_uploads(paths, settings), chosen)
+            checked = studio.check_photos(read_uploads(paths, settings), chosen, preview=True)
         except SHOWN_ERRORS as error:
-            return paths, None, errors.show(error)[banner]
-        return paths, photo_report_table([r.to_dict() for r in checked.reports]), errors.clear()[banner]
+            return [], photo_report_table([]), errors.show(error)[banner]
+        previews = [(paths[photo.index], photo.name) for photo in checked.photos]  # refused files: no thumbnail
+        table = photo_report_table([r.to_dict() for r in checked.reports], checked.refused)
+        problem = _photo_problem(checked, settings.min_photos)
+        return previews, table, (errors.clear() if problem is None else errors.show(problem))[banner]
 
     def create_tune(paths, title_, chosen, branch_, steps_, token_, face_crop_, characteristics_, pack_, styles_,
                     request: gr.Request):  # fmt: skip
@@ -183,7 +264,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                 images=read_uploads(paths, settings),
                 branch=branch_,
                 token=(token_ or "").strip() or None,
-                steps=int(steps_) if steps_ else None,
+                steps=parse_steps(steps_),
                 face_crop=bool(face_crop_),
                 characteristics=parse_characteristics(characteristics_),
                 prompts=studio.style_prompts(styles_ or [], branch_),
@@ -196,7 +277,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             return {**errors.show(error), watched: gr.update()}
         ctx.files.discard(owner, paths or [])  # the tune keeps its own copy; the uploads must not outlive it
         note = "" if created.created else " (a tune with this title already existed; showing it)"
-        gr.Info(f"Tune #{created.tune.id} queued{note}.")
+        gr.Info(f"Tune #{created.tune.id} queued{note}.", duration=TOAST_S)
         return {**errors.clear(), photos: None, watched: created.tune.id}
 
     def refresh(tune_id: int | None, request: gr.Request):
@@ -208,13 +289,11 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         current = next((t for t in mine if t.id == tune_id), None)
         if current is None:
             empty = "<p>No tune yet: upload photos and press <b>Create tune</b>.</p>"
-            return None, empty, [], tunes_table(mine), gr.Timer(active=False)
+            return None, empty, *_tune_view(None, []), tunes_table(mine), gr.Timer(active=False)
         prompts = studio.list_prompts(owner, tune_id=current.id, limit=100)
-        busy = any(t.status in ("queued", "training") for t in mine) or any(
-            p.status in ("queued", "generating") for p in prompts
-        )
-        images = prompt_gallery(studio, ctx.files, owner, prompts)
-        return current.id, progress_bar(current), images, tunes_table(mine), gr.Timer(active=busy)
+        busy = any(t.status in IN_PROGRESS for t in mine) or any(p.status in ("queued", "generating") for p in prompts)
+        images = tune_gallery(studio, ctx.files, owner, current.id, prompts)
+        return current.id, progress_bar(current), *_tune_view(current, images), tunes_table(mine), gr.Timer(active=busy)
 
     def follow(table, event: gr.SelectData):
         return int(table.iloc[event.index[0]]["id"])
@@ -223,19 +302,21 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     def cancel_tune(tune_id: int | None, request: gr.Request):
         if tune_id is not None:
             tune = studio.cancel_tune(ctx.user(request), tune_id)
-            gr.Info(f"Tune #{tune.id} is {tune.status}.")
+            gr.Info(f"Tune #{tune.id} is {tune.status}.", duration=TOAST_S)
 
     @user_errors
     def delete_tune(tune_id: int | None, request: gr.Request):
         if tune_id is not None:
             studio.delete_tune(ctx.user(request), tune_id)
-            gr.Info(f"Tune #{tune_id} deleted; its avatars are kept.")
+            gr.Info(f"Tune #{tune_id} deleted; its avatars are kept.", duration=TOAST_S)
         return None
 
     private = {"api_visibility": "private"}
-    watch_outputs = [watched, progress, avatars, tunes, timer]
+    watch_outputs = [watched, progress, generate_with, cancel, delete, avatars, tunes, timer]
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
-    class_name.input(class_changed, class_name, [guidance, pack, styles], **private)
+    pack_outputs = [guidance, pack, styles, pack_note, pending_pack]
+    class_name.input(class_changed, [class_name, pending_pack, pack], pack_outputs, **private)
+    pack.input(lambda: (gr.update(visible=False), None), None, [pack_note, pending_pack], **private)
     photos.change(photos_changed, [photos, class_name], [previews, report, banner], **private)
     inputs = [photos, title, class_name, branch, steps, token, face_crop, characteristics, pack, styles]
     create.click(create_tune, inputs, [*errors.outputs, watched], **private).then(
@@ -245,4 +326,24 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     tunes.select(follow, tunes, watched, **private).then(refresh, watched, watch_outputs, **quiet)
     cancel.click(cancel_tune, watched, None, **private).then(refresh, watched, watch_outputs, **quiet)
     delete.click(delete_tune, watched, watched, **private).then(refresh, watched, watch_outputs, **quiet)
-    return CreateTab(studio, class_name, guidance, pack, styles)
+    return CreateTab(ctx, class_name, pack_outputs, watched, generate_with)
+
+
+def _photo_problem(checked: CheckedPhotos, minimum: int) -> ValidationError | None:
+    """What would stop "Create tune" with these photos: too few usable ones (each left out named), refused files."""
+    try:
+        checked.require_usable(minimum)
+    except ValidationError as error:
+        return error
+    return PhotoRejectedError(checked.refused) if checked.refused else None
+
+
+def _tune_view(tune: Tune | None, images: list[tuple[str, str]]) -> tuple:
+    """(generate-with, cancel, delete, avatars) updates: actions only where they apply, no empty gallery."""
+    status = tune.status if tune is not None else None
+    return (
+        gr.update(visible=status == "trained"),
+        gr.update(visible=status in IN_PROGRESS),
+        gr.update(visible=tune is not None),
+        gr.update(value=images, visible=bool(images)),
+    )

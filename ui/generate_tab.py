@@ -15,11 +15,11 @@ import gradio as gr
 from packs.loader import ASPECT_RATIOS
 from pipelines.errors import TunesError
 from pipelines.generate import SCHEDULERS
-from storage.records import Prompt
+from storage.records import Prompt, Tune
 from studio.requests import PromptCreate
 from studio.service import Studio
 from ui.context import UIContext
-from ui.feedback import SHOWN_ERRORS, FieldErrors, user_errors
+from ui.feedback import SHOWN_ERRORS, FieldErrors, optional_int, user_errors
 from ui.views import prompt_gallery, prompts_table
 
 DEFAULT_PROMPT = "portrait photo of {{subject}}, soft studio lighting, 85mm, detailed skin"
@@ -75,13 +75,30 @@ def _modified(path: Path) -> int:
         return 0
 
 
+def tune_picker(studio: Studio, owner: str, chosen: int | None = None) -> dict:
+    """An update for the tune picker: the owner's tunes that can take prompts, with `chosen` (else the newest)
+    picked. Other tabs use it to open this one with a tune chosen."""
+    usable = [t for t in studio.list_tunes(owner, limit=100) if t.status in ("queued", "training", "trained")]
+    choices = [(f"{t.title} (#{t.id}, {t.name}, {t.status})", t.id) for t in usable]
+    ids = [tune_id for _, tune_id in choices]
+    return gr.update(choices=choices, value=chosen if chosen in ids else (ids[0] if ids else None))
+
+
+def intro_text(tune: Tune | None) -> str:
+    """The tab's heading: what `{{subject}}` becomes for the chosen tune (its own token and class)."""
+    becomes = "it becomes your tune's token and class"
+    if tune is not None:
+        becomes = f"for this tune it becomes `{tune.token} {tune.name}`"
+    return f"## Generate avatars\nUse `{{{{subject}}}}` where your subject goes ({becomes})."
+
+
 def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     """Add the tab's widgets and events; returns the tune picker (other tabs may preselect a tune)."""
     studio = ctx.studio
     current = gr.State(None)  # the prompt id shown in the gallery
     selected = gr.State(None)  # the image id picked in the gallery
 
-    gr.Markdown("## Generate avatars\nUse `{{subject}}` where your subject goes (it becomes e.g. `ohwx woman`).")
+    intro = gr.Markdown(intro_text(None), elem_id="generate-intro")
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
@@ -91,7 +108,9 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             negative = gr.Textbox(DEFAULT_NEGATIVE, label="Negative prompt", lines=2)
             with gr.Row():
                 num_images = gr.Slider(1, 8, value=4, step=1, label="Images")
-                seed = gr.Number(-1, precision=0, label="Seed", info="-1: random; the same seed gives the same image")
+                seed = gr.Textbox(
+                    label="Seed", placeholder="random", info="Empty: random; the same seed gives the same image"
+                )
                 aspect = gr.Dropdown(list(ASPECT_RATIOS), value="1:1", label="Shape")
             with gr.Accordion("Advanced options", open=False):
                 with gr.Row():
@@ -103,7 +122,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
                     hires_fix = gr.Checkbox(label="Hires fix", info="Render larger, then refine")
                     super_resolution = gr.Checkbox(label="Super resolution", info="2x upscale")
             run = gr.Button("Generate", variant="primary", elem_id="generate-run")
-            banner = gr.Markdown(visible=False, elem_classes=["error-banner"])
+            banner = gr.Markdown(visible=False, elem_classes=["error-banner"], elem_id="generate-banner")
         with gr.Column(scale=4):
             status = gr.Markdown(elem_id="generate-status")
             gallery = gr.Gallery(label="Results", columns=4, height=420, elem_id="generate-gallery")
@@ -112,7 +131,9 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
                 download_one = gr.DownloadButton("Download this image", size="sm")
                 download_all = gr.DownloadButton("Download all (zip)", size="sm")
     gr.Markdown("### Your prompts")
-    history = gr.Dataframe(label="History (select a row to see its images)", interactive=False, wrap=True)
+    history = gr.Dataframe(
+        label="History (select a row to see its images)", interactive=False, wrap=True, elem_id="generate-history"
+    )
     timer = gr.Timer(POLL_EVERY_S, active=False)
     errors = FieldErrors(
         banner,
@@ -131,17 +152,13 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
 
     def tunes_changed(request: gr.Request):
         owner = ctx.user(request)
-        usable = [t for t in studio.list_tunes(owner, limit=100) if t.status in ("queued", "training", "trained")]
-        choices = [(f"{t.title} (#{t.id}, {t.name}, {t.status})", t.id) for t in usable]
-        return gr.update(choices=choices, value=choices[0][1] if choices else None), prompts_table(
-            studio.list_prompts(owner, limit=50)
-        )
+        return tune_picker(studio, owner), prompts_table(studio.list_prompts(owner, limit=50))
 
     def tune_picked(tune_id: int | None, request: gr.Request):
         if tune_id is None:
-            return gr.update(choices=[], value=None)
+            return gr.update(choices=[], value=None), intro_text(None)
         chosen = studio.get_tune(ctx.user(request), int(tune_id))
-        return gr.update(choices=studio.list_styles(chosen.name), value=None)
+        return gr.update(choices=studio.list_styles(chosen.name), value=None), intro_text(chosen)
 
     def style_picked(key: str | None):
         if not key:
@@ -156,6 +173,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             owner = ctx.acting_user(request)
             if tune_id is None:
                 raise TunesError("Pick a trained tune first (create one in the Create tune tab).")
+            seed_ = optional_int(seed_, "seed")
             created = studio.create_prompt(
                 owner,
                 int(tune_id),
@@ -163,7 +181,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
                     text=text or "",
                     negative_prompt=negative_ or "",
                     num_images=int(count),
-                    seed=None if seed_ is None or int(seed_) < 0 else int(seed_),
+                    seed=None if seed_ is None or seed_ == -1 else seed_,  # -1: random, as the box once said
                     aspect_ratio=aspect_,
                     steps=int(steps_),
                     cfg_scale=float(cfg_),
@@ -214,7 +232,8 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
         owner = ctx.user(request)
         image = next(i for i in studio.get_prompt(owner, prompt_id).images if i.id == image_id)
         (studio.unlike_image if image.liked else studio.like_image)(owner, image_id)
-        return prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)])
+        gallery_ = prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)])
+        return gallery_, prompts_table(studio.list_prompts(owner, limit=50))  # its "liked" column too
 
     def history_picked(table, event: gr.SelectData):
         return int(table.iloc[event.index[0]]["id"])
@@ -223,7 +242,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
     app.load(tunes_changed, None, [tune, history], **private)
     tune.focus(tunes_changed, None, [tune, history], **quiet)
-    tune.change(tune_picked, tune, style, **private)
+    tune.change(tune_picked, tune, [style, intro], **private)
     style.input(style_picked, style, [prompt, negative, num_images, aspect, steps, scheduler], **private)
     inputs = [tune, prompt, negative, num_images, seed, aspect, steps, cfg, scheduler, inpaint_faces, hires_fix]
     run.click(generate, [*inputs, super_resolution], [*errors.outputs, current, timer], **private).then(
@@ -231,7 +250,8 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     )
     timer.tick(show, current, [status, gallery, timer, history, download_all], **quiet)
     gallery.select(pick_image, current, [selected, download_one], **private)
-    like.click(toggle_like, [selected, current], gallery, **private)
+    like.click(toggle_like, [selected, current], [gallery, history], **quiet)
+    errors.clear_on_change()
     history.select(history_picked, history, current, **private).then(
         show, current, [status, gallery, timer, history, download_all], **quiet
     )

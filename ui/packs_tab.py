@@ -21,9 +21,10 @@ from PIL import Image
 from packs.loader import COVERS_DIR, Pack, read_pack_text
 from packs.make_covers import draw_cover
 from pipelines.errors import PermissionDeniedError, SignInRequiredError, TunesError, ValidationError
+from pipelines.registry import get_branch
 from studio.service import Studio
 from ui.context import UIContext
-from ui.feedback import FieldErrors, user_errors
+from ui.feedback import FieldErrors, notify, user_errors
 from ui.views import CLASSES
 
 ALL = "all"
@@ -115,16 +116,33 @@ def pack_cards(studio: Studio, class_name: str | None) -> tuple[list[tuple[Image
     return [(cover_image(pack), card_caption(pack, wanted)) for pack in packs], [pack.id for pack in packs]
 
 
-def pack_about(pack: Pack) -> str:
-    """The pack's page header: title, description, classes with their image counts, training preset."""
+def pack_about(pack: Pack, *, branch: str) -> str:
+    """The pack's page header: title, description, classes with their image counts, training preset.
+
+    Args:
+        pack: the pack.
+        branch: the base model a tune made here starts with (the Create tab's, this server's default branch).
+    """
     per_class = ", ".join(f"{name} ({pack.images_for(name)} images)" for name in pack.classes)
     steps = f"{pack.preset_steps} training steps" if pack.preset_steps else "the model's default training steps"
     face = "face crop on" if pack.preset_face_crop else "face crop off"
     samples = "" if pack.samples else NO_SAMPLES
     return (
         f"## {pack.title}\n{pack.description}\n\n"
-        f"**Classes:** {per_class}  \n**Model:** `{pack.default_branch}` · {steps} · {face}{samples}"
+        f"**Classes:** {per_class}  \n{model_line(pack, branch)} · {steps} · {face}{samples}"
     )
+
+
+def model_line(pack: Pack, branch: str) -> str:
+    """The base model a tune from this pack trains on here, or why it cannot train. "Use this pack" keeps the
+    Create tab's Base model (this server's default), so that, not the branch the pack was written for, is used."""
+    here = get_branch(branch)
+    written = "" if branch == pack.default_branch else f" (the pack was written for `{pack.default_branch}`)"
+    if here.is_mock:
+        return f"**Model here:** `{branch}`, a mock: placeholder images, no training{written}"
+    if not here.trainable:
+        return f"**Model here:** `{branch}` cannot train yet; pick another under Create tune › Base model{written}"
+    return f"**Model here:** `{branch}`{written}"
 
 
 def prompt_table(studio: Studio, pack: Pack, class_name: str) -> pd.DataFrame:
@@ -207,7 +225,7 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
                 cover = gr.Image(show_label=False, interactive=False, buttons=[], height=320)
                 samples = gr.Gallery(label="Sample images", columns=3, height="auto", visible=False)
             with gr.Column(scale=2):
-                about = gr.Markdown()
+                about = gr.Markdown(elem_id="pack-about")
                 use_pack = gr.Button("Use this pack", variant="primary", elem_id="use-pack")
         page_class = gr.Radio([], label="Prompts for")
         prompts = gr.Dataframe(headers=PROMPT_HEADERS, interactive=False, wrap=True, column_widths=PROMPT_WIDTHS)
@@ -224,7 +242,7 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
             page: gr.update(visible=True),
             cover: cover_image(pack),
             samples: gr.update(value=[pack_image(name) for name in pack.samples], visible=bool(pack.samples)),
-            about: pack_about(pack),
+            about: pack_about(pack, branch=ctx.settings.default_branch),
             page_class: gr.update(choices=list(pack.classes), value=chosen),
             prompts: prompt_table(studio, pack, chosen),
             chosen_pack: pack.id,
@@ -296,7 +314,7 @@ def _build_editor(ctx: UIContext, *, refresh: tuple[Any, gr.Radio, list]) -> gr.
         """Every editor widget showing pack `chosen` as saved."""
         pack = studio.packs.get(chosen, include_unpublished=True)
         if message:
-            gr.Info(message)
+            notify(message)
         return {
             **errors.clear(),
             pack_id: gr.update(choices=editor_choices(studio), value=pack.id),

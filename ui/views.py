@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.errors import PhotoProblem
 from pipelines.registry import BRANCHES
 from storage.records import Prompt, Tune
 from studio.service import Studio
@@ -51,12 +52,28 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def tune_status(tune: Tune) -> str:
-    """One line a person reads: status, step and ETA while training, expiry once trained."""
+def tune_status(tune: Tune, *, ahead: int | None = None) -> str:
+    """One line a person reads: the place in line while queued, step and ETA while training, expiry once trained.
+
+    A queued tune gets no ETA: the one worker may be busy with other people's work for minutes.
+
+    Args:
+        tune: the tune.
+        ahead: for a queued tune, the jobs the worker runs first (`Studio.jobs_ahead`); None when not known.
+    """
+    if tune.status == "queued":
+        if ahead == 0:
+            return "queued: next for the worker"
+        waiting = "queued: waiting for the worker"
+        return waiting if ahead is None else f"{waiting} ({ahead} job{'' if ahead == 1 else 's'} ahead)"
     if tune.status == "training":
         steps = tune.steps or 0
         step = round(tune.progress * steps)
-        return f"training: step {step}/{steps} ({tune.progress:.0%}), about {duration(tune.eta_seconds)} left"
+        if tune.eta_seconds is not None:
+            return f"training: step {step}/{steps} ({tune.progress:.0%}), about {duration(tune.eta_seconds)} left"
+        if step == 0:  # photo checks and the base model (built on this server's first run)
+            return "training: preparing the photos and the base model"
+        return f"training: step {step}/{steps} ({tune.progress:.0%}), estimating the time left"
     if tune.status == "trained":
         return f"trained; LoRA kept until {(tune.expires_at or '-')[:10]}" + (
             " (auto-extends)" if tune.auto_extend else ""
@@ -66,8 +83,8 @@ def tune_status(tune: Tune) -> str:
     return tune.status
 
 
-def progress_bar(tune: Tune) -> str:
-    """An HTML progress bar for the watched tune."""
+def progress_bar(tune: Tune, *, ahead: int | None = None) -> str:
+    """An HTML progress bar for the watched tune (`ahead`: as for `tune_status`)."""
     percent = 100 if tune.status == "trained" else round(tune.progress * 100)
     colour = {"failed": "#ef4444", "cancelled": "#9ca3af", "trained": "#22c55e"}.get(tune.status, "#6366f1")
     return (
@@ -75,7 +92,7 @@ def progress_bar(tune: Tune) -> str:
         f"<div style='background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden'>"
         f"<div style='width:{percent}%;background:{colour};height:12px'></div></div>"
         f"<p><b>{escape(tune.title)}</b> (#{tune.id}, {tune.name}, {tune.branch}): "
-        f"{escape(tune_status(tune))}</p></div>"
+        f"{escape(tune_status(tune, ahead=ahead))}</p></div>"
     )
 
 
@@ -112,19 +129,38 @@ def prompts_table(prompts: Sequence[Prompt]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "tune", "prompt", "status", "images", "liked", "created"])
 
 
-def photo_report_table(reports: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    rows = [
-        {
-            "photo": r["name"],
-            "size": f"{r['width']}x{r['height']}",
-            "faces": "-" if r["faces"] is None else r["faces"],
-            "sharpness": round(r["sharpness"]),
-            "used": "yes" if r["usable"] else "no",
-            "advice": "; ".join(w["message"] for w in r["warnings"]) or "looks good",
-        }
-        for r in reports
-    ]
-    return pd.DataFrame(rows, columns=["photo", "size", "faces", "sharpness", "used", "advice"])
+PHOTO_REPORT_HEADERS = ["photo", "size", "faces", "sharpness", "used", "advice"]
+# the advice is the long column; the short ones stay wide enough that their headers never wrap
+PHOTO_REPORT_WIDTHS = ["18%", "10%", "8%", "11%", "7%", "46%"]
+
+
+def photo_report_table(reports: Sequence[dict[str, Any]], refused: Sequence[PhotoProblem] = ()) -> pd.DataFrame:
+    """One row per upload in upload order: a checked photo's report (`PhotoReport.to_dict`), or a refused file
+    marked in place with why. Empty, it still has the real headers."""
+    rows = [(r["index"], _report_row(r)) for r in reports] + [(p.index, _refused_row(p)) for p in refused]
+    return pd.DataFrame([row for _, row in sorted(rows, key=lambda item: item[0])], columns=PHOTO_REPORT_HEADERS)
+
+
+def _report_row(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "photo": report["name"],
+        "size": f"{report['width']}x{report['height']}",
+        "faces": "-" if report["faces"] is None else str(report["faces"]),
+        "sharpness": str(round(report["sharpness"])),
+        "used": "yes" if report["usable"] else "no",
+        "advice": "; ".join(w["message"] for w in report["warnings"]) or "looks good",
+    }
+
+
+def _refused_row(problem: PhotoProblem) -> dict[str, Any]:
+    return {
+        "photo": problem.name,
+        "size": "-",
+        "faces": "-",
+        "sharpness": "-",
+        "used": "no",
+        "advice": f"refused: {problem.message}",
+    }
 
 
 def prompt_gallery(studio: Studio, files: UIFiles, owner: str, prompts: Sequence[Prompt]) -> list[tuple[str, str]]:
@@ -138,3 +174,15 @@ def prompt_gallery(studio: Studio, files: UIFiles, owner: str, prompts: Sequence
         for prompt in prompts
         for image in prompt.images
     ]
+
+
+def tune_gallery(
+    studio: Studio, files: UIFiles, owner: str, tune_id: int, prompts: Sequence[Prompt]
+) -> list[tuple[str, str]]:
+    """(image file, caption) for a tune's sample images (made right after training), then its avatars; each
+    shown only to its owner (`UIFiles.show`)."""
+    samples = [
+        (files.show(owner, path), f"sample {number}")
+        for number, path in enumerate(studio.tune_samples(owner, tune_id), start=1)
+    ]
+    return samples + prompt_gallery(studio, files, owner, prompts)

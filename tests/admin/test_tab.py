@@ -1,5 +1,6 @@
 """The admin tab, launched with two accounts and driven through gradio_client: the admin's endpoints act,
-everyone else's calls are refused, and none of them is listed in the API docs."""
+everyone else's calls are refused, and none of them is listed in the API docs. An action answers with the
+error banner (and the boxes it may mark) first and the status line last."""
 
 from __future__ import annotations
 
@@ -73,6 +74,20 @@ def test_bob_is_refused_by_every_endpoint_and_does_not_see_the_tab(served, bob):
     assert runtime.db.credits("bob") == (0, 0)
 
 
+def said(answer: tuple) -> str:
+    """The status line of an action's answer, once its error banner is hidden."""
+    banner, *_, status = answer
+    assert banner["visible"] is False, banner
+    return status
+
+
+def refused(answer: tuple) -> str:
+    """The error banner of an action's answer (its status line is empty)."""
+    banner, *_, status = answer
+    assert banner["visible"] is True and status == "", answer
+    return banner["value"]
+
+
 def test_root_grants_credits_and_cancels_another_users_tune(served, root):
     runtime, _, _ = served
     runtime.db.set_credits("bob", tunes=0, images=0)
@@ -81,11 +96,11 @@ def test_root_grants_credits_and_cancels_another_users_tune(served, root):
         TuneCreate(title="me", name="woman", images=PHOTOS, branch="fast", prompts=[PromptCreate("{{subject}}")]),
     ).tune
 
-    message = root.predict("bob", 1, 4, api_name="/admin_grant_credits")
+    message = said(root.predict("bob", 1, 4, api_name="/admin_grant_credits"))
     assert message == "Granted credits: bob has 1 tune credit(s) and 4 image credit(s)."
     assert runtime.db.credits("bob") == (1, 4)
 
-    message = root.predict(tune.id, api_name="/admin_cancel")
+    message = said(root.predict(tune.id, api_name="/admin_cancel"))
     assert message == f"Cancelled tune {tune.id} ('me' of alice); its queued prompts failed."
     assert runtime.studio.get_tune("alice", tune.id).status == "cancelled"
 
@@ -97,11 +112,31 @@ def test_root_grants_credits_and_cancels_another_users_tune(served, root):
     assert storage["data"][-1][0] == "total"
 
 
-def test_mistakes_come_back_as_readable_messages(root):
-    with pytest.raises(Exception, match="`tune_id` must be a record id"):
-        root.predict(None, api_name="/admin_cancel")
-    with pytest.raises(Exception, match="tune 999 was not found"):
-        root.predict(999, 5, api_name="/admin_extend")
+def test_mistakes_are_shown_by_the_actions_and_an_empty_id_is_empty_not_0(root):
+    assert "is empty: type an id from the tables below" in refused(root.predict(None, api_name="/admin_cancel"))
+    assert "is empty: type an id" in refused(root.predict("", api_name="/admin_expire_now"))
+    assert "must be a whole number" in refused(root.predict("twelve", False, api_name="/admin_delete"))
+    assert "tune 999 was not found" in refused(root.predict(999, 5, api_name="/admin_extend"))
+    assert "(got 0)" not in refused(root.predict("", api_name="/admin_cancel"))
+
+
+def test_empty_credits_grant_nothing_and_set_unlimited(served, root):
+    runtime, _, _ = served
+    runtime.db.set_credits("carol", tunes=2, images=3)
+    said(root.predict("carol", "", "5", api_name="/admin_grant_credits"))
+    assert runtime.db.credits("carol") == (2, 8)
+    said(root.predict("carol", "", "", api_name="/admin_set_credits"))
+    assert runtime.db.credits("carol") == (None, None)
+
+
+def test_expire_and_delete_act_only_from_their_confirm_buttons_and_the_tab_refreshes_when_opened(served):
+    _, app, tab = served
+    triggers = {fn.api_name: [app.blocks.get(block_id) for block_id, _ in fn.targets] for fn in app.fns.values()}
+    for api_name, question in [("admin_expire_now", "Yes, expire it"), ("admin_delete", "Yes, delete it")]:
+        [button] = triggers[api_name]
+        assert isinstance(button, gr.Button) and button.value == question and button.variant == "stop"
+    refreshes = [fn for fn in app.fns.values() if (tab._id, "select") in fn.targets]
+    assert len(refreshes) == 1 and refreshes[0].fn.__name__ == "refresh"
 
 
 def test_the_tab_is_shown_to_admins_only_and_left_out_of_the_api_docs(served, root):

@@ -288,6 +288,19 @@ def test_a_trimmed_resized_recompressed_copy_is_a_duplicate_and_left_out():
     assert cat.duplicate_of is None and first.phash != cat.phash
 
 
+def test_a_duplicate_is_named_after_the_kept_photo_never_a_skipped_one():
+    shifted = astronaut().crop((20, 0, 512, 492)).resize((512, 512))  # a near-duplicate of the first photo
+    copy = Image.open(io.BytesIO(encode(shifted, quality=50))).convert("RGB")  # closest to the skipped one
+
+    first, second, third = check_quality(
+        [photo(astronaut(), 0, "a.jpg"), photo(shifted, 1, "b.jpg"), photo(copy, 2, "c.jpg")], class_name="woman"
+    )
+
+    assert first.usable and not second.usable and not third.usable
+    assert second.duplicate_of == 0 and third.duplicate_of == 0
+    assert third.skipped_because == "is nearly the same as photo 1 ('a.jpg')"
+
+
 def test_no_face_is_flagged_only_where_faces_are_expected():
     (as_man,) = check_quality([photo(chelsea())], class_name="man")
     (as_cat,) = check_quality([photo(chelsea())], class_name="cat")
@@ -433,7 +446,8 @@ def test_nothing_usable_is_an_error_that_says_why():
 
     assert excinfo.value.field == "images"
     assert excinfo.value.value == ["a.jpg", "b.jpg"]
-    assert "no usable photo remains: 1 near-duplicate(s) and 1 too blurry" in str(excinfo.value)
+    # the second is too blurry itself; it is not "the same as" the first, which is skipped too
+    assert "no usable photo remains: 0 near-duplicate(s) and 2 too blurry" in str(excinfo.value)
 
 
 def test_bad_resolution_is_refused_by_name():

@@ -227,7 +227,7 @@ def test_the_create_tab_refuses_the_photo_by_index_name_and_problem(alice_browse
     uploaded = alice_browser.post("gradio_api/upload", files=files)
     assert uploaded.status_code == 200, uploaded.text
     photos = [{"path": path, "meta": {"_type": "gradio.FileData"}} for path in uploaded.json()]
-    create = [photos, f"Tab {case}", "woman", "fast", 0, "", True, "", "(no pack)", []]
+    create = [photos, f"Tab {case}", "woman", "fast", "", "", True, "", "(no pack)", []]  # steps: empty
     photo, problem = expected(case)
     for event, inputs in (("photos_changed", [photos, "woman"]), ("create_tune_1", create)):
         kind, outputs = call_raw(alice_browser, event, inputs)
@@ -324,11 +324,17 @@ _STORED_AS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Im
 
 def rotated() -> list[tuple[str, bytes]]:
     """A good photo and three portraits (300x400 upright, a red block top left) stored turned, with EXIF
-    orientation 3, 6 and 8 saying how to turn them back."""
-    upright = Image.fromarray(data.astronaut()).crop((100, 50, 400, 450))
-    upright.paste((255, 0, 0), (0, 0, 60, 60))
+    orientation 3, 6 and 8 saying how to turn them back. The portraits differ (two crops and a mirror image):
+    near-duplicates would be left out, and a tune needs four usable photos."""
+    astronaut = Image.fromarray(data.astronaut())
+    portraits = [
+        astronaut.crop((100, 50, 400, 450)),
+        astronaut.crop((100, 50, 400, 450)).transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        astronaut.crop((0, 0, 300, 400)),
+    ]
     photos = [("me-0.jpg", good_photos()[0])]
-    for orientation, turn in _STORED_AS.items():
+    for (orientation, turn), upright in zip(_STORED_AS.items(), portraits, strict=True):
+        upright.paste((255, 0, 0), (0, 0, 60, 60))
         exif = Image.Exif()
         exif[0x0112] = orientation
         photos.append((f"exif-{orientation}.jpg", _encode(upright.transpose(turn), "JPEG", quality=95, exif=exif)))

@@ -86,7 +86,18 @@ def test_a_packs_page_shows_its_prompts_rendered_for_a_subject_with_images_made_
     assert not any("{{" in text for text in table["prompt (for a sample subject)"])
     assert table["images"].sum() == pack.images_for("woman")
     assert (table["likes"] == 0).all() and (table["made"] == 0).all()
-    assert "No sample images yet" in pack_about(pack), "without samples the page says the prompts stand in"
+    about = pack_about(pack, branch="tiny")
+    assert "No sample images yet" in about, "without samples the page says the prompts stand in"
+
+
+def test_a_packs_page_names_the_model_its_tune_trains_on_here(studio):
+    pack = studio.get_pack("corporate-headshots")
+    assert pack.default_branch == "sdxl1" and studio.settings.default_branch == "tiny"
+    about = pack_about(pack, branch=studio.settings.default_branch)
+    assert "**Model here:** `tiny` (the pack was written for `sdxl1`)" in about
+    assert "**Model here:** `sdxl1` ·" in pack_about(pack, branch="sdxl1")
+    assert "cannot train yet" in pack_about(pack, branch="flux1")
+    assert "placeholder images" in pack_about(pack, branch="fast")
 
 
 def test_a_pack_with_samples_lists_them_and_keeps_them_when_saved(tmp_path, monkeypatch):
@@ -95,7 +106,7 @@ def test_a_pack_with_samples_lists_them_and_keeps_them_when_saved(tmp_path, monk
     Image.new("RGB", (64, 64), "teal").save(tmp_path / "mini-1.jpg")
     data = yaml.safe_load(NEW_PACK_TEMPLATE) | {"samples": ["mini-1.jpg"]}
     pack = parse_pack(data, source="mini")
-    assert pack.samples == ("mini-1.jpg",) and "No sample images" not in pack_about(pack)
+    assert pack.samples == ("mini-1.jpg",) and "No sample images" not in pack_about(pack, branch="tiny")
     assert parse_pack(pack.to_file_data(), source="again") == pack
     assert ui.packs_tab.pack_image("mini-1.jpg").size == (64, 64)
 
