@@ -39,6 +39,11 @@ class Branch:
     def is_mock(self) -> bool:
         return self.family == "mock"
 
+    @property
+    def is_builtin(self) -> bool:
+        """Built here from configs (the CPU demo) or a mock: it runs on any server, no weights to fetch."""
+        return self.is_mock or self.model.startswith("builtin:")
+
 
 BRANCHES: dict[str, Branch] = {
     branch.name: branch

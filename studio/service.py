@@ -392,7 +392,7 @@ class Studio:
             return [TuneCreated(self.get_tune(owner, tune.id), created=False) for tune in tunes]
         class_name = request.name.strip().lower() if isinstance(request.name, str) else request.name
         self._check_pack_class(pack, class_name, field="name")
-        branch = get_branch(request.branch or pack.default_branch)
+        branch = get_branch(request.branch or self._pack_branch(pack))
         from_pack = replace(
             request,
             branch=branch.name,
@@ -401,6 +401,12 @@ class Studio:
             prompts=self._pack_prompts(pack, class_name, branch.name),
         )
         return [self.create_tune(owner, from_pack)]
+
+    def _pack_branch(self, pack: Pack) -> str:
+        """The branch a pack tune trains on when the request names none: the pack's, unless this server runs the
+        CPU demo or the mock by default (`TUNES_DEFAULT_BRANCH`), which cannot fetch or run the pack's model."""
+        server = self.settings.default_branch
+        return server if get_branch(server).is_builtin else pack.default_branch
 
     def preview_pack_prompt(
         self,

@@ -293,7 +293,13 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         prompts = studio.list_prompts(owner, tune_id=current.id, limit=100)
         busy = any(t.status in IN_PROGRESS for t in mine) or any(p.status in ("queued", "generating") for p in prompts)
         images = tune_gallery(studio, ctx.files, owner, current.id, prompts)
-        return current.id, progress_bar(current), *_tune_view(current, images), tunes_table(mine), gr.Timer(active=busy)
+        return (
+            current.id,
+            progress_bar(current, ahead=studio.jobs_ahead(owner, current.id)),
+            *_tune_view(current, images),
+            tunes_table(mine),
+            gr.Timer(active=busy),
+        )
 
     def follow(table, event: gr.SelectData):
         return int(table.iloc[event.index[0]]["id"])

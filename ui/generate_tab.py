@@ -150,9 +150,10 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
         },
     )
 
-    def tunes_changed(request: gr.Request):
+    def tunes_changed(chosen: int | None, request: gr.Request):
+        """The picker's tunes now (the one chosen stays chosen) and the history."""
         owner = ctx.user(request)
-        return tune_picker(studio, owner), prompts_table(studio.list_prompts(owner, limit=50))
+        return tune_picker(studio, owner, chosen), prompts_table(studio.list_prompts(owner, limit=50))
 
     def tune_picked(tune_id: int | None, request: gr.Request):
         if tune_id is None:
@@ -240,8 +241,8 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
 
     private = {"api_visibility": "private"}
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
-    app.load(tunes_changed, None, [tune, history], **private)
-    tune.focus(tunes_changed, None, [tune, history], **quiet)
+    app.load(tunes_changed, tune, [tune, history], **private)
+    tune.focus(tunes_changed, tune, [tune, history], **quiet)
     tune.change(tune_picked, tune, [style, intro], **private)
     style.input(style_picked, style, [prompt, negative, num_images, aspect, steps, scheduler], **private)
     inputs = [tune, prompt, negative, num_images, seed, aspect, steps, cfg, scheduler, inpaint_faces, hires_fix]

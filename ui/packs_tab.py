@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 import gradio as gr
@@ -18,6 +19,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
+from packs.lint import lint_pack
 from packs.loader import COVERS_DIR, Pack, read_pack_text
 from packs.make_covers import draw_cover
 from pipelines.errors import PermissionDeniedError, SignInRequiredError, TunesError, ValidationError
@@ -178,6 +180,8 @@ def editor_status(studio: Studio, pack: Pack) -> str:
     status = f"`{pack.id}` · {state} · {kept}"
     if studio.pack_editor.last_push_error:
         status += f"  \n⚠ Saved here but not pushed to the Hub: {studio.pack_editor.last_push_error}"
+    for warning in lint_pack(pack):  # loads and runs, but reads badly: long prompts
+        status += f"  \n⚠ {escape(warning.message, quote=False)}"
     return status
 
 

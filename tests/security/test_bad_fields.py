@@ -620,7 +620,7 @@ def test_the_generate_tab_refuses_bad_fields_naming_them(alice_browser, tune_id,
               "steps": 4, "cfg_scale": 7.0, "scheduler": "euler_a", **fields}  # fmt: skip
     inputs = [tune_id, *(values[k] for k in GENERATE_TAB), False, False, False]
     session = uuid.uuid4().hex
-    loaded = call_in_session(alice_browser, session, "tunes_changed", [])  # the tab fills its tune picker on load
+    loaded = call_in_session(alice_browser, session, "tunes_changed", [None])  # the tab fills its tune picker on load
     assert loaded[0] == "complete", loaded
     kind, outputs = call_in_session(alice_browser, session, "generate", inputs)
     assert_refused_naming(kind, outputs, field, next(iter(fields.values())))

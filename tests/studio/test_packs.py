@@ -85,6 +85,17 @@ def test_a_fast_tune_from_a_shipped_pack_gets_every_prompt_of_its_class(settings
         rt.close()
 
 
+def test_a_pack_tune_without_a_branch_trains_on_what_this_server_runs(runtime):
+    """On the CPU demo server (`tiny` by default) the pack's `sdxl1` could not run: the tune uses `tiny`; a server
+    whose default is a real model takes the pack's own branch."""
+    studio = runtime.studio
+    [on_cpu] = studio.create_tune_from_pack("alice", "mini", request(title="cpu"))
+    assert studio.settings.default_branch == "tiny" and on_cpu.tune.branch == "tiny"
+    studio.settings = studio.settings.with_overrides(default_branch="sd15")
+    [on_gpu] = studio.create_tune_from_pack("alice", "mini", request(title="gpu"))
+    assert on_gpu.tune.branch == "sdxl1"
+
+
 def test_an_unsupported_class_is_refused_naming_the_supported_ones(runtime):
     with pytest.raises(ValidationError, match="it supports woman, dog") as error:
         runtime.studio.create_tune_from_pack("alice", "mini", request(name="man", branch="fast"))

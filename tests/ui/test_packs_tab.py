@@ -175,3 +175,15 @@ def test_a_new_pack_is_a_draft_and_once_published_without_a_cover_gets_a_placeho
     items, ids = pack_cards(studio, "woman")
     image, caption = items[ids.index("my-new-pack")]
     assert caption == "My new pack · woman · 4 images" and image.size == (384, 384)
+
+
+def test_the_editor_warns_about_a_prompt_too_long_to_read_well_and_still_saves_it(served, studio):
+    app, _ = served
+    ed = client(app, "ed")
+    data = studio.get_pack("corporate-headshots").to_file_data()
+    data["prompts"]["man"][0]["text"] += ", " + ", ".join(f"fine detail {n}" for n in range(80))
+    outputs = ed.predict("corporate-headshots", yaml.safe_dump(data), api_name="/pack_editor_save")
+    banner, status = outputs[0], next(o for o in outputs[1:] if isinstance(o, str) and "corporate-headshots" in o)
+    assert banner["visible"] is False, "a long prompt is a warning, not an error"
+    assert "⚠ corporate-headshots: prompts.man[0].text has" in status and "CLIP tokens" in status
+    assert len(studio.pack_editor.versions("corporate-headshots")) == 1
