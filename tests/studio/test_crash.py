@@ -49,7 +49,11 @@ def test_a_killed_worker_loses_nothing_and_resumes_training(settings):
     }
     child = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not checkpoint.exists() and child.poll() is None and time.monotonic() < deadline:
+    # killed once a checkpoint exists and the record has its ETA (set once the first steps set the pace)
+    def ready() -> bool:
+        return checkpoint.exists() and runtime.studio.get_tune("alice", tune.id).eta_seconds is not None
+
+    while not ready() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert checkpoint.exists(), child.stderr.read().decode()[-3000:] if child.poll() is not None else "no checkpoint"
     child.send_signal(signal.SIGKILL)
