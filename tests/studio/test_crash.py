@@ -49,6 +49,7 @@ def test_a_killed_worker_loses_nothing_and_resumes_training(settings):
     }
     child = subprocess.Popen([sys.executable, "-c", WORKER], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
+
     # killed once a checkpoint exists and the record has its ETA (set once the first steps set the pace)
     def ready() -> bool:
         return checkpoint.exists() and runtime.studio.get_tune("alice", tune.id).eta_seconds is not None
