@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,17 +43,26 @@ def app_url(tmp_path_factory, tiny_sd15_dir):
         yield url
 
 
-@pytest.fixture(scope="module")
-def page(app_url):
+@contextmanager
+def browser_page(url: str) -> Iterator[Any]:
+    """A Playwright page in Debian's chromium, opened at `url` (one per test module: the browser tests share it)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
-        page.goto(app_url)
+        page.goto(url)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with browser_page(app_url) as page:
         yield page
-        browser.close()
 
 
 @pytest.fixture(scope="module")

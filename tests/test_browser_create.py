@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import astronaut_photos, served_app, settings_with_tiny
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, images_show
+from tests.test_browser import CHROMIUM, browser_page, images_show
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 
@@ -30,15 +30,8 @@ def app_url(tmp_path_factory, tiny_sd15_dir):
 
 @pytest.fixture(scope="module")
 def page(app_url):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(app_url)
+    with browser_page(app_url) as page:
         yield page
-        browser.close()
 
 
 @pytest.fixture(scope="module")

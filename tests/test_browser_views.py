@@ -20,7 +20,7 @@ from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from tests.admin.test_operations import PHOTOS
 from tests.conftest import settings_with_tiny
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_browser import CHROMIUM, browser_page
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 
@@ -41,15 +41,8 @@ def served(tmp_path_factory, tiny_sd15_dir):
 
 @pytest.fixture(scope="module")
 def page(served):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(served[1])
+    with browser_page(served[1]) as page:
         yield page
-        browser.close()
 
 
 def new_tune(studio, title: str, *, token: str | None = None, prompt: str | None = None):
