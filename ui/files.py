@@ -44,6 +44,8 @@ class UIFiles:
 
     def __init__(self, folder: str | Path, lifetime_s: float, *, clock: Callable[[], float] = time.time):
         self.folder = Path(folder).resolve()
+        # how Gradio may write the folder in what it sends (as configured, or resolved through links)
+        self.spellings = tuple(dict.fromkeys((str(Path(folder)), str(self.folder))))
         self.lifetime_s = lifetime_s
         self.clock = clock
         self._copies: dict[Path, _Copy] = {}

@@ -50,7 +50,8 @@ class GradioGuard:
         self.who = who
         self.files = files
         self.sessions: OrderedDict[str, str] = OrderedDict()
-        self._path = re.compile(re.escape(str(files.folder)) + r'/[0-9a-f]{64}/(?:[^"\\/<>\r\n]|\\[^/])+')
+        folders = "|".join(re.escape(spelling) for spelling in files.spellings)
+        self._path = re.compile(f"(?:{folders})" + r'/[0-9a-f]{64}/(?:[^"\\/<>\r\n]|\\[^/])+')
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

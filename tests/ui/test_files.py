@@ -99,3 +99,15 @@ def test_public_files_are_everyones_and_paths_outside_the_folder_nobodys(tmp_pat
     files.own("alice", outside)  # ignored: not one of Gradio's copies
     assert not files.may_fetch("alice", outside)
     assert not files.may_fetch("alice", f"{files.folder}/../data/tunes.db")
+
+
+def test_a_folder_reached_through_a_link_is_the_same_folder(tmp_path, clock):
+    real = tmp_path / "real-gradio"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    files = UIFiles(tmp_path / "linked", 24 * HOUR, clock=lambda: clock[0])
+    assert files.spellings == (str(tmp_path / "linked"), str(real))
+    upload = gradio_copy(files, record_file(tmp_path, "client/me.jpg", b"jpeg"))
+    as_sent = str(tmp_path / "linked" / upload.parent.name / upload.name)  # Gradio's spelling of the path
+    files.own("alice", as_sent)
+    assert files.may_fetch("alice", upload) and files.may_fetch("alice", as_sent)
