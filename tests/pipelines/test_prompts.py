@@ -57,3 +57,17 @@ def test_empty_and_huge_prompts_are_refused():
         render("  ")
     with pytest.raises(ValidationError, match="at most 2000 characters"):
         render("a" * 2001)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("a close-up photo, 85mm", "a close-up photo, 85mm"),  # no weighting: taken as it is, parser skipped
+        ("(freckles:1.3) face, soft light", "freckles face, soft light"),
+        ("a red++ scarf, blurry- background", "a red scarf, blurry background"),
+    ],
+)
+def test_plain_prompt_text_takes_out_weighting_and_keeps_hyphenated_words(text, plain):
+    from pipelines.prompts import plain_prompt_text
+
+    assert plain_prompt_text(text).split() == plain.split()
