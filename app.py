@@ -19,10 +19,11 @@ from fastapi import FastAPI
 from admin.operations import Operations
 from admin.scheduler import start_scheduler
 from admin.tab import build_admin_tab
-from pipelines.errors import SettingsError, SignInRequiredError
+from pipelines.errors import SettingsError
 from pipelines.settings import Settings
 from rest.browser import BrowserHeaders, add_cross_site_guards, quiet_access_log
 from rest.routes import build_rest_api
+from studio.errors import SignInRequiredError
 from studio.service import Studio
 from ui.account_tab import build_account_tab
 from ui.api import build_api

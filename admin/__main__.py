@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.errors import ApiKeyLimitError
 from pipelines.settings import Settings
 from storage.db import Database
+from studio.errors import ApiKeyLimitError
 from studio.service import Studio
 
 

@@ -9,9 +9,7 @@ No gradio here: `admin.tab` shows these tables and calls these actions.
 
 from __future__ import annotations
 
-import heapq
 import os
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,15 +18,18 @@ from typing import Any
 import pandas as pd
 
 from admin.scheduler import expire_tune
-from pipelines.errors import ConflictError, NotFoundError, ValidationError
+from pipelines.errors import ValidationError
 from pipelines.registry import get_branch
-from storage.records import Prompt, Tune, iso
+from storage.records import TUNE_RETRYABLE, JobKind, Prompt, PromptStatus, Tune, TuneStatus, iso
+from studio.errors import ConflictError, NotFoundError
+from studio.queue import planned_order, requeue_ended_tune, requeue_failed_prompt
 from studio.service import Studio
 from studio.users import Roles
 
-TUNE_STATUSES = ("queued", "training", "trained", "expired", "failed", "cancelled")
-PROMPT_STATUSES = ("queued", "generating", "done", "failed")
-RETRY_KINDS = ("tune", "prompt")
+TUNE_STATUSES = tuple(status.value for status in TuneStatus)
+PROMPT_STATUSES = tuple(status.value for status in PromptStatus)
+RETRY_KINDS = tuple(kind.value for kind in JobKind)
+RUNNING, WAITING = "running", "queued"  # a job's state in the queue table
 MAX_ROWS = 10_000
 MAX_DAYS = 3650
 MAX_GRANT = 1_000_000
@@ -191,7 +192,7 @@ class Operations:
         """The pending work in the order the worker will take it.
 
         Running jobs come first (position 0, with progress and ETA for a training). Then the worker's
-        order (`Database.claim_next_job`): prompts of trained tunes first, oldest first, else the oldest
+        order (`studio.queue.claim_next_job`): prompts of trained tunes first, oldest first, else the oldest
         queued training, after which that tune's prompts are ready too. The order assumes trainings
         succeed; prompts of a tune that can no longer run are listed last as `will fail`, without position.
 
@@ -200,18 +201,18 @@ class Operations:
         """
         self._require_admin(admin)
         tunes, prompts = self.db.admin_queue()
-        rows = [_tune_job(tune, 0, "running") for tune in tunes if tune.status == "training"]
-        rows += [_prompt_job(prompt, 0, "running") for prompt, _ in prompts if prompt.status == "generating"]
+        rows = [_tune_job(tune, 0, RUNNING) for tune in tunes if tune.status == TuneStatus.TRAINING]
+        rows += [_prompt_job(p, 0, RUNNING) for p, _ in prompts if p.status == PromptStatus.GENERATING]
         tunes_by_id = {tune.id: tune for tune in tunes}
         prompts_by_id = {prompt.id: prompt for prompt, _ in prompts}
-        will_run = {tune.id for tune in tunes} | {p.tune_id for p, status in prompts if status == "trained"}
-        for position, (kind, record_id) in enumerate(_worker_order(tunes, prompts), start=1):
-            if kind == "tune":
-                rows.append(_tune_job(tunes_by_id[record_id], position, "queued"))
+        will_run = {tune.id for tune in tunes} | {p.tune_id for p, status in prompts if status == TuneStatus.TRAINED}
+        for position, (kind, record_id) in enumerate(planned_order(tunes, prompts), start=1):
+            if kind == JobKind.TUNE:
+                rows.append(_tune_job(tunes_by_id[record_id], position, WAITING))
             else:
-                rows.append(_prompt_job(prompts_by_id[record_id], position, "queued"))
+                rows.append(_prompt_job(prompts_by_id[record_id], position, WAITING))
         for prompt, tune_status in prompts:
-            if prompt.status == "queued" and prompt.tune_id not in will_run:
+            if prompt.status == PromptStatus.QUEUED and prompt.tune_id not in will_run:
                 rows.append(_prompt_job(prompt, None, f"will fail (tune {tune_status})"))
         return _frame(rows, QUEUE_COLUMNS)
 
@@ -315,7 +316,7 @@ class Operations:
         """
         self._require_admin(admin)
         _check_choice("kind", kind, RETRY_KINDS, required=True)
-        record = self._retry_prompt(record_id) if kind == "prompt" else self._retry_tune(record_id)
+        record = self._retry_prompt(record_id) if kind == JobKind.PROMPT else self._retry_tune(record_id)
         self.studio.work_available.set()
         return record
 
@@ -330,12 +331,13 @@ class Operations:
         _check_int("days", days, 1, MAX_DAYS)
         owner = self._tune_owner(tune_id)
         tune = self.studio.get_tune(owner, tune_id)
-        if tune.status != "trained":
+        if tune.status != TuneStatus.TRAINED:
             raise ConflictError(f"tune {tune_id} is {tune.status}; only trained tunes can be extended")
         if tune.expires_at is None:
             raise ConflictError(f"tune {tune_id} has no LoRA that expires (branch {tune.branch}); nothing to extend")
         start = max(datetime.fromisoformat(tune.expires_at), self.studio.clock())
-        if not self.db.update_tune(owner, tune_id, only_if_status="trained", expires_at=iso(start + timedelta(days))):
+        expires_at = iso(start + timedelta(days))
+        if not self.db.update_tune(owner, tune_id, only_if_status=TuneStatus.TRAINED, expires_at=expires_at):
             raise ConflictError(f"tune {tune_id} changed while it was being extended; refresh and try again")
         return self.studio.get_tune(owner, tune_id)
 
@@ -350,7 +352,7 @@ class Operations:
         self._require_admin(admin)
         owner = self._tune_owner(tune_id)
         tune = self.studio.get_tune(owner, tune_id)
-        if tune.status != "trained" or not expire_tune(self.studio, self.store, tune, now=self.studio.clock()):
+        if tune.status != TuneStatus.TRAINED or not expire_tune(self.studio, self.store, tune, now=self.studio.clock()):
             current = self.studio.get_tune(owner, tune_id)
             raise ConflictError(f"tune {tune_id} is {current.status}; only trained tunes can be expired")
         return self.studio.get_tune(owner, tune_id)
@@ -414,17 +416,17 @@ class Operations:
         if owner is None:
             raise NotFoundError("prompt", prompt_id)
         prompt = self.studio.get_prompt(owner, prompt_id)
-        if prompt.status != "failed":
+        if prompt.status != PromptStatus.FAILED:
             raise ConflictError(f"prompt {prompt_id} is {prompt.status}; only failed prompts can be retried")
         tune = self.studio.get_tune(owner, prompt.tune_id)
         has_lora = tune.artifact_location is not None or get_branch(tune.branch).is_mock
-        if tune.status != "trained" or not has_lora:
+        if tune.status != TuneStatus.TRAINED or not has_lora:
             raise ConflictError(
                 f"prompt {prompt_id} cannot run again: its tune {tune.id} is {tune.status}"
-                + ("" if tune.status != "trained" else " but has no LoRA")
+                + ("" if tune.status != TuneStatus.TRAINED else " but has no LoRA")
                 + "; a prompt needs a trained tune with its LoRA"
             )
-        if not self.db.requeue_failed_prompt(owner, prompt_id):
+        if not requeue_failed_prompt(self.db, owner, prompt_id):
             raise ConflictError(f"prompt {prompt_id} or its tune changed meanwhile; refresh and try again")
         return self.studio.get_prompt(owner, prompt_id)
 
@@ -432,42 +434,16 @@ class Operations:
         _check_id("record_id", tune_id)
         owner = self._tune_owner(tune_id)
         tune = self.studio.get_tune(owner, tune_id)
-        if tune.status not in ("failed", "cancelled"):
+        if tune.status not in TUNE_RETRYABLE:
             raise ConflictError(f"tune {tune_id} is {tune.status}; only failed or cancelled tunes can be retried")
         if not any(self.studio.photos_dir(tune_id).glob("*.png")):
             raise ConflictError(
                 f"tune {tune_id} cannot be trained again: its photos were deleted when it ended ({tune.status}); "
                 f"photos are not kept after a tune ends. {owner} must create the tune again with the photos."
             )
-        if self.db.requeue_ended_tune(owner, tune_id) is None:
+        if requeue_ended_tune(self.db, owner, tune_id) is None:
             raise ConflictError(f"tune {tune_id} changed meanwhile; refresh and try again")
         return self.studio.get_tune(owner, tune_id)
-
-
-def _worker_order(tunes: list[Tune], prompts: list[tuple[Prompt, str]]) -> list[tuple[str, int]]:
-    """The queued jobs as `claim_next_job` will take them, one after another, if every training succeeds."""
-    training = {tune.id for tune in tunes if tune.status == "training"}  # trained by the time the queue moves
-    ready: list[int] = []
-    waiting: dict[int, list[int]] = defaultdict(list)
-    for prompt, tune_status in prompts:
-        if prompt.status != "queued":
-            continue
-        if tune_status == "trained" or prompt.tune_id in training:
-            ready.append(prompt.id)
-        elif tune_status == "queued":
-            waiting[prompt.tune_id].append(prompt.id)
-    heapq.heapify(ready)
-    queued = deque(tune.id for tune in tunes if tune.status == "queued")
-    order: list[tuple[str, int]] = []
-    while ready or queued:
-        if ready:
-            order.append(("prompt", heapq.heappop(ready)))
-            continue
-        tune_id = queued.popleft()
-        order.append(("tune", tune_id))
-        for prompt_id in waiting.pop(tune_id, []):
-            heapq.heappush(ready, prompt_id)
-    return order
 
 
 def _tune_job(tune: Tune, position: int | None, state: str) -> list[Any]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from storage.records import Tune, iso
+from storage.records import Tune, TuneStatus, iso
+from studio import queue
 from studio.service import Studio
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,15 @@ def expire_tune(studio: Studio, store, tune: Tune, *, now: datetime | None = Non
     if tune.artifact_location:
         store.delete(tune.artifact_location)
     changes = {"expires_at": iso(now)} if now is not None else {}
-    return studio.db.end_tune(
-        tune.owner, tune.id, "expired", from_statuses=("trained",), artifact_location=None, eta_seconds=None, **changes
+    return queue.end_tune(
+        studio.db,
+        tune.owner,
+        tune.id,
+        TuneStatus.EXPIRED,
+        from_statuses=(TuneStatus.TRAINED,),
+        artifact_location=None,
+        eta_seconds=None,
+        **changes,
     )
 
 

@@ -21,7 +21,8 @@ import gradio as gr
 from gradio.context import Context
 
 from admin.operations import RETRY_KINDS, TUNE_STATUSES, Operations, Overview
-from pipelines.errors import PermissionDeniedError, SignInRequiredError, TunesError
+from pipelines.errors import TunesError
+from studio.errors import PermissionDeniedError, SignInRequiredError
 from ui.context import UIContext
 from ui.feedback import FieldErrors, optional_int, required_int, user_errors
 

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     workdir = Path(args.workdir)
     settings = Settings(data_dir=workdir / "data", device=args.device)
-    size = {"width": args.size, "height": args.size}
+    size = {"w": args.size, "h": args.size}
 
     def add(bench: str, value: float, unit: str, **params: Any) -> None:
         records.append(record(bench, value, unit, device=args.device, branch=BRANCH, **params))
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     # 3. First load of the base pipeline: the first generation minus a warm one
     generator = Generator(settings)
-    one_step = GenerationRequest(PROMPT, seed=0, steps=1, **size)
+    one_step = GenerationRequest(text=PROMPT, num_images=1, seed=0, steps=1, **size)
     first = _timed(lambda: generator.generate(BRANCH, one_step))
     warm = median([_timed(lambda: generator.generate(BRANCH, one_step)) for _ in range(3)])
     add("generate.base_load", first - warm, "s", first_call_s=round(first, 4), warm_call_s=round(warm, 4))
@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     # 4. Seconds per image
     for loras in ((), (lora_a,)):
         for num_images in (1, 4):
-            request = GenerationRequest(PROMPT, seed=0, steps=args.steps, num_images=num_images, loras=loras, **size)
+            request = GenerationRequest(
+                text=PROMPT, seed=0, steps=args.steps, num_images=num_images, loras=loras, **size
+            )
             progress(f"generate: {num_images} image(s), {args.steps} steps, {len(loras)} LoRA")
             generator.generate(BRANCH, request)  # warm-up (loads the LoRA the first time)
             per_image = [_timed(lambda r=request: generator.generate(BRANCH, r)) / num_images for _ in range(args.reps)]
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     # 5. LoRA switches: warm (both adapters cached) and cold (a cache of one: every switch reads the file)
     def switch_request(spec: Any) -> Any:
-        return GenerationRequest(PROMPT, seed=0, steps=1, loras=(spec,), **size)
+        return GenerationRequest(text=PROMPT, num_images=1, seed=0, steps=1, loras=(spec,), **size)
 
     cold = Generator(settings.with_overrides(lora_cache_size=1))
     for cache, gen in (("warm", generator), ("cold", cold)):

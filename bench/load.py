@@ -28,6 +28,7 @@ from typing import Any
 
 from bench.common import ROOT, bench_main, child_env, context, percentiles_ms, progress, record
 from bench.service import astronaut_photos
+from storage.records import TuneStatus
 
 PAGE = 20
 SEED_TUNES = 20
@@ -117,7 +118,11 @@ def _seed(http) -> list[int]:
         return answer.json()["id"]
 
     ids = [create(f"load {index}", branch="fast") for index in range(SEED_TUNES)]
-    _wait("the seeded fast tunes to finish", lambda: all(_tune(http, i)["status"] == "trained" for i in ids), 120)
+
+    def seeded_trained() -> bool:
+        return all(_tune(http, i)["status"] == TuneStatus.TRAINED for i in ids)
+
+    _wait("the seeded fast tunes to finish", seeded_trained, 120)
     training = create("load training", branch="tiny", steps=TRAIN_STEPS)
     _wait("the tiny training to start its steps", lambda: _tune(http, training)["progress"] > 0, 300)
     return [*ids, training]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.common import bench_main, context, median, percentiles_ms, progress, record, spread
+from storage.records import TUNE_UNUSABLE, PromptStatus, TuneStatus
 
 if TYPE_CHECKING:
     from studio.runtime import Runtime
@@ -67,7 +68,7 @@ def _poll(status: Callable[[], tuple[str, str | None]], wanted: str, what: str) 
         current, error = status()
         if current == wanted:
             return
-        if current in ("failed", "cancelled", "expired"):
+        if current in (*TUNE_UNUSABLE, PromptStatus.FAILED):
             raise RuntimeError(f"{what} is {current}, not {wanted}: {error}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} is still {current} after {WAIT_LIMIT_S:.0f} s (waiting for {wanted})")
@@ -93,14 +94,14 @@ def _turnaround(studio: Studio, photos: list[tuple[str, bytes]], title: str, *, 
             found = studio.get_prompt(OWNER, prompt_id)
             return found.status, found.error
 
-        _poll(status, "done", f"prompt {prompt_id} of tune {title!r}")
+        _poll(status, PromptStatus.DONE, f"prompt {prompt_id} of tune {title!r}")
     else:
 
         def status() -> tuple[str, str | None]:
             found = studio.get_tune(OWNER, tune.id)
             return found.status, found.error
 
-        _poll(status, "trained", f"tune {title!r}")
+        _poll(status, TuneStatus.TRAINED, f"tune {title!r}")
     return called, time.perf_counter() - started
 
 
@@ -116,7 +117,7 @@ def _fill(runtime: Runtime, total: int) -> list[int]:
         template.pop(key)
     with runtime.db.transaction() as conn:
         for index in range(len(tunes), total):
-            runtime.db.insert_tune(conn, OWNER, {**template, "title": f"copy {index}", "status": "trained"})
+            runtime.db.insert_tune(conn, OWNER, {**template, "title": f"copy {index}", "status": TuneStatus.TRAINED})
     return [tune.id for tune in runtime.db.list_tunes(OWNER, limit=total, offset=0)]
 
 

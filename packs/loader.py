@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ValidationError
-from pipelines.generate import MAX_IMAGES, MAX_SEED, SCHEDULERS
+from pipelines.prompt_spec import FIELDS, MAX_SIDE, PromptOptions
 from pipelines.registry import BRANCHES
 
 LIBRARY_DIR = Path(__file__).resolve().parent / "library"
@@ -31,17 +31,9 @@ MAX_ID_CHARS = 60
 MAX_TITLE_CHARS = 80
 MAX_DESCRIPTION_CHARS = 600
 MAX_PROMPT_CHARS = 2000  # `text` and `negative_prompt` each
+MIN_PACK_SIDE = 256  # a pack prompt's w/h: smaller avatars are not worth a pack slot
 MAX_SHOWN_CHARS = 200  # of a value quoted in an error
 KNOWN_CLASSES = ("man", "woman", "boy", "girl", "person", "couple", "baby", "cat", "dog")
-ASPECT_RATIOS = {
-    "1:1": (1, 1),
-    "4:5": (4, 5),
-    "5:4": (5, 4),
-    "2:3": (2, 3),
-    "3:2": (3, 2),
-    "9:16": (9, 16),
-    "16:9": (16, 9),
-}
 PLACEHOLDERS = frozenset({"subject", "token", "class", "characteristics"})
 _KNOWN_PLACEHOLDERS = ", ".join("{{" + name + "}}" for name in sorted(PLACEHOLDERS))
 _ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -58,20 +50,7 @@ _PACK_KEYS = {
     "prompts",
     "samples",
 }
-_PROMPT_KEYS = {
-    "text",
-    "negative_prompt",
-    "num_images",
-    "aspect_ratio",
-    "w",
-    "h",
-    "cfg_scale",
-    "steps",
-    "scheduler",
-    "inpaint_faces",
-    "hires_fix",
-    "seed",
-}
+_PROMPT_KEYS = set(FIELDS)  # every field of the prompt spec; `callback` is per request, not per pack
 
 
 class PackError(ValidationError):
@@ -111,28 +90,9 @@ def check_pack_id(value: object, *, field: str = "pack_id") -> str:
     return value
 
 
-@dataclass(frozen=True)
-class PackPrompt:
-    text: str
-    negative_prompt: str = ""
-    num_images: int = 4
-    aspect_ratio: str | None = None
-    w: int | None = None
-    h: int | None = None
-    cfg_scale: float = 7.0
-    steps: int = 30
-    scheduler: str = "dpm++2m_karras"
-    inpaint_faces: bool = False
-    hires_fix: bool = False
-    seed: int | None = None  # None: a random seed per generation
-
-    def size_for(self, resolution: int) -> tuple[int, int]:
-        """(w, h) for a branch: explicit w/h, or the aspect ratio at the branch's pixel count, multiples of 8."""
-        if self.w and self.h:
-            return self.w, self.h
-        rw, rh = ASPECT_RATIOS[self.aspect_ratio or "1:1"]
-        scale = (resolution * resolution / (rw * rh)) ** 0.5
-        return max(64, round(rw * scale / 8) * 8), max(64, round(rh * scale / 8) * 8)
+@dataclass(frozen=True, kw_only=True)
+class PackPrompt(PromptOptions):
+    """A prompt template of a pack: the spec's fields (`pipelines.prompt_spec`); `seed` None draws one per run."""
 
 
 @dataclass(frozen=True)
@@ -417,33 +377,15 @@ def _prompt(source: str, path: str, item: object) -> PackPrompt:
     ratio, w, h = obj.get("aspect_ratio"), obj.get("w"), obj.get("h")
     if ratio is not None and (w is not None or h is not None):
         raise PackError(source, f"{path}.aspect_ratio", ratio, "cannot be combined with w/h; use one of them")
-    if ratio is not None and ratio not in ASPECT_RATIOS:
-        raise PackError(source, f"{path}.aspect_ratio", ratio, f"must be one of {', '.join(ASPECT_RATIOS)}")
     if (w is None) != (h is None):
         raise PackError(source, f"{path}.{'h' if h is None else 'w'}", None, "is required together with the other side")
     for key, side in (("w", w), ("h", h)):
-        if side is not None and (_int(source, f"{path}.{key}", side, 256, 2048) % 8):
-            raise PackError(source, f"{path}.{key}", side, "must be a multiple of 8")
-    cfg = obj.get("cfg_scale", 7.0)
-    if isinstance(cfg, bool) or not isinstance(cfg, int | float) or not 0 <= cfg <= 30:
-        raise PackError(source, f"{path}.cfg_scale", cfg, "must be a number between 0 and 30")
-    scheduler = obj.get("scheduler", "dpm++2m_karras")
-    if scheduler not in SCHEDULERS:
-        raise PackError(source, f"{path}.scheduler", scheduler, f"must be one of {', '.join(SCHEDULERS)}")
-    seed = obj.get("seed", "random")
-    if seed != "random":
-        _int(source, f"{path}.seed", seed, 0, MAX_SEED)
-    return PackPrompt(
-        text=text,
-        negative_prompt=negative.strip(),
-        num_images=_int(source, f"{path}.num_images", obj.get("num_images", 4), 1, MAX_IMAGES),
-        aspect_ratio=ratio,
-        w=w,
-        h=h,
-        cfg_scale=float(cfg),
-        steps=_int(source, f"{path}.steps", obj.get("steps", 30), 1, 150),
-        scheduler=scheduler,
-        inpaint_faces=_bool(source, f"{path}.inpaint_faces", obj.get("inpaint_faces", False)),
-        hires_fix=_bool(source, f"{path}.hires_fix", obj.get("hires_fix", False)),
-        seed=None if seed == "random" else seed,
-    )
+        if side is not None:
+            _int(source, f"{path}.{key}", side, MIN_PACK_SIDE, MAX_SIDE)
+    values = {**obj, "text": text, "negative_prompt": negative.strip()}
+    if values.get("seed") == "random":
+        values["seed"] = None
+    try:
+        return PackPrompt(**values)
+    except ValidationError as error:  # the spec's checks, named by their place in the pack
+        raise PackError(source, f"{path}.{error.field}", error.value, error.message) from None

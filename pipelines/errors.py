@@ -1,12 +1,13 @@
-"""One hierarchy of errors for Tune Studio.
+"""One hierarchy of errors for Tune Studio, rooted at `TunesError`; this module holds the model core's.
 
 Callers catch `TunesError` (or a subclass); library errors are translated into these in one place
-(`raise ... from e`) so user-facing layers can show `str(error)` as is.
+(`raise ... from e`) so user-facing layers can show `str(error)` as is. Errors of inputs, photos, prompts,
+models, artifacts and fetches live here (pipelines/ and storage/ raise them); errors of records, accounts,
+credits and access live with the service, in `studio.errors`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 
@@ -22,14 +23,6 @@ class ValidationError(TunesError, ValueError):
         self.value = value
         self.message = message
         super().__init__(f"`{field}` {message} (got {_short(value)})")
-
-
-class PermissionDeniedError(TunesError):
-    """The caller is signed in but lacks the role the action needs (admin, pack editor)."""
-
-
-class SignInRequiredError(TunesError):
-    """Nobody is signed in where the deployment requires it (a Space with Hugging Face sign-in)."""
 
 
 class SettingsError(ValidationError):
@@ -86,23 +79,6 @@ def _short(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class NotFoundError(TunesError):
-    """No record with this id belongs to the caller (another owner's records are "not found" too)."""
-
-    def __init__(self, kind: str, record_id: object):
-        self.kind = kind
-        self.record_id = record_id
-        super().__init__(f"{kind} {record_id} was not found")
-
-
-class InsufficientCreditsError(TunesError):
-    """The caller has not enough tune or image credits; nothing was queued."""
-
-
-class ConflictError(TunesError):
-    """The record is in a state that does not allow the action (e.g. a prompt on a failed tune)."""
-
-
 class ArtifactError(TunesError):
     """A trained LoRA could not be stored, found, fetched or deleted; the message says where and why.
 
@@ -119,30 +95,3 @@ class ArtifactError(TunesError):
 
 class FetchError(ValidationError):
     """A user-given URL passed the checks but could not be fetched or delivered (DNS, network, status, size)."""
-
-
-class RateLimitedError(TunesError):
-    """The caller made more API requests than `TUNES_API_RATE_PER_MINUTE` allows (REST and Gradio API together).
-
-    `retry_after` is the whole seconds to wait before the next request goes through (at least 1).
-    """
-
-    def __init__(self, per_minute: int, wait_s: float):
-        self.per_minute = per_minute
-        self.retry_after = max(1, math.ceil(wait_s))
-        super().__init__(
-            f"rate limit reached: at most {per_minute} API requests a minute per user, REST and the Gradio API "
-            f"together (TUNES_API_RATE_PER_MINUTE); try again in {self.retry_after} s"
-        )
-
-
-class ApiKeyLimitError(ConflictError):
-    """The caller already holds as many unrevoked API keys as `TUNES_MAX_API_KEYS` allows; nothing was created."""
-
-    def __init__(self, held: int, limit: int):
-        self.held = held
-        self.limit = limit
-        super().__init__(
-            f"You already hold {held} unrevoked API keys, the most allowed (TUNES_MAX_API_KEYS={limit}); "
-            "revoke one you no longer use (Account tab) before creating another."
-        )

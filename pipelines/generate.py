@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.device import Placement, pick_placement
 from pipelines.errors import GenerationCancelledError, ValidationError
+from pipelines.prompt_spec import MAX_SEED, MAX_SIDE, SCHEDULERS, PromptOptions
 from pipelines.prompts import to_compel_syntax
 from pipelines.registry import Branch, get_branch, load_pipeline, resolve_model_dir
 from pipelines.settings import Settings
@@ -30,25 +31,6 @@ from pipelines.train import LORA_WEIGHTS_NAME
 if TYPE_CHECKING:
     from PIL import Image
 
-# name -> (diffusers scheduler class, extra config)
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "ddim": ("DDIMScheduler", {}),
-    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),  # as SD-1.5 ships it; PRK steps fail below ~5 steps
-    "unipc": ("UniPCMultistepScheduler", {}),
-    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
-    "dpm++2m_karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": True}),
-    "dpm++2m_sde_karras": (
-        "DPMSolverMultistepScheduler",
-        {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
-    ),
-    "lcm": ("LCMScheduler", {}),
-}
-MAX_IMAGES = 8
-MAX_SIDE = 2048
-MAX_SEED = 2**32 - 1 - MAX_IMAGES  # image i uses seed + i
 FACE_STRENGTH = 0.4  # enough to redraw features at the higher resolution, little enough to keep the pose
 FACE_PADDING = 2.0  # crop side / face side: includes hair and chin, so the blend seam falls on skin/background
 MAX_FACES = 4
@@ -81,42 +63,18 @@ class LoraSpec:
         return "lora_" + hashlib.sha1(stamp.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One prompt's worth of images. The prompt is already rendered (see `pipelines.prompts`)."""
+@dataclass(frozen=True, kw_only=True)
+class GenerationRequest(PromptOptions):
+    """One prompt's worth of images: the spec's fields (`pipelines.prompt_spec`) with `text` already rendered
+    (see `pipelines.prompts`), and the LoRAs to apply."""
 
-    prompt: str
-    negative_prompt: str = ""
-    num_images: int = 1
-    seed: int | None = None
-    width: int | None = None  # None: the branch resolution
-    height: int | None = None
-    steps: int = 30
-    cfg_scale: float = 7.0
-    scheduler: str = "dpm++2m_karras"
     loras: tuple[LoraSpec, ...] = ()
-    inpaint_faces: bool = False
-    hires_fix: bool = False
-    super_resolution: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "loras", tuple(self.loras))
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise ValidationError("prompt", self.prompt, "must be non-empty text")
-        _check_int("num_images", self.num_images, 1, MAX_IMAGES)
-        _check_int("steps", self.steps, 1, 150)
-        if self.seed is not None:
-            _check_int("seed", self.seed, 0, MAX_SEED)
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is not None:
-                _check_int(name, value, 64, MAX_SIDE)
-                if value % 8:
-                    raise ValidationError(name, value, "must be a multiple of 8")
-        if isinstance(self.cfg_scale, bool) or not 0.0 <= float(self.cfg_scale) <= 30.0:
-            raise ValidationError("cfg_scale", self.cfg_scale, "must be a number between 0 and 30")
-        if self.scheduler not in SCHEDULERS:
-            raise ValidationError("scheduler", self.scheduler, f"must be one of {', '.join(SCHEDULERS)}")
+        if not self.text.strip():
+            raise ValidationError("text", self.text, "must be non-empty text")
 
 
 @dataclass(frozen=True)
@@ -188,9 +146,9 @@ class Generator:
         branch = get_branch(branch_name)
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         seeds = [seed + i for i in range(request.num_images)]
-        width, height = request.width or branch.resolution, request.height or branch.resolution
+        width, height = request.size_for(branch.resolution)
         if branch.is_mock:
-            images = [render_placeholder(request.prompt, s, width, height) for s in seeds]
+            images = [render_placeholder(request.text, s, width, height) for s in seeds]
         else:
             for spec in request.loras:
                 if not spec.weights_file.exists():
@@ -199,7 +157,7 @@ class Generator:
             with loaded.lock:
                 images = self._run(loaded, request, seeds, width, height, on_step, should_cancel)
         results = [GeneratedImage(image, s) for image, s in zip(images, seeds, strict=True)]
-        return GenerationResult(results, request.prompt, request.negative_prompt, time.monotonic() - started)
+        return GenerationResult(results, request.text, request.negative_prompt, time.monotonic() - started)
 
     def refine_faces(self, branch_name: str, images: list[Image.Image], request: GenerationRequest, seed: int) -> list:
         """Re-paint each detected face at the model's resolution with the request's LoRAs and blend it back."""
@@ -207,7 +165,7 @@ class Generator:
         with loaded.lock:
             self._activate(loaded, request.loras)
             self._use_scheduler(loaded, request.scheduler)
-            embeds = encode_prompts(loaded.pipe, loaded.branch.family, request.prompt, request.negative_prompt)
+            embeds = encode_prompts(loaded.pipe, loaded.branch.family, request.text, request.negative_prompt)
             return [self._refine_faces_one(loaded, image, request, embeds, seed + i) for i, image in enumerate(images)]
 
     def loaded_adapters(self, branch_name: str) -> list[str]:
@@ -245,7 +203,7 @@ class Generator:
         self._activate(loaded, request.loras)
         self._use_scheduler(loaded, request.scheduler)
         # 2. Prompts, encoded once for every pass (after the adapters: a LoRA may carry text-encoder layers)
-        embeds = encode_prompts(loaded.pipe, loaded.branch.family, request.prompt, request.negative_prompt)
+        embeds = encode_prompts(loaded.pipe, loaded.branch.family, request.text, request.negative_prompt)
         # 3. Text to image, one generator per image so each seed reproduces its image alone
         pipe = loaded.pipe
         cancelled = False
@@ -432,11 +390,6 @@ def encode_prompts(pipe: Any, family: str, prompt: str, negative_prompt: str = "
         out = CompelForSD(pipe)(to_compel_syntax(prompt), negative_prompt=negative or "")
         return {"prompt_embeds": out.embeds, "negative_prompt_embeds": out.negative_embeds}
     raise ValidationError("family", family, "has no prompt encoder; supported: sd15, sdxl")
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(name, value, f"must be an integer between {low} and {high}")
 
 
 def _scaled_size(size: tuple[int, int], factor: float) -> tuple[int, int]:

@@ -25,16 +25,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipelines.errors import (
-    ConflictError,
-    InsufficientCreditsError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitedError,
-    TunesError,
-    ValidationError,
-)
-from pipelines.train import LORA_WEIGHTS_NAME
+from pipelines.errors import TunesError, ValidationError
+from pipelines.prompt_spec import FIELDS, rule_of
 from rest.forms import nest_fields
 from rest.schemas import (
     ErrorOut,
@@ -51,7 +43,14 @@ from rest.security import UploadedFilesOnly, UrlSigner, bearer_key
 from rest.shapes import Shapes
 from rest.signin import SignInThrottle
 from studio import outages
-from studio.requests import MAX_ID, PromptCreate, TuneCreate
+from studio.errors import (
+    ConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+)
+from studio.requests import MAX_ID, PromptCreate, TuneCreate, prompts_from
 from studio.service import Studio
 
 log = logging.getLogger(__name__)
@@ -160,7 +159,7 @@ async def _read_body(request: Request, root: str, model: type[pydantic.BaseModel
     try:
         return model.model_validate(fields), files
     except pydantic.ValidationError as error:
-        raise _field_error(error.errors()[0]) from None
+        raise _field_error(error.errors()[0], prompt=model is PromptFields) from None
 
 
 class _Nothing:
@@ -173,12 +172,17 @@ class _Nothing:
 NOTHING = _Nothing()
 
 
-def _field_error(first: Any) -> ValidationError:
+def _field_error(first: Any, *, prompt: bool) -> ValidationError:
     """The first pydantic error as ours: the field and its value. For a missing field pydantic's input is the
-    whole enclosing object, which would read "(got {'name': 'woman', ...})" under a field that was not sent."""
+    whole enclosing object, which would read "(got {'name': 'woman', ...})" under a field that was not sent.
+    A prompt field of the wrong type gets the prompt spec's message, as the Gradio API says it."""
+    loc = first["loc"]
     if first["type"] == "missing":
-        return ValidationError(_dotted(first["loc"]), NOTHING, "is required")
-    return ValidationError(_dotted(first["loc"]), first.get("input"), first["msg"].lower())
+        return ValidationError(_dotted(loc), NOTHING, "is required")
+    in_prompt = prompt or (len(loc) == 3 and loc[0] == "prompts_attributes")
+    if in_prompt and loc[-1] in FIELDS:
+        return ValidationError(_dotted(loc), first.get("input"), rule_of(str(loc[-1])).expected)
+    return ValidationError(_dotted(loc), first.get("input"), first["msg"].lower())
 
 
 async def _photos(files: list[UploadFile], studio: Studio) -> list[tuple[str, bytes]]:
@@ -195,23 +199,8 @@ async def _photos(files: list[UploadFile], studio: Studio) -> list[tuple[str, by
     return photos
 
 
-def _prompt_request(fields: PromptFields, *, default_callback: str | None = None) -> PromptCreate:
-    values = fields.model_dump(exclude={"face_correct"})
-    values["callback"] = values["callback"] or default_callback
-    if fields.face_correct:  # Astria's face_correct is our face re-paint
-        values["inpaint_faces"] = True
-    return PromptCreate(**values)
-
-
-def _tune_prompts(prompts: list[PromptFields], callback: str | None) -> list[PromptCreate]:
-    """A tune's prompts; errors name the prompt as sent (`prompts_attributes[1].num_images`)."""
-    requests = []
-    for index, fields in enumerate(prompts):
-        try:
-            requests.append(_prompt_request(fields, default_callback=callback))
-        except ValidationError as error:
-            raise ValidationError(f"prompts_attributes[{index}].{error.field}", error.value, error.message) from None
-    return requests
+def _prompt_request(fields: PromptFields) -> PromptCreate:
+    return PromptCreate(**fields.model_dump())
 
 
 def _tune_request(fields: TuneFields, photos: list[tuple[str, bytes]]) -> TuneCreate:
@@ -227,9 +216,10 @@ def _tune_request(fields: TuneFields, photos: list[tuple[str, bytes]]) -> TuneCr
         face_crop=True if fields.face_crop is None else fields.face_crop,
         characteristics=fields.characteristics,
         callback=fields.callback,
-        prompts_callback=getattr(fields, "prompts_callback", None),
+        prompts_callback=fields.prompts_callback,
         auto_extend=fields.auto_extend,
-        prompts=_tune_prompts(fields.prompts_attributes, prompt_callback),
+        prompts=prompts_from([item.model_dump() for item in fields.prompts_attributes]),
+        styles=fields.styles,
         base_tune_id=fields.base_tune_id,
         model_type=fields.model_type,
         preset=fields.preset,
@@ -265,11 +255,11 @@ _TUNE_FORM = {
     "characteristics][eye_color": {"type": "string"},
     "prompts_attributes][][text": {"type": "string"},
     "prompt_attributes][callback": {"type": "string"},
+    "prompts_callback": {"type": "string"},
+    "styles][": {"type": "array", "items": {"type": "string"}},
 }
-_PROMPT_FORM = {name: {"type": "string"} for name in ("text", "negative_prompt", "scheduler", "callback")} | {
-    "num_images": {"type": "integer"},
-    "seed": {"type": "integer"},
-}
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+_PROMPT_FORM = {name: {"type": _JSON_TYPES[rule_of(name).kind]} for name in FIELDS} | {"callback": {"type": "string"}}
 
 
 # -- routes ----------------------------------------------------------------------------------------
@@ -384,7 +374,7 @@ def _add_pack_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
         status_code=201,
         responses=_BODY_ERRORS,
         tags=["packs"],
-        openapi_extra=_body_doc(PackTuneBody, "tune", _TUNE_FORM | {"prompts_callback": {"type": "string"}}),
+        openapi_extra=_body_doc(PackTuneBody, "tune", _TUNE_FORM),
     )
     async def create_tune_from_pack(request: Request, pack_id: str):
         """Train a tune with the pack's preset and generate the pack; with `tune_ids`, reuse trained tunes (a list)."""
@@ -440,10 +430,7 @@ def _add_file_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
     ):  # fmt: skip
         """The tune's LoRA (`pytorch_lora_weights.safetensors`, diffusers format) while it exists."""
         owner = owner_of_link(request, f"/tunes/{tune_id}/ckpt", fresh=f"GET /tunes/{tune_id} (its ckpt_url)")
-        tune = studio.get_tune(owner, tune_id)
-        if not tune.artifact_location or studio.store is None:
-            raise NotFoundError("LoRA of tune", tune_id)
-        path = studio.store.fetch(tune.artifact_location) / LORA_WEIGHTS_NAME
+        path = studio.lora_file(owner, tune_id)
         return FileResponse(path, media_type="application/octet-stream", filename=f"tune-{tune_id}.safetensors")
 
 

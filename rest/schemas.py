@@ -7,33 +7,33 @@ Astria clients send options this server does not have.
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import MISSING
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model
 
+from pipelines.prompt_spec import FIELDS, default_of, rule_of
 from studio.requests import MAX_ID
 
 _LAX = ConfigDict(extra="ignore", populate_by_name=True)
 TuneId = Annotated[int, Field(ge=1, le=MAX_ID)]  # a larger id is refused (422) before it reaches a query
 
 
-class PromptFields(BaseModel):
-    model_config = _LAX
-    text: str = Field(max_length=4000, description="May use {{subject}}, {{token}}, {{class}} and <lora:ID:weight>.")
-    negative_prompt: str = ""
-    num_images: int = 4
-    seed: int | None = None
-    w: int | None = None
-    h: int | None = None
-    aspect_ratio: str | None = Field(None, alias="ar", description="1:1, 4:5, 5:4, 2:3, 3:2, 9:16 or 16:9")
-    cfg_scale: float = 7.0
-    steps: int = 30
-    scheduler: str = "dpm++2m_karras"
-    super_resolution: bool = False
-    inpaint_faces: bool = False
-    hires_fix: bool = False
-    face_correct: bool = False
-    callback: str | None = None
+def _spec_field(name: str) -> tuple[Any, Any]:
+    """One prompt spec field as a pydantic field: its type (lax), default, description and alias; its range is
+    checked by the spec itself, so REST and the Gradio API refuse a value with the same error."""
+    rule, default = rule_of(name), default_of(name)
+    kind = rule.kind | None if rule.optional else rule.kind
+    names = AliasChoices(name, rule.alias) if rule.alias else None  # documented by its name, the alias accepted
+    return kind, Field(... if default is MISSING else default, validation_alias=names, description=rule.doc)
+
+
+PromptFields = create_model(  # a prompt's body: the fields of `pipelines.prompt_spec`, plus its callback
+    "PromptFields",
+    __config__=_LAX,
+    **{name: _spec_field(name) for name in FIELDS},
+    callback=(str | None, Field(None, description="URL to POST the prompt to once its images are done.")),
+)
 
 
 class PromptAttributes(BaseModel):
@@ -59,12 +59,15 @@ class TuneFields(BaseModel):
     characteristics: dict[str, str] = Field(default_factory=dict)
     prompts_attributes: list[PromptFields] = Field(default_factory=list)
     prompt_attributes: PromptAttributes | None = None
+    prompts_callback: str | None = Field(None, description="Called once when every prompt of the tune has ended.")
+    styles: list[str] = Field(
+        default_factory=list, description='Pack prompts to run after training, e.g. ["fantasy/woman/0"].'
+    )
 
 
 class PackTuneFields(TuneFields):
     title: str = ""
     name: str = ""
-    prompts_callback: str | None = None
     tune_ids: list[TuneId] = Field(default_factory=list, description="Reuse these trained tunes instead of training.")
 
 

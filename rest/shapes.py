@@ -7,7 +7,7 @@ from typing import Any
 
 from packs.loader import Pack
 from rest.security import UrlSigner
-from storage.records import Prompt, Tune, iso, utc_now
+from storage.records import Prompt, Tune, TuneStatus, iso, utc_now
 
 
 class Shapes:
@@ -22,7 +22,7 @@ class Shapes:
         extra = tune.api_fields
         ckpt = self._link(f"/tunes/{tune.id}/ckpt", tune.owner) if tune.artifact_location else None
         eta = None
-        if tune.status == "training" and tune.eta_seconds is not None:
+        if tune.status == TuneStatus.TRAINING and tune.eta_seconds is not None:
             eta = iso(utc_now() + timedelta(seconds=tune.eta_seconds))
         return {
             "id": tune.id,

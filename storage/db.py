@@ -1,8 +1,9 @@
 """SQLite storage: one file in the data folder, WAL mode, schema created and migrated on open.
 
 Every read or write of a user's record takes the owner and filters on it; there is no helper that can
-return another owner's record. The worker's queue operations (`claim_next_job`, `requeue_interrupted`)
-are the only owner-less queries, and they hand records to the worker, never to an interface.
+return another owner's record. The queue's primitives (reads and writes by id inside a transaction) are the
+only owner-less queries; `studio.queue` composes them and hands records to the worker, never to an interface.
+This module runs SQL only: which job goes next and what ending a job entails are decided in `studio.queue`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from storage.records import MAX_ATTEMPTS, Delivery, Image, Prompt, Tune, from_row, iso, utc_now
+from storage.records import (
+    PROMPT_PENDING,
+    TUNE_ACTIVE,
+    Delivery,
+    DeliveryStatus,
+    Image,
+    Prompt,
+    PromptStatus,
+    Tune,
+    TuneStatus,
+    from_row,
+    iso,
+    utc_now,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -194,6 +208,16 @@ class Database:
                     self._conn.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one moment (a read transaction: nothing is written inside it)."""
+        with self._lock:
+            self._conn.execute("BEGIN DEFERRED")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
     def _migrate(self) -> None:
         with self.transaction() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
@@ -293,7 +317,7 @@ class Database:
 
     def insert_tune(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:
         now = iso(self.clock())
-        row = {"owner": owner, "status": "queued", "created_at": now, "updated_at": now, **values}
+        row = {"owner": owner, "status": TuneStatus.QUEUED, "created_at": now, "updated_at": now, **values}
         for key in ("characteristics", "photo_report", "orig_images", "api_fields"):
             if key in row:
                 row[key] = json.dumps(row[key])
@@ -309,6 +333,11 @@ class Database:
     def tune_by_title(self, owner: str, title: str) -> Tune | None:
         with self._lock:
             return self.find_tune_by_title(self._conn, owner, title)
+
+    def find_tune(self, conn: sqlite3.Connection, owner: str, tune_id: int) -> Tune | None:
+        """One of `owner`'s tunes, read inside a transaction (to check its status and write in one step)."""
+        row = conn.execute("SELECT * FROM tunes WHERE owner = ? AND id = ?", (owner, tune_id)).fetchone()
+        return from_row(Tune, row) if row else None
 
     def find_tune_by_title(self, conn: sqlite3.Connection, owner: str, title: str) -> Tune | None:
         row = conn.execute("SELECT * FROM tunes WHERE owner = ? AND title = ?", (owner, title)).fetchone()
@@ -330,20 +359,34 @@ class Database:
     def _update(
         self, table: str, allowed: set[str], owner: str, record_id: int, status: str | None, changes: dict[str, Any]
     ) -> bool:
-        unknown = set(changes) - allowed
+        statuses = None if status is None else (status,)
+        with self.transaction() as conn:
+            return self._set(conn, table, allowed, {"owner": owner, "id": record_id}, statuses, changes) == 1
+
+    def _set(
+        self,
+        conn: sqlite3.Connection,
+        table: str,
+        allowed: set[str],
+        where: dict[str, Any],
+        statuses: Sequence[str] | None,
+        changes: dict[str, Any],
+    ) -> int:
+        """UPDATE the rows of `table` matching `where` (and in one of `statuses`, when given); returns how many."""
+        unknown = set(changes) - allowed - {"updated_at"}
         if unknown:
             raise ValueError(f"{table} columns cannot be updated: {sorted(unknown)}")
+        changes = dict(changes)
         if "orig_images" in changes:
             changes["orig_images"] = json.dumps(changes["orig_images"])
-        changes["updated_at"] = iso(self.clock())
+        changes.setdefault("updated_at", iso(self.clock()))
         assignments = ", ".join(f"{key} = ?" for key in changes)  # keys come from `allowed`, never from users
-        query = f"UPDATE {table} SET {assignments} WHERE owner = ? AND id = ?"
-        params: list[Any] = [*changes.values(), owner, record_id]
-        if status is not None:
-            query += " AND status = ?"
-            params.append(status)
-        with self.transaction() as conn:
-            return conn.execute(query, params).rowcount == 1
+        conditions = [f"{key} = ?" for key in where]  # keys come from this module
+        params: list[Any] = [*changes.values(), *where.values()]
+        if statuses is not None:
+            conditions.append(f"status IN ({_marks(statuses)})")
+            params.extend(statuses)
+        return conn.execute(f"UPDATE {table} SET {assignments} WHERE {' AND '.join(conditions)}", params).rowcount
 
     def delete_tune(self, owner: str, tune_id: int, *, with_images: bool = False) -> None:
         """Delete a tune and its prompts; its images stay (they outlive the tune) unless `with_images`."""
@@ -359,7 +402,7 @@ class Database:
 
     def insert_prompt(self, conn: sqlite3.Connection, owner: str, values: dict[str, Any]) -> int:
         now = iso(self.clock())
-        row = {"owner": owner, "status": "queued", "created_at": now, "updated_at": now, **values}
+        row = {"owner": owner, "status": PromptStatus.QUEUED, "created_at": now, "updated_at": now, **values}
         if "loras" in row:
             row["loras"] = json.dumps(row["loras"])
         columns = ", ".join(row)
@@ -411,212 +454,157 @@ class Database:
         prompt.images = [from_row(Image, row) for row in rows]
         return prompt
 
-    # -- the worker's queue ----------------------------------------------------------------------
+    # -- the queue's primitives ------------------------------------------------------------------
+    # Owner-less reads and writes by id, each inside the caller's transaction (`Database.transaction()`).
+    # Only `studio.queue` composes them: it decides which job goes next and what ending one entails, and it
+    # hands the records to the worker, never to an interface.
 
-    def claim_next_job(self) -> tuple[str, Tune | Prompt] | None:
-        """Atomically take the next job: a queued prompt whose tune is trained first, else the oldest tune.
+    def tune_by_id(self, conn: sqlite3.Connection, tune_id: int) -> Tune | None:
+        row = conn.execute("SELECT * FROM tunes WHERE id = ?", (tune_id,)).fetchone()
+        return from_row(Tune, row) if row else None
 
-        Prompts of trained tunes run between trainings so users of finished tunes are not stuck behind
-        a long training queue; among each kind the order is FIFO. A prompt whose `<lora:…>` tags name a
-        tune still queued or training waits for it (one that failed meanwhile lets it run and fail).
-        """
-        now = iso(self.clock())
-        with self.transaction() as conn:
-            # a backstop: prompts whose tune can no longer train never wait forever
-            for dead in conn.execute(
-                "SELECT p.owner, p.id FROM prompts p JOIN tunes t ON t.id = p.tune_id"
-                " WHERE p.status = 'queued' AND t.status IN ('failed', 'cancelled', 'expired')"
-            ).fetchall():
-                conn.execute(
-                    "UPDATE prompts SET status = 'failed', error = 'the tune can no longer be used', updated_at = ?"
-                    " WHERE id = ?",
-                    (now, dead["id"]),
-                )
-                self._after_prompt_ended(conn, dead["owner"], dead["id"])
-            row = conn.execute(
-                "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id"
-                " WHERE p.status = 'queued' AND t.status = 'trained' AND NOT EXISTS (SELECT 1"
-                " FROM json_each(p.loras) tag JOIN tunes other ON other.id = json_extract(tag.value, '$.tune_id')"
-                " WHERE other.owner = p.owner AND other.status IN ('queued', 'training'))"
-                " ORDER BY p.id LIMIT 1"
-            ).fetchone()
-            if row is not None:
-                conn.execute(
-                    "UPDATE prompts SET status = 'generating', attempts = attempts + 1, started_at = ?,"
-                    " updated_at = ? WHERE id = ?",
-                    (now, now, row["id"]),
-                )
-                return "prompt", from_row(
-                    Prompt, conn.execute("SELECT * FROM prompts WHERE id = ?", (row["id"],)).fetchone()
-                )
-            row = conn.execute("SELECT * FROM tunes WHERE status = 'queued' ORDER BY id LIMIT 1").fetchone()
-            if row is None:
-                return None
-            conn.execute(
-                "UPDATE tunes SET status = 'training', attempts = attempts + 1,"
-                " started_training_at = COALESCE(started_training_at, ?), updated_at = ? WHERE id = ?",
-                (now, now, row["id"]),
-            )
-            return "tune", from_row(Tune, conn.execute("SELECT * FROM tunes WHERE id = ?", (row["id"],)).fetchone())
+    def prompt_by_id(self, conn: sqlite3.Connection, prompt_id: int) -> Prompt | None:
+        """A prompt without its images (the worker's view of a job)."""
+        row = conn.execute("SELECT * FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+        return from_row(Prompt, row) if row else None
 
-    def jobs_ahead_of_tune(self, tune_id: int) -> int:
-        """How many jobs the worker runs before this queued tune, in `claim_next_job`'s order: the one running,
-        queued prompts of trained tunes (they go between trainings), and queued tunes created before it."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT (SELECT COUNT(*) FROM tunes WHERE status = 'training')"
-                " + (SELECT COUNT(*) FROM prompts WHERE status = 'generating')"
-                " + (SELECT COUNT(*) FROM tunes WHERE status = 'queued' AND id < ?)"
-                " + (SELECT COUNT(*) FROM prompts p JOIN tunes t ON t.id = p.tune_id"
-                "    WHERE p.status = 'queued' AND t.status = 'trained') AS ahead",
-                (tune_id,),
-            ).fetchone()
-        return int(row["ahead"])
+    def tunes_in(self, conn: sqlite3.Connection, status: str) -> list[Tune]:
+        """Every tune in `status`, oldest first."""
+        rows = conn.execute("SELECT * FROM tunes WHERE status = ? ORDER BY id", (status,)).fetchall()
+        return [from_row(Tune, row) for row in rows]
 
-    def requeue_interrupted(self) -> tuple[int, int]:
-        """Put work a dead process left running back in the queue, or fail it after MAX_ATTEMPTS
-        (failing a tune fails its queued prompts; callbacks are queued).
+    def oldest_tune_in(self, conn: sqlite3.Connection, status: str) -> Tune | None:
+        row = conn.execute("SELECT * FROM tunes WHERE status = ? ORDER BY id LIMIT 1", (status,)).fetchone()
+        return from_row(Tune, row) if row else None
 
-        Returns:
-            (requeued, failed) counts.
-        """
-        now = iso(self.clock())
-        reason = f"interrupted {MAX_ATTEMPTS} times (the worker process stopped while this ran)"
-        with self.transaction() as conn:
-            failed = 0
-            for row in conn.execute(
-                "SELECT owner, id FROM prompts WHERE status = 'generating' AND attempts >= ?", (MAX_ATTEMPTS,)
-            ).fetchall():
-                conn.execute(
-                    "UPDATE prompts SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
-                    (reason, now, row["id"]),
-                )
-                self._after_prompt_ended(conn, row["owner"], row["id"])
-                failed += 1
-            for row in conn.execute(
-                "SELECT owner, id FROM tunes WHERE status = 'training' AND attempts >= ?", (MAX_ATTEMPTS,)
-            ).fetchall():
-                conn.execute(
-                    "UPDATE tunes SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
-                    (reason, now, row["id"]),
-                )
-                self._after_tune_ended(conn, row["owner"], row["id"], "failed", reason)
-                failed += 1
-            requeued = conn.execute(
-                "UPDATE tunes SET status = 'queued', updated_at = ? WHERE status = 'training'", (now,)
-            ).rowcount
-            requeued += conn.execute(
-                "UPDATE prompts SET status = 'queued', updated_at = ? WHERE status = 'generating'", (now,)
-            ).rowcount
-        return requeued, failed
+    def prompts_in(
+        self,
+        conn: sqlite3.Connection,
+        status: str,
+        *,
+        tune_id: int | None = None,
+        tune_statuses: Sequence[str] | None = None,
+    ) -> list[Prompt]:
+        """Every prompt in `status` (without images), oldest first; optionally only those of one tune, or only
+        those whose tune is in one of `tune_statuses`."""
+        query = "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id WHERE p.status = ?"
+        params: list[Any] = [status]
+        if tune_id is not None:
+            query += " AND p.tune_id = ?"
+            params.append(tune_id)
+        if tune_statuses is not None:
+            query += f" AND t.status IN ({_marks(tune_statuses)})"
+            params.extend(tune_statuses)
+        rows = conn.execute(query + " ORDER BY p.id", params).fetchall()
+        return [from_row(Prompt, row) for row in rows]
 
-    def release(self, owner: str, tune_id: int) -> None:
-        """Give a tune back to the queue without counting the attempt (a clean worker shutdown)."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE tunes SET status = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?"
-                " WHERE owner = ? AND id = ? AND status = 'training'",
-                (iso(self.clock()), owner, tune_id),
-            )
-
-    def end_tune(
-        self, owner: str, tune_id: int, status: str, *, from_statuses: tuple[str, ...], **changes: Any
-    ) -> bool:
-        """Move a tune to `status` if it is in one of `from_statuses`, with its consequences, atomically:
-        a tune that can no longer train fails its queued prompts, and the callbacks are queued.
-
-        Returns:
-            False (nothing changed) when the tune is gone or in another status.
-        """
-        changes = {"status": status, **changes, "updated_at": iso(self.clock())}
-        unknown = set(changes) - _TUNE_UPDATABLE - {"updated_at"}
-        if unknown:
-            raise ValueError(f"tunes columns cannot be updated: {sorted(unknown)}")
-        assignments = ", ".join(f"{key} = ?" for key in changes)
-        marks = ", ".join("?" for _ in from_statuses)
-        with self.transaction() as conn:
-            changed = conn.execute(
-                f"UPDATE tunes SET {assignments} WHERE owner = ? AND id = ? AND status IN ({marks})",
-                (*changes.values(), owner, tune_id, *from_statuses),
-            ).rowcount
-            if not changed:
-                return False
-            self._after_tune_ended(conn, owner, tune_id, status, changes.get("error"))
-        return True
-
-    def end_prompt(
-        self, owner: str, prompt_id: int, status: str, *, error: str | None = None, images: Sequence[dict] = ()
-    ) -> bool:
-        """Finish a generating prompt as `done` (storing its images) or `failed`, and queue its callbacks,
-        in one transaction: a crash keeps neither or both. False when it is no longer generating."""
-        now = iso(self.clock())
-        with self.transaction() as conn:
-            changed = conn.execute(
-                "UPDATE prompts SET status = ?, error = ?, completed_at = ?, updated_at = ?"
-                " WHERE owner = ? AND id = ? AND status = 'generating'",
-                (status, error, now if status == "done" else None, now, owner, prompt_id),
-            ).rowcount
-            if not changed:
-                return False
-            for image in images:
-                conn.execute(
-                    "INSERT INTO images (prompt_id, owner, path, seed, width, height, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (prompt_id, owner, image["path"], image["seed"], image["width"], image["height"], now),
-                )
-            self._after_prompt_ended(conn, owner, prompt_id)
-        return True
-
-    def _after_tune_ended(self, conn: sqlite3.Connection, owner: str, tune_id: int, status: str, error: Any) -> None:
-        tune = conn.execute("SELECT * FROM tunes WHERE id = ?", (tune_id,)).fetchone()
-        if status in ("failed", "cancelled", "expired"):
-            now = iso(self.clock())
-            reason = f"the tune is {status}" + (f": {error}" if error else "")
-            queued = conn.execute(
-                "SELECT id FROM prompts WHERE tune_id = ? AND status = 'queued'", (tune_id,)
-            ).fetchall()
-            for row in queued:
-                conn.execute(
-                    "UPDATE prompts SET status = 'failed', error = ?, updated_at = ? WHERE id = ?",
-                    (reason, now, row["id"]),
-                )
-                self._after_prompt_ended(conn, owner, row["id"])
-        if tune["callback"] and status in ("trained", "failed", "cancelled"):
-            self._queue_delivery(conn, owner, tune["callback"], "tune", tune_id)
-
-    def _after_prompt_ended(self, conn: sqlite3.Connection, owner: str, prompt_id: int) -> None:
-        """Queue the prompt's callback, and its tune's `prompts_callback` once none of its prompts is pending."""
-        prompt = conn.execute("SELECT tune_id, callback FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
-        if prompt["callback"]:
-            self._queue_delivery(conn, owner, prompt["callback"], "prompt", prompt_id)
-        tune = conn.execute("SELECT prompts_callback FROM tunes WHERE id = ?", (prompt["tune_id"],)).fetchone()
-        if tune is None or not tune["prompts_callback"]:
-            return
-        pending = conn.execute(
-            "SELECT COUNT(*) AS n FROM prompts WHERE tune_id = ? AND status IN ('queued', 'generating')",
-            (prompt["tune_id"],),
-        ).fetchone()["n"]
-        already = conn.execute(
-            "SELECT 1 FROM deliveries WHERE kind = 'prompts' AND record_id = ?", (prompt["tune_id"],)
+    def oldest_ready_prompt(
+        self, conn: sqlite3.Connection, status: str, *, tune_status: str, unless_tagged_in: Sequence[str]
+    ) -> Prompt | None:
+        """The oldest prompt in `status` whose tune is in `tune_status` and none of whose `<lora:…>` tags names
+        a tune of its owner in one of `unless_tagged_in`."""
+        row = conn.execute(
+            "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id"
+            " WHERE p.status = ? AND t.status = ? AND NOT EXISTS (SELECT 1"
+            " FROM json_each(p.loras) tag JOIN tunes other ON other.id = json_extract(tag.value, '$.tune_id')"
+            f" WHERE other.owner = p.owner AND other.status IN ({_marks(unless_tagged_in)}))"
+            " ORDER BY p.id LIMIT 1",
+            (status, tune_status, *unless_tagged_in),
         ).fetchone()
-        if pending == 0 and already is None:
-            self._queue_delivery(conn, owner, tune["prompts_callback"], "prompts", prompt["tune_id"])
+        return from_row(Prompt, row) if row else None
 
-    def _queue_delivery(self, conn: sqlite3.Connection, owner: str, url: str, kind: str, record_id: int) -> None:
+    def count_tunes(self, conn: sqlite3.Connection, status: str, *, before_id: int | None = None) -> int:
+        """Tunes in `status`; with `before_id`, only those created before that tune."""
+        query, params = "SELECT COUNT(*) AS n FROM tunes WHERE status = ?", [status]
+        if before_id is not None:
+            query += " AND id < ?"
+            params.append(before_id)
+        return conn.execute(query, params).fetchone()["n"]
+
+    def count_prompts(
+        self,
+        conn: sqlite3.Connection,
+        statuses: Sequence[str],
+        *,
+        tune_id: int | None = None,
+        tune_status: str | None = None,
+    ) -> int:
+        """Prompts in one of `statuses`; optionally only one tune's, or only those whose tune is in `tune_status`."""
+        query = "SELECT COUNT(*) AS n FROM prompts p JOIN tunes t ON t.id = p.tune_id"
+        query += f" WHERE p.status IN ({_marks(statuses)})"
+        params: list[Any] = [*statuses]
+        if tune_id is not None:
+            query += " AND p.tune_id = ?"
+            params.append(tune_id)
+        if tune_status is not None:
+            query += " AND t.status = ?"
+            params.append(tune_status)
+        return conn.execute(query, params).fetchone()["n"]
+
+    def set_tune(
+        self,
+        conn: sqlite3.Connection,
+        tune_id: int,
+        *,
+        owner: str | None = None,
+        from_statuses: Sequence[str] | None = None,
+        **changes: Any,
+    ) -> bool:
+        """Change columns of one tune (only `owner`'s, only while in one of `from_statuses`, when given);
+        `updated_at` is now unless given. Returns whether it changed."""
+        where = {"id": tune_id} if owner is None else {"id": tune_id, "owner": owner}
+        return self._set(conn, "tunes", _TUNE_UPDATABLE, where, from_statuses, changes) == 1
+
+    def set_prompt(
+        self,
+        conn: sqlite3.Connection,
+        prompt_id: int,
+        *,
+        owner: str | None = None,
+        from_statuses: Sequence[str] | None = None,
+        **changes: Any,
+    ) -> bool:
+        """Change columns of one prompt (see `set_tune`). Returns whether it changed."""
+        where = {"id": prompt_id} if owner is None else {"id": prompt_id, "owner": owner}
+        return self._set(conn, "prompts", _PROMPT_UPDATABLE, where, from_statuses, changes) == 1
+
+    def set_every_tune_in(self, conn: sqlite3.Connection, current: str, /, **changes: Any) -> int:
+        """Change columns (`status` among them) of every tune whose status is `current`; returns how many changed."""
+        return self._set(conn, "tunes", _TUNE_UPDATABLE, {}, (current,), changes)
+
+    def set_every_prompt_in(self, conn: sqlite3.Connection, current: str, /, **changes: Any) -> int:
+        """Change columns of every prompt whose status is `current`; returns how many changed."""
+        return self._set(conn, "prompts", _PROMPT_UPDATABLE, {}, (current,), changes)
+
+    def insert_image(
+        self, conn: sqlite3.Connection, owner: str, prompt_id: int, *, path: str, seed: int, width: int, height: int
+    ) -> int:
+        return conn.execute(
+            "INSERT INTO images (prompt_id, owner, path, seed, width, height, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (prompt_id, owner, path, seed, width, height, iso(self.clock())),
+        ).lastrowid
+
+    def insert_delivery(self, conn: sqlite3.Connection, owner: str, url: str, kind: str, record_id: int) -> int:
+        """Queue a callback, due now."""
         now = iso(self.clock())
-        conn.execute(
+        return conn.execute(
             "INSERT INTO deliveries (owner, url, kind, record_id, status, next_attempt_at, created_at)"
-            " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-            (owner, url, kind, record_id, now, now),
-        )
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (owner, url, kind, record_id, DeliveryStatus.PENDING, now, now),
+        ).lastrowid
+
+    def has_delivery(self, conn: sqlite3.Connection, kind: str, record_id: int) -> bool:
+        """Whether a callback of `kind` was ever queued for the record (in any status)."""
+        row = conn.execute("SELECT 1 FROM deliveries WHERE kind = ? AND record_id = ?", (kind, record_id)).fetchone()
+        return row is not None
 
     def tunes_due_for_expiry(self, now: datetime) -> list[Tune]:
         """Trained tunes whose LoRA has passed its expiry (the retention sweep's work list)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT * FROM tunes WHERE status = 'trained' AND expires_at IS NOT NULL AND expires_at <= ?"
+                "SELECT * FROM tunes WHERE status = ? AND expires_at IS NOT NULL AND expires_at <= ?"
                 " ORDER BY expires_at",
-                (iso(now),),
+                (TuneStatus.TRAINED, iso(now)),
             ).fetchall()
         return [from_row(Tune, row) for row in rows]
 
@@ -642,8 +630,8 @@ class Database:
     def due_deliveries(self, now: datetime) -> list[Delivery]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT * FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY id",
-                (iso(now),),
+                "SELECT * FROM deliveries WHERE status = ? AND next_attempt_at <= ? ORDER BY id",
+                (DeliveryStatus.PENDING, iso(now)),
             ).fetchall()
         return [from_row(Delivery, row) for row in rows]
 
@@ -655,8 +643,8 @@ class Database:
             conn.execute(
                 "UPDATE deliveries SET status = ?, attempts = attempts + 1, last_status = ?, last_error = ?,"
                 " next_attempt_at = COALESCE(?, next_attempt_at),"
-                " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END WHERE id = ?",
-                (status, http_status, error, iso(next_at), status, now, delivery_id),
+                " delivered_at = CASE WHEN ? = ? THEN ? ELSE delivered_at END WHERE id = ?",
+                (status, http_status, error, iso(next_at), status, DeliveryStatus.DELIVERED, now, delivery_id),
             )
 
     def deliveries_for(self, owner: str, kind: str, record_id: int) -> list[Delivery]:
@@ -712,11 +700,12 @@ class Database:
         `queued`/`generating` by id, each with its tune's status (the worker's order depends on it)."""
         with self._lock:
             tunes = self._conn.execute(
-                "SELECT * FROM tunes WHERE status IN ('queued', 'training') ORDER BY id"
+                f"SELECT * FROM tunes WHERE status IN ({_marks(TUNE_ACTIVE)}) ORDER BY id", TUNE_ACTIVE
             ).fetchall()
             prompts = self._conn.execute(
                 "SELECT p.*, t.status AS tune_status FROM prompts p JOIN tunes t ON t.id = p.tune_id"
-                " WHERE p.status IN ('queued', 'generating') ORDER BY p.id"
+                f" WHERE p.status IN ({_marks(PROMPT_PENDING)}) ORDER BY p.id",
+                PROMPT_PENDING,
             ).fetchall()
         return [from_row(Tune, row) for row in tunes], [(from_row(Prompt, row), row["tune_status"]) for row in prompts]
 
@@ -743,36 +732,7 @@ class Database:
             row = conn.execute("SELECT tune_credits, image_credits FROM users WHERE id = ?", (owner,)).fetchone()
         return row["tune_credits"], row["image_credits"]
 
-    def requeue_failed_prompt(self, owner: str, prompt_id: int) -> bool:
-        """Put a failed prompt back in the queue as new (attempts and error cleared), only while its tune
-        is still `trained`. Returns False (nothing changed) otherwise."""
-        with self.transaction() as conn:
-            return (
-                conn.execute(
-                    "UPDATE prompts SET status = 'queued', attempts = 0, error = NULL, started_at = NULL,"
-                    " completed_at = NULL, updated_at = ? WHERE owner = ? AND id = ? AND status = 'failed'"
-                    " AND tune_id IN (SELECT id FROM tunes WHERE status = 'trained')",
-                    (iso(self.clock()), owner, prompt_id),
-                ).rowcount
-                == 1
-            )
 
-    def requeue_ended_tune(self, owner: str, tune_id: int) -> int | None:
-        """Put a failed or cancelled tune back in the queue as new, with the prompts it failed before they
-        ever ran (attempts 0). Returns how many prompts were queued again, or None when the tune is not
-        failed or cancelled (nothing changed)."""
-        now = iso(self.clock())
-        with self.transaction() as conn:
-            changed = conn.execute(
-                "UPDATE tunes SET status = 'queued', attempts = 0, error = NULL, progress = 0, eta_seconds = NULL,"
-                " started_training_at = NULL, updated_at = ?"
-                " WHERE owner = ? AND id = ? AND status IN ('failed', 'cancelled')",
-                (now, owner, tune_id),
-            ).rowcount
-            if not changed:
-                return None
-            return conn.execute(
-                "UPDATE prompts SET status = 'queued', error = NULL, updated_at = ?"
-                " WHERE tune_id = ? AND status = 'failed' AND attempts = 0",
-                (now, tune_id),
-            ).rowcount
+def _marks(values: Sequence[object]) -> str:
+    """The `?, ?, …` of an `IN (…)` with one parameter per value."""
+    return ", ".join("?" for _ in values)

@@ -10,9 +10,63 @@ import json
 import sqlite3
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, TypeVar
 
-MAX_ATTEMPTS = 3
+
+class TuneStatus(StrEnum):
+    """Where a tune is: `queued → training → trained → (expired)`; `failed` and `cancelled` are terminal.
+
+    Members are strings ("queued" == TuneStatus.QUEUED), so records and JSON carry the plain value.
+    """
+
+    QUEUED = "queued"
+    TRAINING = "training"
+    TRAINED = "trained"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class PromptStatus(StrEnum):
+    """Where a prompt is: `queued → generating → done | failed`."""
+
+    QUEUED = "queued"
+    GENERATING = "generating"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DeliveryStatus(StrEnum):
+    """Where a callback is: `pending` (retried with backoff) until `delivered` or `failed`."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class JobKind(StrEnum):
+    """What the worker claims: a tune to train or a prompt to generate; also a callback's record kind."""
+
+    TUNE = "tune"
+    PROMPT = "prompt"
+
+
+class DeliveryKind(StrEnum):
+    """Which record a callback carries: a tune, a prompt, or a tune's prompts once none is pending."""
+
+    TUNE = "tune"
+    PROMPT = "prompt"
+    PROMPTS = "prompts"
+
+
+# the named sets of statuses; order is kept (they are bound into SQL as parameters)
+TUNE_ACTIVE = (TuneStatus.QUEUED, TuneStatus.TRAINING)  # will have a LoRA unless it fails or is cancelled
+TUNE_USABLE = (*TUNE_ACTIVE, TuneStatus.TRAINED)  # prompts may be queued on it
+TUNE_UNUSABLE = (TuneStatus.FAILED, TuneStatus.CANCELLED, TuneStatus.EXPIRED)  # never (again) has a LoRA
+TUNE_RETRYABLE = (TuneStatus.FAILED, TuneStatus.CANCELLED)  # an operator may queue it again
+PROMPT_PENDING = (PromptStatus.QUEUED, PromptStatus.GENERATING)
+PROMPT_FINISHED = (PromptStatus.DONE, PromptStatus.FAILED)
 
 
 def utc_now() -> datetime:
@@ -40,7 +94,7 @@ class Tune:
     prompts_callback: str | None
     auto_extend: bool
     pack_id: str | None
-    status: str
+    status: str  # a TuneStatus value, stored and published as the plain string
     progress: float
     eta_seconds: float | None
     error: str | None
@@ -124,9 +178,9 @@ class Delivery:
     id: int
     owner: str
     url: str
-    kind: str
+    kind: str  # a DeliveryKind value
     record_id: int
-    status: str
+    status: str  # a DeliveryStatus value
     attempts: int
     next_attempt_at: str
     last_status: int | None

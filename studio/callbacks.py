@@ -1,7 +1,7 @@
 """Callbacks: POST a tune, a prompt, or a tune's prompts as JSON when they finish; retried with backoff.
 
 Deliveries are rows in the database, queued in the same transaction as the status change they report
-(`Database.end_tune` / `end_prompt`), so a crash cannot lose one; each attempt is recorded. A callback
+(`studio.queue.end_tune` / `end_prompt`), so a crash cannot lose one; each attempt is recorded. A callback
 that keeps failing ends `failed` and never changes the tune or prompt it reports on.
 """
 
@@ -11,6 +11,7 @@ import logging
 from datetime import timedelta
 
 from storage.net import backoff_delays, post_json
+from storage.records import DeliveryKind, DeliveryStatus
 from studio.service import Studio
 
 log = logging.getLogger(__name__)
@@ -50,23 +51,29 @@ class CallbackSender:
             except Exception as failure:  # network errors, refusals: recorded, retried
                 ok, error = False, str(failure)
             if ok:
-                self.db.record_delivery(delivery.id, status="delivered", http_status=status, error=None, next_at=None)
+                self.db.record_delivery(
+                    delivery.id, status=DeliveryStatus.DELIVERED, http_status=status, error=None, next_at=None
+                )
                 delivered += 1
                 continue
             attempt = delivery.attempts  # attempts made before this one
             if attempt < len(self.delays):
                 next_at = now + timedelta(seconds=self.delays[attempt])
-                self.db.record_delivery(delivery.id, status="pending", http_status=status, error=error, next_at=next_at)
+                self.db.record_delivery(
+                    delivery.id, status=DeliveryStatus.PENDING, http_status=status, error=error, next_at=next_at
+                )
             else:
-                self.db.record_delivery(delivery.id, status="failed", http_status=status, error=error, next_at=None)
+                self.db.record_delivery(
+                    delivery.id, status=DeliveryStatus.FAILED, http_status=status, error=error, next_at=None
+                )
                 log.warning("callback %s to %s failed after %d attempts", delivery.kind, delivery.id, attempt + 1)
         return delivered
 
     def _payload(self, owner: str, kind: str, record_id: int) -> object:
-        if kind == "tune":
+        if kind == DeliveryKind.TUNE:
             tune = self.db.get_tune(owner, record_id)
             return tune.to_dict() if tune else {"id": record_id, "deleted": True}
-        if kind == "prompt":
+        if kind == DeliveryKind.PROMPT:
             prompt = self.db.get_prompt(owner, record_id)
             return prompt.to_dict() if prompt else {"id": record_id, "deleted": True}
         prompts = self.db.list_prompts(owner, tune_id=record_id, limit=10_000, offset=0)

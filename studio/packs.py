@@ -22,8 +22,9 @@ from packs.loader import (
     parse_pack,
     read_pack_text,
 )
-from pipelines.errors import ConflictError, NotFoundError, TunesError, ValidationError
+from pipelines.errors import TunesError, ValidationError
 from storage.records import iso
+from studio.errors import ConflictError, NotFoundError
 
 logger = logging.getLogger(__name__)
 

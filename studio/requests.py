@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from packs.loader import ASPECT_RATIOS
 from pipelines.errors import ValidationError
-from pipelines.generate import MAX_SEED, SCHEDULERS, GenerationRequest
 from pipelines.photos import PhotoInput
+from pipelines.prompt_spec import FIELDS, MAX_SEED, PromptOptions, rule_of
 from pipelines.prompts import check_characteristics, split_lora_tags
 
 MAX_TITLE = 200
@@ -18,74 +17,29 @@ MAX_PRESET = 60
 MAX_ID = 2**63 - 1  # SQLite's largest INTEGER
 
 
-@dataclass(frozen=True)
-class PromptCreate:
-    """A prompt to generate; `text` may use `{{subject}}`, `{{token}}`, `{{class}}` and characteristics,
+@dataclass(frozen=True, kw_only=True)
+class PromptCreate(PromptOptions):
+    """A prompt to generate: the spec's fields (`pipelines.prompt_spec`, where each is documented and checked)
+    plus where its result goes. `text` may use `{{subject}}`, `{{token}}`, `{{class}}` and characteristics,
     and up to 4 `<lora:TUNE_ID:WEIGHT>` tags that add other tunes of the caller (see `split_lora_tags`).
-
-    `face_correct` is Astria's name for `inpaint_faces`: when True, `inpaint_faces` is set too.
     """
 
-    text: str
-    negative_prompt: str = ""
-    num_images: int = 4
-    seed: int | None = None
-    w: int | None = None
-    h: int | None = None
-    aspect_ratio: str | None = None  # with no w/h: this shape at the tune's branch resolution
-    cfg_scale: float = 7.0
-    steps: int = 30
-    scheduler: str = "dpm++2m_karras"
-    super_resolution: bool = False
-    inpaint_faces: bool = False
-    hires_fix: bool = False
     callback: str | None = None
     pack_id: str | None = None  # set by the service for prompts that come from a pack
     pack_prompt: str | None = None  # "class/index" in that pack
-    face_correct: bool = False
-
-    def sized_for(self, resolution: int) -> PromptCreate:
-        """This prompt with w/h set from `aspect_ratio` at a branch's resolution (same pixel count, multiples of 8)."""
-        if self.aspect_ratio is None or (self.w and self.h):
-            return self
-        w, h = size_for_aspect(self.aspect_ratio, resolution)
-        return replace(self, w=w, h=h)
 
     def __post_init__(self) -> None:
-        # API clients may send any JSON: a type the generation request would trip over is named here
-        if isinstance(self.cfg_scale, bool) or not isinstance(self.cfg_scale, int | float):
-            raise ValidationError("cfg_scale", self.cfg_scale, "must be a number between 0 and 30")
-        if not isinstance(self.scheduler, str):
-            raise ValidationError("scheduler", self.scheduler, f"must be one of {', '.join(SCHEDULERS)}")
-        # the generation request checks the numbers and names; build one with a placeholder prompt
-        try:
-            GenerationRequest(
-                prompt="check",
-                negative_prompt=self.negative_prompt,
-                num_images=self.num_images,
-                seed=self.seed,
-                width=self.w,
-                height=self.h,
-                steps=self.steps,
-                cfg_scale=self.cfg_scale,
-                scheduler=self.scheduler,
-            )
-        except ValidationError as error:
-            if error.field not in ("width", "height"):
-                raise
-            raise ValidationError(error.field[0], error.value, error.message) from None  # sent as `w` and `h`
-        if self.aspect_ratio is not None and self.aspect_ratio not in ASPECT_RATIOS:
-            raise ValidationError("aspect_ratio", self.aspect_ratio, f"must be one of {', '.join(ASPECT_RATIOS)}")
-        for name in ("super_resolution", "inpaint_faces", "hires_fix", "face_correct"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValidationError(name, getattr(self, name), "must be true or false")
-        if self.face_correct:
-            object.__setattr__(self, "inpaint_faces", True)
+        super().__post_init__()
         split_lora_tags(self.text)  # the tags' syntax; the service checks the tunes they name
         if self.callback is not None and not isinstance(self.callback, str):
             raise ValidationError("callback", self.callback, "must be a URL")
-        if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > 2000:
-            raise ValidationError("negative_prompt", self.negative_prompt, "must be text of at most 2000 characters")
+
+    def sized_for(self, resolution: int) -> PromptCreate:
+        """This prompt with w/h set from `aspect_ratio` at a branch's resolution (`PromptOptions.size_for`)."""
+        if self.aspect_ratio is None or (self.w and self.h):
+            return self
+        w, h = self.size_for(resolution)
+        return replace(self, w=w, h=h)
 
 
 @dataclass(frozen=True)
@@ -118,6 +72,7 @@ class TuneCreate:
     preset: str | None = None
     training_face_correct: bool = False
     prompt_callback: str | None = None
+    styles: Sequence[str] = ()  # pack prompt keys ("pack/class/index", see `Studio.list_styles`) run after training
 
     def __post_init__(self) -> None:
         self._check_api_fields()
@@ -134,6 +89,9 @@ class TuneCreate:
         object.__setattr__(self, "images", tuple(self.images))
         object.__setattr__(self, "image_urls", tuple(self.image_urls))
         object.__setattr__(self, "prompts", tuple(self.prompts))
+        if isinstance(self.styles, str) or not isinstance(self.styles, Sequence):
+            raise ValidationError("styles", self.styles, 'must be a list of style keys, e.g. ["fantasy/woman/0"]')
+        object.__setattr__(self, "styles", tuple(self.styles))
         if self.steps is not None and (
             isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS
         ):
@@ -172,11 +130,31 @@ class TuneCreate:
         }
 
 
-def size_for_aspect(aspect_ratio: str, resolution: int) -> tuple[int, int]:
-    """(w, h) with the pixel count of a `resolution`-square image in the given shape, multiples of 8."""
-    rw, rh = ASPECT_RATIOS[aspect_ratio]
-    scale = (resolution * resolution / (rw * rh)) ** 0.5
-    return max(64, round(rw * scale / 8) * 8), max(64, round(rh * scale / 8) * 8)
+def prompts_from(items: object, *, field: str = "prompts_attributes") -> tuple[PromptCreate, ...]:
+    """Prompts sent as a list of objects (REST's `prompts_attributes`, the Gradio API's JSON): the spec's fields
+    and `callback`; other keys are ignored, as Astria clients send options this server does not have.
+
+    Raises:
+        ValidationError: not a list of objects, or a bad field, named as sent (`prompts_attributes[1].num_images`).
+    """
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Sequence):
+        raise ValidationError(field, items, 'must be a list of prompts, e.g. [{"text": "{{subject}} as an astronaut"}]')
+    prompts = []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise ValidationError(f"{field}[{index}]", item, "must be an object with at least `text`")
+        values = {name: item[name] for name in (*FIELDS, "callback") if name in item}
+        for name in FIELDS:  # Astria's short names (`ar`)
+            alias = rule_of(name).alias
+            if alias and alias in item and name not in values:
+                values[name] = item[alias]
+        if "text" not in values:
+            raise ValidationError(f"{field}[{index}].text", None, "is required")
+        try:
+            prompts.append(PromptCreate(**values))
+        except ValidationError as error:
+            raise ValidationError(f"{field}[{index}].{error.field}", error.value, error.message) from None
+    return tuple(prompts)
 
 
 def check_id(value: object, field: str) -> int:

@@ -19,24 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from packs.loader import LIBRARY_DIR, Pack
-from pipelines.errors import (
-    ApiKeyLimitError,
-    ConflictError,
-    InsufficientCreditsError,
-    NotFoundError,
-    RateLimitedError,
-    ValidationError,
-)
+from pipelines.errors import ValidationError
 from pipelines.photos import PhotoInput
+from pipelines.prompt_spec import STORED_FIELDS, option_values
 from pipelines.prompts import LoraTag, check_characteristics, render_prompt, split_lora_tags
 from pipelines.registry import get_branch, model_reference
 from pipelines.settings import Settings
+from pipelines.train import LORA_WEIGHTS_NAME
 from pipelines.tuning import CheckedPhotos, TuneRequest, check_photos, preview_photos
 from storage.artifacts import HUB_SCHEME, SAMPLE_SUFFIXES, SAMPLES_DIR
 from storage.db import Database
 from storage.hub_packs import open_pack_mirror
 from storage.net import check_url, fetch_url
-from storage.records import Image, Prompt, Tune, utc_now
+from storage.records import TUNE_ACTIVE, TUNE_USABLE, Image, Prompt, Tune, TuneStatus, utc_now
+from studio import queue
+from studio.errors import (
+    ApiKeyLimitError,
+    ConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    RateLimitedError,
+)
 from studio.limits import RateLimiter
 from studio.packs import PackEditor, PackLibrary
 from studio.requests import PromptCreate, TuneCreate, check_id, check_page
@@ -121,7 +124,8 @@ class Studio:
         tune_request = self._tune_request(request, branch.name)
         token = tune_request.resolved_token if not branch.is_mock else (request.token or branch.token)
         callbacks = {name: self._checked_url(getattr(request, name), name) for name in ("callback", "prompts_callback")}
-        prompts = _with_default_callback(request.prompts, self._checked_url(request.prompt_callback, "prompt_callback"))
+        prompts = (*request.prompts, *self.style_prompts(request.styles, branch.name))
+        prompts = _with_default_callback(prompts, self._checked_url(request.prompt_callback, "prompt_callback"))
         for index, prompt in enumerate(prompts):
             self._checked_url(prompt.callback, f"prompts_attributes[{index}].callback")
         _require_contents(request.images)
@@ -222,9 +226,9 @@ class Studio:
         Raises:
             NotFoundError: no such tune of the caller.
         """
-        if self.get_tune(owner, tune_id).status != "queued":
+        if self.get_tune(owner, tune_id).status != TuneStatus.QUEUED:
             return None
-        return self.db.jobs_ahead_of_tune(tune_id)
+        return queue.jobs_ahead_of_tune(self.db, tune_id)
 
     def list_tunes(self, owner: str, *, limit: int = 20, offset: int = 0) -> list[Tune]:
         """The caller's tunes, newest first."""
@@ -234,18 +238,19 @@ class Studio:
     def cancel_tune(self, owner: str, tune_id: int) -> Tune:
         """Stop a queued or training tune; its queued prompts fail, callbacks are sent, photos deleted."""
         tune = self.get_tune(owner, tune_id)
-        cancelled = self.db.end_tune(
+        cancelled = queue.end_tune(
+            self.db,
             owner,
             tune_id,
-            "cancelled",
-            from_statuses=("queued", "training"),
+            TuneStatus.CANCELLED,
+            from_statuses=TUNE_ACTIVE,
             error="cancelled by the user",
             eta_seconds=None,
         )
         if not cancelled:
             current = self.get_tune(owner, tune_id)
             raise ConflictError(f"tune {tune_id} is {current.status}; only queued or training tunes can be cancelled")
-        if tune.status == "queued":  # a training one is cleaned up by the worker when it stops
+        if tune.status == TuneStatus.QUEUED:  # a training one is cleaned up by the worker when it stops
             shutil.rmtree(self.photos_dir(tune_id), ignore_errors=True)
         return self.get_tune(owner, tune_id)
 
@@ -257,7 +262,7 @@ class Studio:
             tune is kept, so the deletion can be retried).
         """
         tune = self.get_tune(owner, tune_id)
-        if tune.status in ("queued", "training"):
+        if tune.status in TUNE_ACTIVE:
             self.cancel_tune(owner, tune_id)
         if tune.artifact_location and self.store is not None:
             self.store.delete(tune.artifact_location)
@@ -288,7 +293,7 @@ class Studio:
 
     def _queue_prompts(self, owner: str, tune: Tune, requests: list[PromptCreate]) -> list[int]:
         """Render, check tags and credits for all, and insert all prompts in one transaction (all or nothing)."""
-        if tune.status not in ("queued", "training", "trained"):
+        if tune.status not in TUNE_USABLE:
             raise ConflictError(f"tune {tune.id} is {tune.status}; prompts need a trained (or training) tune")
         requests = [request.sized_for(get_branch(tune.branch).resolution) for request in requests]
         rendered = [self._render(request, tune.token, tune.name, tune.characteristics) for request in requests]
@@ -300,9 +305,9 @@ class Studio:
             self._checked_url(request.callback, _indexed("callback", index, requests))
         images = sum(request.num_images for request in requests)
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT status FROM tunes WHERE owner = ? AND id = ?", (owner, tune.id)).fetchone()
-            if row is None or row["status"] not in ("queued", "training", "trained"):
-                raise ConflictError(f"tune {tune.id} changed to {row['status'] if row else 'deleted'}")
+            current = self.db.find_tune(conn, owner, tune.id)
+            if current is None or current.status not in TUNE_USABLE:
+                raise ConflictError(f"tune {tune.id} changed to {current.status if current else 'deleted'}")
             if not self.db.spend_credits(conn, owner, images=images):
                 raise InsufficientCreditsError(self._credit_message(owner, tunes=0, images=images))
             ids = [
@@ -350,6 +355,19 @@ class Studio:
             raise NotFoundError("image", image_id)
         return Path(image.path)
 
+    def lora_file(self, owner: str, tune_id: int) -> Path:
+        """The weights file of one of the caller's tunes (for serving it), fetched from the store when needed.
+
+        Raises:
+            NotFoundError: no such tune of the caller, or it has no LoRA (not trained yet, failed, expired or
+                the mock branch).
+            ArtifactError: the store could not fetch it (`missing=True` when it is gone).
+        """
+        tune = self.get_tune(owner, tune_id)
+        if not tune.artifact_location or self.store is None:
+            raise NotFoundError("LoRA of tune", tune_id)
+        return self.store.fetch(tune.artifact_location) / LORA_WEIGHTS_NAME
+
     def expires_at(self, trained_at: datetime) -> datetime:
         return trained_at + timedelta(days=self.settings.retention_days)
 
@@ -383,7 +401,7 @@ class Studio:
             tunes = [self.get_tune(owner, tune_id) for tune_id in ids]  # all checked before queuing any
             for tune in tunes:
                 self._check_pack_class(pack, tune.name, field=f"tune_ids[{tune_ids.index(tune.id)}]")
-                if tune.status not in ("queued", "training", "trained"):
+                if tune.status not in TUNE_USABLE:
                     raise ConflictError(f"tune {tune.id} is {tune.status}; it cannot take pack prompts")
             callback = self._checked_url(request.prompt_callback if request else None, "prompt_callback")
             for tune in tunes:
@@ -491,23 +509,8 @@ class Studio:
         prompts = []
         for index, item in enumerate(pack.prompts[class_name]):
             w, h = item.size_for(resolution)
-            prompts.append(
-                PromptCreate(
-                    text=item.text,
-                    negative_prompt=item.negative_prompt,
-                    num_images=item.num_images,
-                    seed=item.seed,
-                    w=w,
-                    h=h,
-                    cfg_scale=item.cfg_scale,
-                    steps=item.steps,
-                    scheduler=item.scheduler,
-                    inpaint_faces=item.inpaint_faces,
-                    hires_fix=item.hires_fix,
-                    pack_id=pack.id,
-                    pack_prompt=f"{class_name}/{index}",
-                )
-            )
+            values = {**option_values(item), "w": w, "h": h}
+            prompts.append(PromptCreate(**values, pack_id=pack.id, pack_prompt=f"{class_name}/{index}"))
         return prompts
 
     # -- API keys --------------------------------------------------------------------------------
@@ -632,7 +635,7 @@ class Studio:
             if other.branch != branch:
                 message = f"names tune {other.id} of branch {other.branch}; only tunes of branch {branch} combine here"
                 raise ValidationError(field, tag.tag, message)
-            if other.status not in ("queued", "training", "trained"):
+            if other.status not in TUNE_USABLE:
                 raise ConflictError(f"{tag.tag} names tune {other.id}, which is {other.status}; it has no LoRA to add")
         return [{"tune_id": tag.tune_id, "weight": tag.weight} for tag in tags]
 
@@ -667,19 +670,8 @@ class Studio:
     def _prompt_values(tune_id: int, prompt: PromptCreate, rendered: str, loras: list[dict]) -> dict[str, Any]:
         return {
             "tune_id": tune_id,
-            "text": prompt.text,
+            **option_values(prompt, STORED_FIELDS),
             "rendered_text": rendered,
-            "negative_prompt": prompt.negative_prompt,
-            "num_images": prompt.num_images,
-            "seed": prompt.seed,
-            "w": prompt.w,
-            "h": prompt.h,
-            "cfg_scale": prompt.cfg_scale,
-            "steps": prompt.steps,
-            "scheduler": prompt.scheduler,
-            "super_resolution": int(prompt.super_resolution),
-            "inpaint_faces": int(prompt.inpaint_faces),
-            "hires_fix": int(prompt.hires_fix),
             "callback": prompt.callback or None,
             "pack_id": prompt.pack_id,
             "pack_prompt": prompt.pack_prompt,

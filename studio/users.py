@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.errors import PermissionDeniedError
 from pipelines.settings import Settings
+from studio.errors import PermissionDeniedError
 
 
 @dataclass(frozen=True)

@@ -18,20 +18,22 @@ from pathlib import Path
 from typing import Protocol
 
 from pipelines.errors import (
-    ConflictError,
     ModelUnavailableError,
     PhotoRejectedError,
     TrainingCancelledError,
     TunesError,
     ValidationError,
 )
-from pipelines.generate import MAX_SEED, GenerationRequest, Generator, LoraSpec
+from pipelines.generate import GenerationRequest, Generator, LoraSpec
+from pipelines.prompt_spec import MAX_SEED, STORED_FIELDS, option_values
 from pipelines.registry import get_branch
 from pipelines.train import TrainProgress
 from pipelines.tuning import TuneRequest, check_photos, train_tune
 from storage.artifacts import ModelCard
-from storage.records import MAX_ATTEMPTS, Prompt, Tune, iso
+from storage.records import TUNE_ACTIVE, JobKind, Prompt, PromptStatus, Tune, TuneStatus, iso
+from studio import queue
 from studio.callbacks import CallbackSender
+from studio.errors import ConflictError
 from studio.service import Studio
 
 log = logging.getLogger(__name__)
@@ -76,9 +78,11 @@ class InProcessWorker:
 
     def start(self) -> None:
         """Re-queue interrupted work, then serve the queue in a daemon thread."""
-        requeued, failed = self.db.requeue_interrupted()
+        requeued, failed = queue.requeue_interrupted(self.db)
         if requeued or failed:
-            log.info("worker start: %d job(s) re-queued, %d failed after %d attempts", requeued, failed, MAX_ATTEMPTS)
+            log.info(
+                "worker start: %d job(s) re-queued, %d failed after %d attempts", requeued, failed, queue.MAX_ATTEMPTS
+            )
         self._thread = threading.Thread(target=self._loop, name="tunes-worker", daemon=True)
         self._thread.start()
         # callbacks have their own thread: a receiver that hangs must not hold up training and generation
@@ -112,15 +116,15 @@ class InProcessWorker:
 
     def run_once(self) -> bool:
         """Claim and run one job. Returns False when the queue was empty."""
-        job = self.db.claim_next_job()
+        job = queue.claim_next_job(self.db)
         if job is None:
             return False
         self.run(*job)
         return True
 
-    def run(self, kind: str, record: Tune | Prompt) -> None:
+    def run(self, kind: JobKind, record: Tune | Prompt) -> None:
         """Run one claimed job ("tune" or "prompt")."""
-        if kind == "tune":
+        if kind == JobKind.TUNE:
             self._run_training(record)
         else:
             self._run_prompt(record)
@@ -142,7 +146,7 @@ class InProcessWorker:
             location = None if branch.is_mock else self._train(tune)
         except TrainingCancelledError:
             if self._stop.is_set():
-                self.db.release(tune.owner, tune.id)  # a clean shutdown is not a failed attempt
+                queue.release(self.db, tune.owner, tune.id)  # a clean shutdown is not a failed attempt
             self._discard_if_ended(tune)
             return
         except (ValidationError, PhotoRejectedError, ModelUnavailableError) as error:  # would fail the same way again
@@ -151,17 +155,16 @@ class InProcessWorker:
         except Exception as error:
             log.error("training of tune %s failed: %s", tune.id, traceback.format_exc(limit=5))
             reason = _describe(error, self.studio.settings.data_dir)
-            if tune.attempts >= MAX_ATTEMPTS:
-                self._fail_tune(tune, f"failed {tune.attempts} times; last error: {reason}")
-            else:
-                self.db.update_tune(tune.owner, tune.id, only_if_status="training", status="queued", error=reason)
+            if queue.retry_or_fail_tune(self.db, tune, reason):
+                self._discard_if_ended(tune)
             return
         trained_at = self.studio.clock()
-        finished = self.db.end_tune(
+        finished = queue.end_tune(
+            self.db,
             tune.owner,
             tune.id,
-            "trained",
-            from_statuses=("training",),
+            TuneStatus.TRAINED,
+            from_statuses=(TuneStatus.TRAINING,),
             progress=1.0,
             eta_seconds=0,
             error=None,
@@ -195,7 +198,7 @@ class InProcessWorker:
                 return self._stop.is_set()
             last_check[0] = now
             current = self.db.get_tune(tune.owner, tune.id)
-            return current is None or current.status == "cancelled" or self._stop.is_set()
+            return current is None or current.status == TuneStatus.CANCELLED or self._stop.is_set()
 
         result = train_tune(
             self.settings, checked, request, output, on_progress=on_progress, should_cancel=should_cancel
@@ -215,7 +218,7 @@ class InProcessWorker:
         """Two images of the instance prompt for the model card; a failure here never fails the tune."""
         try:
             request = GenerationRequest(
-                prompt=prompt,
+                text=prompt,
                 num_images=SAMPLE_IMAGES,
                 seed=tune.seed,
                 steps=SAMPLE_STEPS,
@@ -238,10 +241,10 @@ class InProcessWorker:
         """Once a tune is trained, failed, cancelled or deleted, its photos and checkpoints go (privacy):
         the LoRA lives in the store and nothing will resume the training. Photos stay only while queued."""
         current = self.db.get_tune(tune.owner, tune.id)
-        if current is not None and current.status in ("queued", "training"):
+        if current is not None and current.status in TUNE_ACTIVE:
             return
         shutil.rmtree(self.studio.training_dir(tune.id), ignore_errors=True)
-        if current is None or current.status != "trained" or self.settings.delete_photos_after_training:
+        if current is None or current.status != TuneStatus.TRAINED or self.settings.delete_photos_after_training:
             shutil.rmtree(self.studio.photos_dir(tune.id), ignore_errors=True)
 
     def _delete_artifact(self, location: str | None) -> None:
@@ -253,7 +256,15 @@ class InProcessWorker:
             log.error("could not delete orphaned LoRA %s: %s", location, traceback.format_exc(limit=2))
 
     def _fail_tune(self, tune: Tune, reason: str) -> None:
-        self.db.end_tune(tune.owner, tune.id, "failed", from_statuses=("training",), error=reason, eta_seconds=None)
+        queue.end_tune(
+            self.db,
+            tune.owner,
+            tune.id,
+            TuneStatus.FAILED,
+            from_statuses=(TuneStatus.TRAINING,),
+            error=reason,
+            eta_seconds=None,
+        )
         self._discard_if_ended(tune)
 
     # -- generation ------------------------------------------------------------------------------
@@ -265,19 +276,16 @@ class InProcessWorker:
         except Exception as error:
             log.error("prompt %s failed: %s", prompt.id, traceback.format_exc(limit=5))
             reason = _describe(error, self.studio.settings.data_dir)
-            if isinstance(error, TunesError) or prompt.attempts >= MAX_ATTEMPTS:
-                self.db.end_prompt(prompt.owner, prompt.id, "failed", error=reason)
+            # an error of ours (a bad input, a missing LoRA) would fail the same way again
+            if queue.retry_or_fail_prompt(self.db, prompt, reason, retryable=not isinstance(error, TunesError)):
                 shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)  # images of a failed run
-            else:
-                self.db.update_prompt(
-                    prompt.owner, prompt.id, only_if_status="generating", status="queued", error=reason
-                )
             return
-        if not self.db.end_prompt(prompt.owner, prompt.id, "done", images=images):  # deleted meanwhile
+        if not queue.end_prompt(self.db, prompt.owner, prompt.id, PromptStatus.DONE, images=images):
+            # deleted meanwhile: keep nothing of it
             shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)
 
     def _generate(self, tune: Tune | None, prompt: Prompt) -> list[dict]:
-        if tune is None or tune.status != "trained":
+        if tune is None or tune.status != TuneStatus.TRAINED:
             raise ConflictError(f"the tune is {tune.status if tune else 'deleted'}; its prompts cannot run")
         loras = self._loras(tune, prompt)
         seed = prompt.seed
@@ -285,19 +293,7 @@ class InProcessWorker:
             seed = secrets.randbelow(MAX_SEED + 1)
             self.db.update_prompt(prompt.owner, prompt.id, seed=seed)
         request = GenerationRequest(
-            prompt=prompt.rendered_text,
-            negative_prompt=prompt.negative_prompt,
-            num_images=prompt.num_images,
-            seed=seed,
-            width=prompt.w,
-            height=prompt.h,
-            steps=prompt.steps,
-            cfg_scale=prompt.cfg_scale,
-            scheduler=prompt.scheduler,
-            loras=loras,
-            inpaint_faces=prompt.inpaint_faces,
-            hires_fix=prompt.hires_fix,
-            super_resolution=prompt.super_resolution,
+            **{**option_values(prompt, STORED_FIELDS), "text": prompt.rendered_text, "seed": seed}, loras=loras
         )
         result = self.generator.generate(tune.branch, request)
         folder = self.studio.images_dir(prompt.id)
@@ -335,7 +331,7 @@ class InProcessWorker:
 
     def _tagged_tune(self, prompt: Prompt, tune_id: int) -> Tune:
         other = self.db.get_tune(prompt.owner, tune_id)
-        if other is None or other.status != "trained":
+        if other is None or other.status != TuneStatus.TRAINED:
             state = other.status if other else "deleted"
             raise ConflictError(f"<lora:{tune_id}> names tune {tune_id}, which is {state}; it has no LoRA to add")
         return other

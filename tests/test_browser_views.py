@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from app import serving
-from pipelines.errors import NotFoundError
+from studio.errors import NotFoundError
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from tests.admin.test_operations import PHOTOS

@@ -13,13 +13,18 @@ the caller's rate allowance (`TUNES_API_RATE_PER_MINUTE`, one bucket per user sh
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING
 from typing import Any
 
 import gradio as gr
 
 from pipelines.errors import ValidationError
+from pipelines.prompt_spec import FIELDS, default_of, rule_of
+from pipelines.settings import Settings
 from storage.records import Tune
-from studio.requests import PromptCreate, TuneCreate, check_id
+from studio.requests import PromptCreate, TuneCreate, check_id, prompts_from
 from ui.context import UIContext
 from ui.feedback import user_errors
 from ui.uploads import read_uploads
@@ -62,42 +67,7 @@ def _json_endpoints(ctx: UIContext) -> None:
         """Stop a queued or training tune."""
         return tune_json(studio.cancel_tune(ctx.acting_user(request), check_id(tune_id, "tune_id")))
 
-    @user_errors
-    def create_prompt(
-        tune_id: int,
-        text: str,
-        negative_prompt: str = "",
-        num_images: int = 4,
-        seed: int | None = None,
-        w: int | None = None,
-        h: int | None = None,
-        cfg_scale: float = 7.0,
-        steps: int = 30,
-        scheduler: str = "dpm++2m_karras",
-        super_resolution: bool = False,
-        inpaint_faces: bool = False,
-        hires_fix: bool = False,
-        callback: str | None = None,
-        request: gr.Request = None,
-    ) -> dict:
-        """Queue a prompt on a trained (or training) tune. `text` may use {{subject}}, {{token}}, {{class}}."""
-        owner = ctx.acting_user(request)  # first: a refused request counts too
-        prompt = PromptCreate(
-            text=text,
-            negative_prompt=negative_prompt,
-            num_images=num_images,
-            seed=seed,
-            w=w,
-            h=h,
-            cfg_scale=cfg_scale,
-            steps=steps,
-            scheduler=scheduler,
-            super_resolution=super_resolution,
-            inpaint_faces=inpaint_faces,
-            hires_fix=hires_fix,
-            callback=callback,
-        )
-        return studio.create_prompt(owner, check_id(tune_id, "tune_id"), prompt).to_dict()
+    create_prompt = _create_prompt_endpoint(ctx)
 
     @user_errors
     def list_prompts(tune_id: int | None = None, limit: int = 20, offset: int = 0, request: gr.Request = None) -> list:
@@ -133,72 +103,143 @@ def _json_endpoints(ctx: UIContext) -> None:
     gr.api(list_packs, api_name="list_packs")
 
 
+def _create_prompt_endpoint(ctx: UIContext) -> Callable[..., dict]:
+    """`create_prompt(tune_id, text, …)`: its parameters are the prompt spec's fields (`pipelines.prompt_spec`),
+    with their types and defaults, plus `callback`; the spec checks the values, as it does for REST."""
+    parameters = [
+        inspect.Parameter("tune_id", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
+        *(_spec_parameter(name) for name in FIELDS),
+        inspect.Parameter("callback", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request),
+    ]
+    signature = inspect.Signature(parameters, return_annotation=dict)
+
+    def create_prompt(*args: Any, **kwargs: Any) -> dict:
+        values = signature.bind(*args, **kwargs).arguments
+        owner = ctx.acting_user(values.pop("request", None))  # first: a refused request counts too
+        tune_id = check_id(values.pop("tune_id"), "tune_id")
+        return ctx.studio.create_prompt(owner, tune_id, PromptCreate(**values)).to_dict()
+
+    create_prompt.__signature__ = signature  # type: ignore[attr-defined]
+    create_prompt.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": dict}
+    create_prompt.__doc__ = (
+        "Queue a prompt on a trained (or training) tune. `text` may use {{subject}}, {{token}}, {{class}}; "
+        "the other fields are those of REST's `POST /tunes/{id}/prompts`."
+    )
+    return user_errors(create_prompt)
+
+
+def _spec_parameter(name: str) -> inspect.Parameter:
+    rule, default = rule_of(name), default_of(name)
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        default=inspect.Parameter.empty if default is MISSING else default,
+        annotation=rule.kind | None if rule.optional else rule.kind,
+    )
+
+
+# The Gradio API's tune fields, in parameter order (the first twelve as they have always been); the same as
+# REST's `tune` fields (tests/test_api_parity.py), except that photos are uploaded as `photos`.
+TUNE_PARAMETERS = (
+    "photos", "title", "name", "branch", "steps", "token", "face_crop", "characteristics", "callback",
+    "prompts_callback", "auto_extend", "styles", "image_urls", "prompts_attributes", "prompt_attributes",
+    "base_tune_id", "model_type", "preset", "training_face_correct",
+)  # fmt: skip
+
+
+def _tune_components() -> dict[str, gr.components.Component]:
+    return {
+        "photos": gr.File(label="photos", file_count="multiple", type="filepath", value=[]),
+        "title": gr.Textbox(label="title", value=""),
+        "name": gr.Textbox(label="name", value="", info="the class: man, woman, boy, girl, couple, cat, dog…"),
+        "branch": gr.Textbox(label="branch", value=""),
+        "steps": gr.Number(label="steps", value=0, precision=0, info="0: the branch default"),
+        "token": gr.Textbox(label="token", value=""),
+        "face_crop": gr.Checkbox(label="face_crop", value=True),
+        "characteristics": gr.JSON(label="characteristics", value={}),
+        "callback": gr.Textbox(label="callback", value=""),
+        "prompts_callback": gr.Textbox(label="prompts_callback", value=""),
+        "auto_extend": gr.Checkbox(label="auto_extend", value=False),
+        "styles": gr.JSON(label="styles", value=[]),
+        "image_urls": gr.JSON(label="image_urls", value=[]),
+        "prompts_attributes": gr.JSON(label="prompts_attributes", value=[]),
+        "prompt_attributes": gr.JSON(label="prompt_attributes", value={}),
+        "base_tune_id": gr.Number(label="base_tune_id", value=0, precision=0, info="0: none"),
+        "model_type": gr.Textbox(label="model_type", value=""),
+        "preset": gr.Textbox(label="preset", value=""),
+        "training_face_correct": gr.Checkbox(label="training_face_correct", value=False),
+    }
+
+
+def _tune_request(values: dict[str, Any], settings: Settings) -> TuneCreate:
+    """A tune request from the Gradio API's values (empty texts and 0 mean "not given", as the boxes show them)."""
+    attributes = values["prompt_attributes"] or {}
+    if not isinstance(attributes, Mapping):
+        raise ValidationError("prompt_attributes", attributes, 'must be an object, e.g. {"callback": "https://…"}')
+    return TuneCreate(
+        title=values["title"],
+        name=values["name"],
+        images=read_uploads(values["photos"], settings),
+        image_urls=values["image_urls"] or [],
+        branch=values["branch"] or None,
+        token=values["token"] or None,
+        steps=int(values["steps"]) if values["steps"] else None,  # 0 or empty: the branch default
+        face_crop=values["face_crop"],
+        characteristics=values["characteristics"] or {},
+        callback=values["callback"] or None,
+        prompts_callback=values["prompts_callback"] or None,
+        auto_extend=values["auto_extend"],
+        styles=values["styles"] or [],
+        prompts=prompts_from(values["prompts_attributes"] or []),
+        prompt_callback=attributes.get("callback"),
+        base_tune_id=int(values["base_tune_id"]) if values["base_tune_id"] else None,
+        model_type=values["model_type"] or None,
+        preset=values["preset"] or None,
+        training_face_correct=values["training_face_correct"],
+    )
+
+
+def _named_parameters(call: Callable[..., Any], names: tuple[str, ...]) -> Callable[..., Any]:
+    """`call(*values, request)` as Gradio sees a function with these parameter names (and the caller's request)."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [*(inspect.Parameter(name, kind) for name in names), inspect.Parameter("request", kind)]
+    call.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    call.__annotations__ = {"request": gr.Request}
+    return user_errors(call)
+
+
 def _file_endpoints(ctx: UIContext) -> None:
     studio, settings = ctx.studio, ctx.settings
     with gr.Column(visible=False):
-        photos = gr.File(label="photos", file_count="multiple", type="filepath", value=[])
-        title = gr.Textbox(label="title", value="")
-        name = gr.Textbox(label="name", value="", info="the class: man, woman, boy, girl, couple, cat, dog…")
-        branch = gr.Textbox(label="branch", value="")
-        steps = gr.Number(label="steps", value=0, precision=0, info="0: the branch default")
-        token = gr.Textbox(label="token", value="")
-        face_crop = gr.Checkbox(label="face_crop", value=True)
-        characteristics = gr.JSON(label="characteristics", value={})
-        callback = gr.Textbox(label="callback", value="")
-        prompts_callback = gr.Textbox(label="prompts_callback", value="")
-        auto_extend = gr.Checkbox(label="auto_extend", value=False)
-        styles = gr.JSON(label="styles", value=[])
+        tune_fields = _tune_components()
         pack_id = gr.Textbox(label="pack_id", value="")
         tune_ids = gr.JSON(label="tune_ids", value=[])
         prompt_id = gr.Number(label="prompt_id", precision=0)
+        photos, name = tune_fields["photos"], tune_fields["name"]
         result = gr.JSON(label="result")
         images = gr.Gallery(label="images")
         triggers = [gr.Button() for _ in range(4)]
 
-    def tune_request(photos, title, name, branch, steps, token, face_crop, characteristics, callback,
-                     prompts_callback, auto_extend, styles) -> TuneCreate:  # fmt: skip
-        branch = branch or None
-        return TuneCreate(
-            title=title,
-            name=name,
-            images=read_uploads(photos, settings),
-            branch=branch,
-            token=token or None,
-            steps=int(steps) if steps else None,  # 0 or empty: the branch default
-            face_crop=face_crop,
-            characteristics=characteristics or {},
-            callback=callback or None,
-            prompts_callback=prompts_callback or None,
-            auto_extend=auto_extend,
-            prompts=studio.style_prompts(styles or [], branch or settings.default_branch),
-        )
-
-    tune_fields = [photos, title, name, branch, steps, token, face_crop, characteristics, callback, prompts_callback,
-                   auto_extend, styles]  # fmt: skip
-
-    @user_errors
-    def create_tune(photos, title, name, branch, steps, token, face_crop, characteristics, callback, prompts_callback,
-                    auto_extend, styles, request: gr.Request):  # fmt: skip
+    def create_tune(*args: Any) -> dict:
         """Upload 4-30 photos of one subject and queue the training; `styles` (up to 8 pack prompts) run after."""
-        values = (photos, title, name, branch, steps, token, face_crop, characteristics, callback, prompts_callback,
-                  auto_extend, styles)  # fmt: skip
+        *args, request = args
+        values = dict(zip(TUNE_PARAMETERS, args, strict=True))
         owner = ctx.acting_user(request)
-        created = studio.create_tune(owner, tune_request(*values))
-        ctx.files.discard(owner, photos or [])  # the tune keeps its own copy of the photos
+        created = studio.create_tune(owner, _tune_request(values, settings))
+        ctx.files.discard(owner, values["photos"] or [])  # the tune keeps its own copy of the photos
         return tune_json(created.tune, created=created.created)
 
-    @user_errors
-    def create_tune_from_pack(pack_id, tune_ids, photos, title, name, branch, steps, token, face_crop, characteristics,
-                              callback, prompts_callback, auto_extend, styles, request: gr.Request):  # fmt: skip
+    def create_tune_from_pack(pack_id: str, tune_ids: list, *args: Any) -> list:
         """Train a tune with a pack's preset and generate the whole pack; or pass tune_ids to reuse trained tunes."""
+        *args, request = args
+        values = dict(zip(TUNE_PARAMETERS, args, strict=True))
         owner = ctx.acting_user(request)
         if tune_ids:
             tunes = studio.create_tune_from_pack(owner, pack_id, None, tune_ids=tune_ids)  # ids checked there
         else:
-            values = (photos, title, name, branch, steps, token, face_crop, characteristics, callback,
-                      prompts_callback, auto_extend, styles)  # fmt: skip
-            tunes = studio.create_tune_from_pack(owner, pack_id, tune_request(*values))
-            ctx.files.discard(owner, photos or [])
+            tunes = studio.create_tune_from_pack(owner, pack_id, _tune_request(values, settings))
+            ctx.files.discard(owner, values["photos"] or [])
         return [tune_json(t.tune, created=t.created) for t in tunes]
 
     @user_errors
@@ -218,7 +259,13 @@ def _file_endpoints(ctx: UIContext) -> None:
         return [report.to_dict() for report in checked.reports]
 
     create, from_pack, fetch, check = triggers
-    create.click(create_tune, tune_fields, result, api_name="create_tune")
-    from_pack.click(create_tune_from_pack, [pack_id, tune_ids, *tune_fields], result, api_name="create_tune_from_pack")
+    fields = [tune_fields[name] for name in TUNE_PARAMETERS]
+    create.click(_named_parameters(create_tune, TUNE_PARAMETERS), fields, result, api_name="create_tune")
+    from_pack.click(
+        _named_parameters(create_tune_from_pack, ("pack_id", "tune_ids", *TUNE_PARAMETERS)),
+        [pack_id, tune_ids, *fields],
+        result,
+        api_name="create_tune_from_pack",
+    )
     fetch.click(get_prompt, prompt_id, [result, images], api_name="get_prompt")
     check.click(check_photos, [photos, name], result, api_name="check_photos")

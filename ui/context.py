@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from pipelines.errors import SignInRequiredError
 from pipelines.settings import Settings
+from studio.errors import SignInRequiredError
 from studio.service import Studio
 from studio.users import Roles
 from ui.files import UIFiles

@@ -12,7 +12,7 @@ import gradio as gr
 from packs.loader import Pack
 from pipelines.errors import PhotoRejectedError, ValidationError
 from pipelines.tuning import CheckedPhotos
-from storage.records import Tune
+from storage.records import PROMPT_PENDING, TUNE_ACTIVE, Tune, TuneStatus
 from studio.requests import TuneCreate
 from studio.service import Studio
 from ui.context import UIContext
@@ -34,7 +34,6 @@ from ui.views import (
 NO_PACK = "(no pack)"
 WATCH_EVERY_S = 2.0
 TOAST_S = 5  # info toasts fade after this many seconds
-IN_PROGRESS = ("queued", "training")
 
 
 @dataclass
@@ -291,7 +290,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             empty = "<p>No tune yet: upload photos and press <b>Create tune</b>.</p>"
             return None, empty, *_tune_view(None, []), tunes_table(mine), gr.Timer(active=False)
         prompts = studio.list_prompts(owner, tune_id=current.id, limit=100)
-        busy = any(t.status in IN_PROGRESS for t in mine) or any(p.status in ("queued", "generating") for p in prompts)
+        busy = any(t.status in TUNE_ACTIVE for t in mine) or any(p.status in PROMPT_PENDING for p in prompts)
         images = tune_gallery(studio, ctx.files, owner, current.id, prompts)
         return (
             current.id,
@@ -348,8 +347,8 @@ def _tune_view(tune: Tune | None, images: list[tuple[str, str]]) -> tuple:
     """(generate-with, cancel, delete, avatars) updates: actions only where they apply, no empty gallery."""
     status = tune.status if tune is not None else None
     return (
-        gr.update(visible=status == "trained"),
-        gr.update(visible=status in IN_PROGRESS),
+        gr.update(visible=status == TuneStatus.TRAINED),
+        gr.update(visible=status in TUNE_ACTIVE),
         gr.update(visible=tune is not None),
         gr.update(value=images, visible=bool(images)),
     )

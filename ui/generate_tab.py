@@ -12,10 +12,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from packs.loader import ASPECT_RATIOS
 from pipelines.errors import TunesError
-from pipelines.generate import SCHEDULERS
-from storage.records import Prompt, Tune
+from pipelines.prompt_spec import ASPECT_RATIOS, SCHEDULERS, default_of, rule_of
+from storage.records import PROMPT_FINISHED, TUNE_USABLE, Prompt, PromptStatus, Tune
 from studio.requests import PromptCreate
 from studio.service import Studio
 from ui.context import UIContext
@@ -78,7 +77,7 @@ def _modified(path: Path) -> int:
 def tune_picker(studio: Studio, owner: str, chosen: int | None = None) -> dict:
     """An update for the tune picker: the owner's tunes that can take prompts, with `chosen` (else the newest)
     picked. Other tabs use it to open this one with a tune chosen."""
-    usable = [t for t in studio.list_tunes(owner, limit=100) if t.status in ("queued", "training", "trained")]
+    usable = [t for t in studio.list_tunes(owner, limit=100) if t.status in TUNE_USABLE]
     choices = [(f"{t.title} (#{t.id}, {t.name}, {t.status})", t.id) for t in usable]
     ids = [tune_id for _, tune_id in choices]
     return gr.update(choices=choices, value=chosen if chosen in ids else (ids[0] if ids else None))
@@ -107,16 +106,16 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=3, elem_id="generate-prompt")
             negative = gr.Textbox(DEFAULT_NEGATIVE, label="Negative prompt", lines=2)
             with gr.Row():
-                num_images = gr.Slider(1, 8, value=4, step=1, label="Images")
+                num_images = _slider("num_images", "Images", step=1)
                 seed = gr.Textbox(
                     label="Seed", placeholder="random", info="Empty: random; the same seed gives the same image"
                 )
                 aspect = gr.Dropdown(list(ASPECT_RATIOS), value="1:1", label="Shape")
             with gr.Accordion("Advanced options", open=False):
                 with gr.Row():
-                    steps = gr.Slider(1, 150, value=30, step=1, label="Steps")
-                    cfg = gr.Slider(0, 30, value=7, step=0.5, label="CFG scale")
-                    scheduler = gr.Dropdown(list(SCHEDULERS), value="dpm++2m_karras", label="Scheduler")
+                    steps = _slider("steps", "Steps", step=1)
+                    cfg = _slider("cfg_scale", "CFG scale", step=0.5)
+                    scheduler = gr.Dropdown(list(SCHEDULERS), value=default_of("scheduler"), label="Scheduler")
                 with gr.Row():
                     inpaint_faces = gr.Checkbox(label="Re-paint faces", info="Sharper faces in wide shots")
                     hires_fix = gr.Checkbox(label="Hires fix", info="Render larger, then refine")
@@ -202,12 +201,12 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             return "", [], gr.Timer(active=False), gr.update(), gr.update(value=None)
         owner = ctx.user(request)
         shown = studio.get_prompt(owner, prompt_id)
-        finished = shown.status in ("done", "failed")
+        finished = shown.status in PROMPT_FINISHED
         line = {
-            "queued": "Queued: it starts once the GPU is free (or once the tune is trained).",
-            "generating": "Generating…",
-            "done": f"Done: {len(shown.images)} images for `{shown.rendered_text}`",
-            "failed": f"Failed: {shown.error}",
+            PromptStatus.QUEUED: "Queued: it starts once the GPU is free (or once the tune is trained).",
+            PromptStatus.GENERATING: "Generating…",
+            PromptStatus.DONE: f"Done: {len(shown.images)} images for `{shown.rendered_text}`",
+            PromptStatus.FAILED: f"Failed: {shown.error}",
         }[shown.status]
         table = prompts_table(studio.list_prompts(owner, limit=50)) if finished else gr.update()
         archive = zip_prompt_images(studio, owner, shown) if finished and shown.images else None
@@ -257,3 +256,9 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
         show, current, [status, gallery, timer, history, download_all], **quiet
     )
     return tune
+
+
+def _slider(name: str, label: str, *, step: float) -> gr.Slider:
+    """A slider over a prompt spec field's range, at its default, explained by its doc."""
+    rule = rule_of(name)
+    return gr.Slider(rule.low, rule.high, value=default_of(name), step=step, label=label, info=rule.doc)

@@ -22,8 +22,9 @@ from PIL import Image
 from packs.lint import lint_pack
 from packs.loader import COVERS_DIR, Pack, read_pack_text
 from packs.make_covers import draw_cover
-from pipelines.errors import PermissionDeniedError, SignInRequiredError, TunesError, ValidationError
+from pipelines.errors import TunesError, ValidationError
 from pipelines.registry import get_branch
+from studio.errors import PermissionDeniedError, SignInRequiredError
 from studio.service import Studio
 from ui.context import UIContext
 from ui.feedback import FieldErrors, notify, user_errors

@@ -10,7 +10,7 @@ import pandas as pd
 
 from pipelines.errors import PhotoProblem
 from pipelines.registry import BRANCHES
-from storage.records import Prompt, Tune
+from storage.records import Prompt, PromptStatus, Tune, TuneStatus
 from studio.service import Studio
 from ui.files import UIFiles
 
@@ -61,12 +61,12 @@ def tune_status(tune: Tune, *, ahead: int | None = None) -> str:
         tune: the tune.
         ahead: for a queued tune, the jobs the worker runs first (`Studio.jobs_ahead`); None when not known.
     """
-    if tune.status == "queued":
+    if tune.status == TuneStatus.QUEUED:
         if ahead == 0:
             return "queued: next for the worker"
         waiting = "queued: waiting for the worker"
         return waiting if ahead is None else f"{waiting} ({ahead} job{'' if ahead == 1 else 's'} ahead)"
-    if tune.status == "training":
+    if tune.status == TuneStatus.TRAINING:
         steps = tune.steps or 0
         step = round(tune.progress * steps)
         if tune.eta_seconds is not None:
@@ -74,19 +74,21 @@ def tune_status(tune: Tune, *, ahead: int | None = None) -> str:
         if step == 0:  # photo checks and the base model (built on this server's first run)
             return "training: preparing the photos and the base model"
         return f"training: step {step}/{steps} ({tune.progress:.0%}), estimating the time left"
-    if tune.status == "trained":
+    if tune.status == TuneStatus.TRAINED:
         return f"trained; LoRA kept until {(tune.expires_at or '-')[:10]}" + (
             " (auto-extends)" if tune.auto_extend else ""
         )
-    if tune.status == "failed":
+    if tune.status == TuneStatus.FAILED:
         return f"failed: {tune.error}"
     return tune.status
 
 
 def progress_bar(tune: Tune, *, ahead: int | None = None) -> str:
     """An HTML progress bar for the watched tune (`ahead`: as for `tune_status`)."""
-    percent = 100 if tune.status == "trained" else round(tune.progress * 100)
-    colour = {"failed": "#ef4444", "cancelled": "#9ca3af", "trained": "#22c55e"}.get(tune.status, "#6366f1")
+    percent = 100 if tune.status == TuneStatus.TRAINED else round(tune.progress * 100)
+    colour = {TuneStatus.FAILED: "#ef4444", TuneStatus.CANCELLED: "#9ca3af", TuneStatus.TRAINED: "#22c55e"}.get(
+        tune.status, "#6366f1"
+    )
     return (
         f"<div class='tune-progress' data-status='{tune.status}'>"
         f"<div style='background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden'>"
@@ -104,8 +106,8 @@ def tunes_table(tunes: Sequence[Tune]) -> pd.DataFrame:
             "class": t.name,
             "branch": t.branch,
             "status": t.status,
-            "progress": f"{(1.0 if t.status == 'trained' else t.progress):.0%}",
-            "ETA": duration(t.eta_seconds) if t.status == "training" else "-",
+            "progress": f"{(1.0 if t.status == TuneStatus.TRAINED else t.progress):.0%}",
+            "ETA": duration(t.eta_seconds) if t.status == TuneStatus.TRAINING else "-",
             "created": t.created_at[:16].replace("T", " "),
         }
         for t in tunes
@@ -119,7 +121,7 @@ def prompts_table(prompts: Sequence[Prompt]) -> pd.DataFrame:
             "id": p.id,
             "tune": p.tune_id,
             "prompt": p.rendered_text,
-            "status": p.status if p.status != "failed" else f"failed: {p.error}",
+            "status": p.status if p.status != PromptStatus.FAILED else f"failed: {p.error}",
             "images": len(p.images),
             "liked": sum(i.liked for i in p.images),
             "created": p.created_at[:16].replace("T", " "),

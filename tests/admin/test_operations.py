@@ -10,17 +10,13 @@ from pathlib import Path
 import pytest
 
 from admin.operations import Operations
-from pipelines.errors import (
-    ConflictError,
-    InsufficientCreditsError,
-    NotFoundError,
-    PermissionDeniedError,
-    ValidationError,
-)
+from pipelines.errors import ValidationError
 from pipelines.settings import Settings
 from pipelines.train import LORA_WEIGHTS_NAME
 from storage.artifacts import ModelCard
 from storage.records import iso
+from studio.errors import ConflictError, InsufficientCreditsError, NotFoundError, PermissionDeniedError
+from studio.queue import claim_next_job, end_tune
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from tests.conftest import astronaut_photos
@@ -94,7 +90,7 @@ def with_lora(runtime, owner: str, tune_id: int, tmp_path: Path, *, expires_in_d
 def claimed_order(runtime) -> list[tuple[str, int]]:
     """Run the queue to the end the way the worker does, noting what it claims."""
     order = []
-    while (job := runtime.db.claim_next_job()) is not None:
+    while (job := claim_next_job(runtime.db)) is not None:
         order.append(("train" if job[0] == "tune" else "generate", job[1].id))
         runtime.worker.run(*job)
     return order
@@ -121,7 +117,7 @@ def test_the_queue_shows_jobs_in_the_order_the_worker_takes_them(runtime, ops):
 
 def test_the_running_training_shows_its_progress_and_eta(runtime, ops):
     tune = new_tune(runtime, "alice", "me", prompts=1)
-    kind, record = runtime.db.claim_next_job()
+    kind, record = claim_next_job(runtime.db)
     runtime.db.update_tune("alice", tune.id, progress=0.5, eta_seconds=90)
 
     running, waiting = ops.queue(ADMIN).to_dict("records")
@@ -268,7 +264,7 @@ def test_retry_refuses_a_prompt_whose_lora_expired(runtime, ops, tmp_path):
 def test_retry_trains_a_failed_tune_again_while_its_photos_exist(runtime, ops):
     tune = new_tune(runtime, "alice", "me", prompts=1)
     # a tune failed after three interrupted runs keeps its photos (nothing else cleaned up after it)
-    runtime.db.end_tune("alice", tune.id, "failed", from_statuses=("queued",), error="interrupted 3 times")
+    end_tune(runtime.db, "alice", tune.id, "failed", from_statuses=("queued",), error="interrupted 3 times")
     assert runtime.studio.list_prompts("alice")[0].status == "failed"
 
     queued = ops.retry(ADMIN, "tune", tune.id)

@@ -47,7 +47,7 @@ def shared_generator(tmp_path_factory, tiny_sd15_dir) -> Generator:
 
 
 def request(**changes) -> GenerationRequest:
-    return GenerationRequest(**{"prompt": "sks thing", "steps": 4, "seed": 11, **changes})
+    return GenerationRequest(**{"text": "sks thing", "num_images": 1, "steps": 4, "seed": 11, **changes})
 
 
 def test_same_seed_same_images_and_each_image_reproduces_alone_by_its_seed(settings):
@@ -141,7 +141,7 @@ def test_every_scheduler_generates(shared_generator, scheduler):
 
 def test_width_and_height_and_hires_and_super_resolution_sizes(shared_generator):
     generator = shared_generator
-    wide = generator.generate("tiny", request(width=192, height=128))
+    wide = generator.generate("tiny", request(w=192, h=128))
     hires = generator.generate("tiny", request(hires_fix=True))
     both = generator.generate("tiny", request(hires_fix=True, super_resolution=True))
 
@@ -153,7 +153,7 @@ def test_width_and_height_and_hires_and_super_resolution_sizes(shared_generator)
 def test_inpaint_faces_repaints_the_face_and_leaves_the_rest(shared_generator):
     photo = Image.fromarray(data.astronaut()).resize((256, 256))
     (face,) = detect_faces(photo)
-    [painted] = shared_generator.refine_faces("tiny", [photo], request(prompt="sks woman"), seed=3)
+    [painted] = shared_generator.refine_faces("tiny", [photo], request(text="sks woman"), seed=3)
 
     diff = np.abs(pixels(painted) - pixels(photo)).sum(-1)
     inside = diff[face.y + face.h // 4 : face.y + 3 * face.h // 4, face.x + face.w // 4 : face.x + 3 * face.w // 4]
@@ -182,7 +182,7 @@ def test_generation_can_be_cancelled_between_steps(shared_generator):
 
 def test_fast_branch_returns_placeholders_without_loading_a_model(settings):
     generator = Generator(settings)
-    result = generator.generate("fast", request(num_images=2, width=256, height=320))
+    result = generator.generate("fast", request(num_images=2, w=256, h=320))
     assert generator.base_loads == 0
     assert [im.image.size for im in result.images] == [(256, 320), (256, 320)]
     assert not same(result.images[0].image, result.images[1].image)
@@ -190,7 +190,7 @@ def test_fast_branch_returns_placeholders_without_loading_a_model(settings):
 
 def test_sdxl_branch_generates_from_a_local_folder(settings, tiny_sdxl_dir):
     generator = Generator(settings.with_overrides(base_model_sdxl1=str(tiny_sdxl_dir)))
-    result = generator.generate("sdxl1", request(prompt="ohwx thing", width=128, height=128))
+    result = generator.generate("sdxl1", request(text="ohwx thing", w=128, h=128))
     assert result.images[0].image.size == (128, 128)
 
 
@@ -207,15 +207,15 @@ def test_a_missing_lora_file_is_a_clear_error(settings, tmp_path):
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"width": 500}, "width"),
-        ({"height": 4096}, "height"),
+        ({"w": 500}, "w"),
+        ({"h": 4096}, "h"),
         ({"num_images": 9}, "num_images"),
         ({"num_images": 0}, "num_images"),
         ({"steps": 0}, "steps"),
         ({"seed": -5}, "seed"),
         ({"cfg_scale": 99}, "cfg_scale"),
         ({"scheduler": "k_lms_fancy"}, "scheduler"),
-        ({"prompt": "   "}, "prompt"),
+        ({"text": "   "}, "text"),
     ],
 )
 def test_bad_generation_requests_name_the_field(change, field):

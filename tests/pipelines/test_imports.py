@@ -11,7 +11,7 @@ def test_importing_every_core_module_loads_no_model_library():
         "import sys\n"
         "import pipelines.settings, pipelines.errors, pipelines.registry, pipelines.tiny, pipelines.device\n"
         "import pipelines.faces, pipelines.photos, pipelines.prompts, pipelines.train, pipelines.generate\n"
-        "import pipelines.tuning\n"
+        "import pipelines.tuning, pipelines.prompt_spec\n"
         "heavy = ('torch', 'diffusers', 'transformers', 'peft', 'cv2', 'gradio')\n"
         "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
     )

@@ -58,7 +58,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 def request(prompt: str, **changes) -> GenerationRequest:
-    return GenerationRequest(**{"prompt": prompt, "steps": 2, "seed": 5, "width": 128, "height": 128, **changes})
+    return GenerationRequest(**{"text": prompt, "num_images": 1, "steps": 2, "seed": 5, "w": 128, "h": 128, **changes})
 
 
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
@@ -111,7 +111,7 @@ def test_a_short_prompt_encodes_as_the_pipeline_encodes_it(pipes, family, negati
 def test_a_short_prompt_gives_the_images_the_pipeline_gave_before(generator, pipes):
     ours = generator.generate("tiny", request("sks thing, a photo", negative_prompt=NEGATIVE, num_images=2))
     pipe = pipes["sd15"]
-    class_name, extra = SCHEDULERS[GenerationRequest(prompt="x").scheduler]
+    class_name, extra = SCHEDULERS[GenerationRequest(text="x").scheduler]
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
     before = pipe(  # the call generate() made before compel: prompt strings, one per image
         prompt=["sks thing, a photo"] * 2,

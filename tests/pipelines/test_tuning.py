@@ -40,7 +40,8 @@ def test_photos_to_a_lora_that_generates(settings):
     assert progress[-1].phase == "saving"
 
     generated = Generator(settings).generate(
-        "tiny", GenerationRequest("sks woman", steps=2, seed=1, loras=(LoraSpec("t1", result.output_dir),))
+        "tiny",
+        GenerationRequest(text="sks woman", num_images=1, steps=2, seed=1, loras=(LoraSpec("t1", result.output_dir),)),
     )
     assert generated.images[0].image.size == (128, 128)
 

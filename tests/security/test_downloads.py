@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from pipelines.errors import NotFoundError
+from studio.errors import NotFoundError
 from ui.generate_tab import KEEP_ZIPS, zip_prompt_images
 
 

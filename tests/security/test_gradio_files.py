@@ -17,6 +17,9 @@ from gradio.utils import get_upload_folder
 from tests.conftest import astronaut_photos, wait_for
 from tests.security.conftest import Served, call_raw
 
+# create_tune's values after photos, title and name (ui.api.TUNE_PARAMETERS), as the boxes hold them by default
+DEFAULT_TUNE_FIELDS = ["", 0, "", True, {}, "", "", False, [], [], [], {}, 0, "", "", False]
+
 
 def upload(session: httpx.Client, name: str, content: bytes) -> str:
     """Upload one file as the browser does; returns Gradio's path for it."""
@@ -56,9 +59,7 @@ def test_photos_a_tune_took_leave_gradios_folder(served: Served):
     with served.browser("alice") as alice:
         photos = [upload(alice, f"me-{i}.jpg", jpeg(i)) for i in range(4)]
         files = [{"path": p, "meta": {"_type": "gradio.FileData"}, "orig_name": Path(p).name} for p in photos]
-        kind, tune = call_raw(
-            alice, "create_tune", [files, "Uploads go", "woman", "", 0, "", True, {}, "", "", False, []]
-        )
+        kind, tune = call_raw(alice, "create_tune", [files, "Uploads go", "woman", *DEFAULT_TUNE_FIELDS])
         assert kind == "complete", tune
         assert not any(Path(p).exists() for p in photos)  # the service keeps its own copy of the photos
         assert all(fetch(alice, p).status_code == 404 for p in photos)
@@ -96,8 +97,6 @@ def trained_tune(served: Served):
         photos = [upload(alice, f"base-{i}.jpg", jpeg(i)) for i in range(4)]
     files = [{"path": p, "meta": {"_type": "gradio.FileData"}} for p in photos]
     with served.browser("alice") as alice:
-        kind, [tune] = call_raw(
-            alice, "create_tune", [files, "Trained", "woman", "", 0, "", True, {}, "", "", False, []]
-        )
+        kind, [tune] = call_raw(alice, "create_tune", [files, "Trained", "woman", *DEFAULT_TUNE_FIELDS])
     assert kind == "complete", tune
     wait_for(lambda: served.studio.get_tune("alice", tune["id"]).status, lambda s: s == "trained", what="training")

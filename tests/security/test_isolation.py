@@ -25,8 +25,8 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from pipelines.errors import NotFoundError
 from rest.security import UrlSigner
+from studio.errors import NotFoundError
 from studio.requests import PromptCreate
 from tests.conftest import astronaut_photos, wait_for
 from tests.security.conftest import Served, call_raw, stored_files

@@ -9,6 +9,7 @@ import pytest
 
 from pipelines.errors import ValidationError
 from storage.db import MIGRATIONS, Database
+from studio import queue
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from studio.service import Studio
@@ -156,7 +157,7 @@ def test_a_version_2_database_gets_empty_api_fields_and_loras(tmp_path, settings
         [tune] = studio.list_tunes("alice")
         [prompt] = studio.list_prompts("alice")
         assert tune.api_fields == {} and prompt.loras == []
-        kind, claimed = db.claim_next_job()  # an old queued prompt still runs (no tags to wait for)
+        kind, claimed = queue.claim_next_job(db)  # an old queued prompt still runs (no tags to wait for)
         assert (kind, claimed.id) == ("prompt", prompt.id)
     finally:
         db.close()

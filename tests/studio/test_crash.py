@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+from studio import queue
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from tests.studio.test_service import PHOTOS
@@ -17,10 +18,11 @@ from tests.studio.test_service import PHOTOS
 WORKER = textwrap.dedent(
     """
     from pipelines.settings import Settings
+    from studio import queue
     from studio.runtime import open_runtime
 
     runtime = open_runtime(Settings.from_env(), start_worker=False)
-    runtime.db.requeue_interrupted()
+    queue.requeue_interrupted(runtime.db)
     runtime.worker.drain()
     """
 )
@@ -64,7 +66,7 @@ def test_a_killed_worker_loses_nothing_and_resumes_training(settings):
     assert interrupted.progress > 0 and interrupted.eta_seconds > 0, "progress is written to the record"
 
     # a new worker process would do exactly this on start
-    runtime.db.requeue_interrupted()
+    queue.requeue_interrupted(runtime.db)
     runtime.worker.drain()
 
     finished = runtime.studio.get_tune("alice", tune.id)

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.errors import ConflictError, NotFoundError, ValidationError
+from pipelines.errors import ValidationError
 from pipelines.prompts import split_lora_tags
+from studio import queue
+from studio.errors import ConflictError, NotFoundError
 from studio.requests import PromptCreate
 from studio.runtime import open_runtime
 from tests.studio.test_service import tune_request
@@ -143,7 +145,7 @@ def test_a_prompt_waits_for_a_tagged_tune_that_is_still_training(runtime):
     friend = studio.create_tune("alice", tune_request("friend")).tune  # queued
     prompt = studio.create_prompt("alice", me.id, PromptCreate(f"<lora:{friend.id}> {{{{subject}}}}", num_images=1))
 
-    kind, record = runtime.db.claim_next_job()
+    kind, record = queue.claim_next_job(runtime.db)
     assert (kind, record.id) == ("tune", friend.id), "the prompt must not run before its tagged tune is trained"
     runtime.worker.run(kind, record)
     runtime.worker.drain()

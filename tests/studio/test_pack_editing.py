@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from packs.loader import PackError
-from pipelines.errors import ConflictError
+from studio.errors import ConflictError
 from studio.packs import PackEditor, PackLibrary
 from studio.requests import TuneCreate
 from tests.fakehub import fake_hub_fixture  # noqa: F401 (registers `fake_hub`)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pipelines.errors import NotFoundError, ValidationError
+from pipelines.errors import ValidationError
 from storage.db import Database
+from studio.errors import NotFoundError
 from studio.packs import PackLibrary
 from studio.requests import TuneCreate
 from studio.runtime import open_runtime

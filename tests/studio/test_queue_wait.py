@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from pipelines.train import TrainProgress
+from studio import queue
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from studio.worker import ETA_AFTER_STEPS, ProgressWriter
@@ -42,7 +43,7 @@ def test_a_queued_tune_waits_for_the_worker_with_its_place_in_line(runtime):
     mine = studio.create_tune("alice", tune_request("me")).tune
 
     assert studio.jobs_ahead("alice", mine.id) == 1  # bob's training goes first
-    kind, running = runtime.db.claim_next_job()
+    kind, running = queue.claim_next_job(runtime.db)
     assert (kind, running.id) == ("tune", busy.id)
     assert studio.jobs_ahead("alice", mine.id) == 1  # now it runs
     assert studio.jobs_ahead("bob", busy.id) is None  # no longer queued
@@ -66,7 +67,7 @@ def test_the_progress_bar_of_a_queued_tune_has_no_eta(runtime):
 def test_a_training_shows_no_eta_until_its_steps_settle(runtime):
     studio = runtime.studio
     studio.create_tune("alice", tune_request("me", steps=100))
-    _, tune = runtime.db.claim_next_job()
+    _, tune = queue.claim_next_job(runtime.db)
     assert tune_status(studio.get_tune("alice", tune.id)) == "training: preparing the photos and the base model"
 
     write = ProgressWriter(runtime.db, tune, every_s=0)
@@ -79,7 +80,7 @@ def test_a_training_shows_no_eta_until_its_steps_settle(runtime):
 
 def test_a_resumed_training_waits_for_its_own_steps_before_an_eta(runtime):
     runtime.studio.create_tune("alice", tune_request("me", steps=100))
-    _, tune = runtime.db.claim_next_job()
+    _, tune = queue.claim_next_job(runtime.db)
     write = ProgressWriter(runtime.db, tune, every_s=0)
     write(TrainProgress("training", 61, 100, eta_seconds=5.0))  # resumed from a checkpoint at step 60
     assert runtime.db.get_tune("alice", tune.id).eta_seconds is None

@@ -11,17 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipelines.errors import (
-    ApiKeyLimitError,
-    ConflictError,
-    InsufficientCreditsError,
-    NotFoundError,
-    PhotoRejectedError,
-    RateLimitedError,
-    ValidationError,
-)
+from pipelines.errors import PhotoRejectedError, ValidationError
 from pipelines.settings import Settings
 from storage.db import Database
+from studio import queue
+from studio.errors import ApiKeyLimitError, ConflictError, InsufficientCreditsError, NotFoundError, RateLimitedError
 from studio.limits import RateLimiter
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
@@ -260,10 +254,10 @@ def test_a_callback_that_fails_once_is_delivered_on_retry(runtime):
 def test_work_left_running_by_a_dead_process_is_requeued_then_failed_after_three_tries(runtime):
     tune = runtime.studio.create_tune("alice", tune_request()).tune
     for attempt in (1, 2, 3):
-        kind, claimed = runtime.db.claim_next_job()  # "crash" right after claiming
+        kind, claimed = queue.claim_next_job(runtime.db)  # "crash" right after claiming
         assert (kind, claimed.id, claimed.attempts) == ("tune", tune.id, attempt)
         reopened = Database(runtime.db.path)
-        requeued, failed = reopened.requeue_interrupted()
+        requeued, failed = queue.requeue_interrupted(reopened)
         reopened.close()
         assert (requeued, failed) == ((1, 0) if attempt < 3 else (0, 1))
     final = runtime.studio.get_tune("alice", tune.id)
@@ -351,9 +345,9 @@ def test_prompts_of_trained_tunes_run_before_queued_trainings(runtime):
     runtime.worker.drain()
     studio.create_tune("alice", tune_request("second"))
     studio.create_prompt("alice", first.id, PromptCreate("{{subject}}", num_images=1))
-    kind, record = runtime.db.claim_next_job()
+    kind, record = queue.claim_next_job(runtime.db)
     assert kind == "prompt" and record.tune_id == first.id
-    kind, record = runtime.db.claim_next_job()
+    kind, record = queue.claim_next_job(runtime.db)
     assert kind == "tune" and record.title == "second"
 
 
@@ -397,7 +391,7 @@ def test_photo_urls_to_private_addresses_are_refused(settings):
 def test_a_tune_cancelled_while_training_stays_cancelled_and_keeps_no_lora(runtime):
     studio = runtime.studio
     tune = studio.create_tune("alice", tune_request(branch="tiny", steps=2)).tune
-    kind, claimed = runtime.db.claim_next_job()
+    kind, claimed = queue.claim_next_job(runtime.db)
     studio.cancel_tune("alice", tune.id)  # the user cancels while the worker trains
     runtime.worker.run(kind, claimed)
 
@@ -414,7 +408,7 @@ def test_a_prompt_deleted_while_generating_leaves_no_images(runtime):
     tune = studio.create_tune("alice", tune_request()).tune
     runtime.worker.drain()
     prompt = studio.create_prompt("alice", tune.id, PromptCreate("{{subject}}", num_images=2))
-    kind, claimed = runtime.db.claim_next_job()
+    kind, claimed = queue.claim_next_job(runtime.db)
     studio.delete_prompt("alice", prompt.id)
     runtime.worker.run(kind, claimed)
 
@@ -450,8 +444,8 @@ def test_a_tune_failed_after_three_interruptions_fails_its_prompts_and_calls_bac
     request = tune_request(callback=f"{receiver.url}/tune", prompts=[PromptCreate("{{subject}}")])
     tune = runtime.studio.create_tune("alice", request).tune
     for _ in range(3):
-        runtime.db.claim_next_job()
-        runtime.db.requeue_interrupted()
+        queue.claim_next_job(runtime.db)
+        queue.requeue_interrupted(runtime.db)
     runtime.worker.callbacks.deliver_due()
 
     [prompt] = runtime.studio.list_prompts("alice", tune_id=tune.id)

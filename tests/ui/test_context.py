@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.errors import PermissionDeniedError, SignInRequiredError, ValidationError
+from pipelines.errors import ValidationError
 from pipelines.settings import Settings
+from studio.errors import PermissionDeniedError, SignInRequiredError
 from ui.context import UIContext
 from ui.create_tab import parse_characteristics
 from ui.uploads import read_uploads
