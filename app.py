@@ -1,7 +1,7 @@
 """Tune Studio: assembles the Gradio tabs, the named Gradio API and the REST API, and serves them.
 
-`python app.py` serves everything from one process: the REST routes (`rest/`) with the Gradio Blocks
-mounted beside them at `/`. No logic lives here: the tabs and the routes call the service (`Studio`).
+`python app.py` serves the REST routes (`rest/`) with the Gradio Blocks mounted beside them at `/`, and starts
+the local worker processes that run the jobs. No logic lives here: the tabs and the routes call the service.
 """
 
 from __future__ import annotations
@@ -152,23 +152,35 @@ class _CancelledStreams(logging.Filter):
 
 
 def main() -> None:
+    """Serve the web (UI, Gradio API, REST) from this process and run the jobs in local worker processes, one per
+    `TUNES_WORKER_DEVICES` entry (`studio.supervisor`): this process never trains, nor imports torch."""
     import os
+    import threading
 
     import uvicorn
 
-    from studio.runtime import open_runtime  # heavy imports (torch) only when serving
+    from studio.callbacks import CallbackSender, deliver_in_background
+    from studio.runtime import open_runtime
+    from studio.supervisor import Supervisor
 
     settings = Settings.from_env()
-    runtime = open_runtime(settings)  # database, artifact store, worker thread (re-queues interrupted work)
+    runtime = open_runtime(settings, start_worker=False)  # database and artifact store; the workers are processes
+    workers = Supervisor(settings)
+    workers.start()
+    stop_callbacks = threading.Event()
+    deliver_in_background(CallbackSender(runtime.studio), stop_callbacks)
     scheduler = start_scheduler(runtime.studio, runtime.store)  # expiry sweep: now, then every few minutes
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")  # Gradio's own variables, kept for scripts
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     quiet_access_log()  # no session hashes or link signatures in the access log
     try:
-        print(f"Tune Studio on http://{host}:{port}/ (REST API docs: /docs)")
+        devices = ", ".join(settings.local_workers) or "none"
+        print(f"Tune Studio on http://{host}:{port}/ (REST API docs: /docs); local workers: {devices}")
         uvicorn.run(build_server(runtime.studio, Operations(runtime.studio, runtime.store)), host=host, port=port)
     finally:
         scheduler.shutdown(wait=False)
+        stop_callbacks.set()
+        workers.stop()
         runtime.close()
 
 

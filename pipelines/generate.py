@@ -122,10 +122,22 @@ class Generator:
 
     def __init__(self, settings: Settings, *, device: str | None = None):
         self.settings = settings
-        self.placement: Placement = pick_placement(device or settings.device)
+        self.device = device or settings.device
+        self._placement: Placement | None = None  # resolved on first use: torch is imported only then
         self._loaded: dict[str, _Loaded] = {}
         self._loading = threading.Lock()
         self.base_loads = 0
+
+    @property
+    def placement(self) -> Placement:
+        if self._placement is None:
+            self._placement = pick_placement(self.device)
+        return self._placement
+
+    @property
+    def loaded_branches(self) -> tuple[str, ...]:
+        """The branches whose base pipeline is in memory (a worker prefers prompts on these)."""
+        return tuple(self._loaded)
 
     def generate(
         self,

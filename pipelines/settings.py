@@ -66,6 +66,15 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
     "TUNES_LORA_CACHE_SIZE": ("lora_cache_size", "LoRA adapters kept loaded per base pipeline (LRU)."),
     "TUNES_CHECKPOINT_EVERY": ("checkpoint_every", "Training steps between resumable checkpoints."),
     "TUNES_DEVICE": ("device", "`auto`, `cpu`, `cuda` or `cuda:N` for training and generation."),
+    "TUNES_WORKER_DEVICES": (
+        "worker_devices",
+        "Comma-separated devices, one local worker process each (e.g. `cuda:0,cuda:1`); empty: one on "
+        "TUNES_DEVICE; `none`: no local worker (the web process only queues).",
+    ),
+    "TUNES_WORKER_LEASE_SECONDS": (
+        "worker_lease_s",
+        "Seconds a running job stays its worker's without a heartbeat; then another worker takes it over.",
+    ),
     "TUNES_IMAGE_RETENTION_DAYS": ("image_retention_days", "Days generated images are kept; 0 keeps them forever."),
     "TUNES_DELETE_PHOTOS": ("delete_photos_after_training", "Delete training photos once a tune is trained (1/0)."),
 }
@@ -104,6 +113,8 @@ class Settings:
     lora_cache_size: int = 4
     checkpoint_every: int = 100
     device: str = "auto"
+    worker_devices: tuple[str, ...] = ()
+    worker_lease_s: int = 30
     delete_photos_after_training: bool = True
     image_retention_days: int = 0
 
@@ -141,8 +152,14 @@ class Settings:
                 )
         if not self.local_user.strip():
             raise SettingsError("TUNES_LOCAL_USER", self.local_user, "must be a non-empty user id")
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not _is_device(self.device):
             raise SettingsError("TUNES_DEVICE", self.device, "must be `auto`, `cpu`, `cuda` or `cuda:N`")
+        devices = self.worker_devices
+        if devices != ("none",) and not all(_is_device(device) for device in devices):
+            message = "must be `none` or devices like `cpu`, `cuda:0,cuda:1` (`auto`, `cpu`, `cuda`, `cuda:N`)"
+            raise SettingsError("TUNES_WORKER_DEVICES", ",".join(devices), message)
+        if self.worker_lease_s < 3:
+            raise SettingsError("TUNES_WORKER_LEASE_SECONDS", self.worker_lease_s, "must be at least 3 seconds")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -165,6 +182,13 @@ class Settings:
         return replace(self, **changes)
 
     @property
+    def local_workers(self) -> tuple[str, ...]:
+        """The device of each local worker process to start (`TUNES_WORKER_DEVICES`, else one on `TUNES_DEVICE`)."""
+        if self.worker_devices == ("none",):
+            return ()
+        return self.worker_devices or (self.device,)
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
@@ -184,6 +208,10 @@ def _origin_form(origin: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path or parsed.query:
         return ""
     return f"{parsed.scheme}://{parsed.netloc.lower()}" if origin == origin.lower() else ""
+
+
+def _is_device(value: str) -> bool:
+    return value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
 
 
 def _env_name(attr: str) -> str:

@@ -27,6 +27,7 @@ from storage.records import (
     PromptStatus,
     Tune,
     TuneStatus,
+    WorkerRecord,
     from_row,
     iso,
     utc_now,
@@ -148,6 +149,25 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE prompts ADD COLUMN loras TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE tunes ADD COLUMN api_fields TEXT NOT NULL DEFAULT '{}';
     """,
+    # 4: worker processes hold running jobs by a lease (renewed by a heartbeat) and report themselves
+    """
+    ALTER TABLE tunes ADD COLUMN worker_id TEXT;
+    ALTER TABLE tunes ADD COLUMN lease_until TEXT;
+    ALTER TABLE prompts ADD COLUMN worker_id TEXT;
+    ALTER TABLE prompts ADD COLUMN lease_until TEXT;
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        pid INTEGER,
+        host TEXT,
+        started_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        stopped_at TEXT,
+        job TEXT,                        -- "tune 12" / "prompt 40" while it runs one
+        jobs_done INTEGER NOT NULL DEFAULT 0,
+        branches TEXT NOT NULL DEFAULT '[]'   -- base pipelines it has loaded (prompt affinity)
+    );
+    """,
 )
 
 _TUNE_UPDATABLE = {
@@ -162,8 +182,10 @@ _TUNE_UPDATABLE = {
     "artifact_location",
     "orig_images",
     "auto_extend",
+    "worker_id",
+    "lease_until",
 }
-_PROMPT_UPDATABLE = {"status", "error", "attempts", "started_at", "completed_at", "seed"}
+_PROMPT_UPDATABLE = {"status", "error", "attempts", "started_at", "completed_at", "seed", "worker_id", "lease_until"}
 
 
 class Database:
@@ -499,19 +521,39 @@ class Database:
         return [from_row(Prompt, row) for row in rows]
 
     def oldest_ready_prompt(
-        self, conn: sqlite3.Connection, status: str, *, tune_status: str, unless_tagged_in: Sequence[str]
+        self,
+        conn: sqlite3.Connection,
+        status: str,
+        *,
+        tune_status: str,
+        unless_tagged_in: Sequence[str],
+        branches: Sequence[str] | None = None,
     ) -> Prompt | None:
-        """The oldest prompt in `status` whose tune is in `tune_status` and none of whose `<lora:…>` tags names
-        a tune of its owner in one of `unless_tagged_in`."""
+        """The oldest prompt in `status` whose tune is in `tune_status` (and on one of `branches`, when given) and
+        none of whose `<lora:…>` tags names a tune of its owner in one of `unless_tagged_in`."""
+        on_branch = f" AND t.branch IN ({_marks(branches)})" if branches is not None else ""
         row = conn.execute(
             "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id"
-            " WHERE p.status = ? AND t.status = ? AND NOT EXISTS (SELECT 1"
+            f" WHERE p.status = ? AND t.status = ?{on_branch} AND NOT EXISTS (SELECT 1"
             " FROM json_each(p.loras) tag JOIN tunes other ON other.id = json_extract(tag.value, '$.tune_id')"
             f" WHERE other.owner = p.owner AND other.status IN ({_marks(unless_tagged_in)}))"
             " ORDER BY p.id LIMIT 1",
-            (status, tune_status, *unless_tagged_in),
+            (status, tune_status, *(branches or ()), *unless_tagged_in),
         ).fetchone()
         return from_row(Prompt, row) if row else None
+
+    def extend_lease(
+        self, conn: sqlite3.Connection, table: str, record_id: int, *, worker: str, running: str, until: str
+    ) -> bool:
+        """Move the lease of a running job `worker` holds to `until` (its `updated_at` stays: nothing changed for
+        its owner). False when the job is no longer running or another worker holds it."""
+        return (
+            conn.execute(
+                f"UPDATE {_table(table)} SET lease_until = ? WHERE id = ? AND worker_id = ? AND status = ?",
+                (until, record_id, worker, running),
+            ).rowcount
+            == 1
+        )
 
     def count_tunes(self, conn: sqlite3.Connection, status: str, *, before_id: int | None = None) -> int:
         """Tunes in `status`; with `before_id`, only those created before that tune."""
@@ -548,11 +590,12 @@ class Database:
         *,
         owner: str | None = None,
         from_statuses: Sequence[str] | None = None,
+        held_by: str | None = None,
         **changes: Any,
     ) -> bool:
-        """Change columns of one tune (only `owner`'s, only while in one of `from_statuses`, when given);
-        `updated_at` is now unless given. Returns whether it changed."""
-        where = {"id": tune_id} if owner is None else {"id": tune_id, "owner": owner}
+        """Change columns of one tune (only `owner`'s, only while in one of `from_statuses`, only while the worker
+        `held_by` holds it, when given); `updated_at` is now unless given. Returns whether it changed."""
+        where = _where(tune_id, owner, held_by)
         return self._set(conn, "tunes", _TUNE_UPDATABLE, where, from_statuses, changes) == 1
 
     def set_prompt(
@@ -562,10 +605,11 @@ class Database:
         *,
         owner: str | None = None,
         from_statuses: Sequence[str] | None = None,
+        held_by: str | None = None,
         **changes: Any,
     ) -> bool:
         """Change columns of one prompt (see `set_tune`). Returns whether it changed."""
-        where = {"id": prompt_id} if owner is None else {"id": prompt_id, "owner": owner}
+        where = _where(prompt_id, owner, held_by)
         return self._set(conn, "prompts", _PROMPT_UPDATABLE, where, from_statuses, changes) == 1
 
     def set_every_tune_in(self, conn: sqlite3.Connection, current: str, /, **changes: Any) -> int:
@@ -575,6 +619,79 @@ class Database:
     def set_every_prompt_in(self, conn: sqlite3.Connection, current: str, /, **changes: Any) -> int:
         """Change columns of every prompt whose status is `current`; returns how many changed."""
         return self._set(conn, "prompts", _PROMPT_UPDATABLE, {}, (current,), changes)
+
+    def running_past_lease(self, conn: sqlite3.Connection, table: str, status: str, now: str) -> list[Any]:
+        """Jobs of `table` ("tunes" or "prompts") in the running `status` whose lease ended before `now` (or that
+        never had one: left by a server from before leases)."""
+        record = Tune if table == "tunes" else Prompt
+        rows = conn.execute(
+            f"SELECT * FROM {_table(table)} WHERE status = ? AND (lease_until IS NULL OR lease_until < ?) ORDER BY id",
+            (status, now),
+        ).fetchall()
+        return [from_row(record, row) for row in rows]
+
+    def held_by(self, conn: sqlite3.Connection, table: str, status: str, worker: str) -> list[Any]:
+        """Jobs of `table` in the running `status` that `worker` holds."""
+        record = Tune if table == "tunes" else Prompt
+        rows = conn.execute(
+            f"SELECT * FROM {_table(table)} WHERE status = ? AND worker_id = ? ORDER BY id", (status, worker)
+        ).fetchall()
+        return [from_row(record, row) for row in rows]
+
+    def holder(self, conn: sqlite3.Connection, table: str, record_id: int) -> tuple[str, str | None] | None:
+        """(status, worker_id) of a job, or None when it is gone."""
+        row = conn.execute(f"SELECT status, worker_id FROM {_table(table)} WHERE id = ?", (record_id,)).fetchone()
+        return (row["status"], row["worker_id"]) if row else None
+
+    def has_claimable(self, now: str, *, queued: str, training: str, generating: str) -> bool:
+        """Whether anything is `queued`, or running with a lapsed lease: a cheap read before a claim's write."""
+        lapsed = "(lease_until IS NULL OR lease_until < ?)"
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM tunes WHERE status = ?)"
+                " OR EXISTS (SELECT 1 FROM prompts WHERE status = ?)"
+                f" OR EXISTS (SELECT 1 FROM tunes WHERE status = ? AND {lapsed})"
+                f" OR EXISTS (SELECT 1 FROM prompts WHERE status = ? AND {lapsed}) AS claimable",
+                (queued, queued, training, now, generating, now),
+            ).fetchone()
+        return bool(row["claimable"])
+
+    def branch_of_prompt(self, conn: sqlite3.Connection, prompt_id: int) -> str | None:
+        row = conn.execute(
+            "SELECT t.branch FROM prompts p JOIN tunes t ON t.id = p.tune_id WHERE p.id = ?", (prompt_id,)
+        ).fetchone()
+        return row["branch"] if row else None
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def worker_started(self, worker: str, *, device: str, pid: int, host: str) -> None:
+        """Record a worker (re)starting: a new start time and heartbeat, no job, not stopped."""
+        now = iso(self.clock())
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO workers (id, device, pid, host, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET device = excluded.device, pid = excluded.pid, host = excluded.host,"
+                " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, stopped_at = NULL,"
+                " job = NULL",
+                (worker, device, pid, host, now, now),
+            )
+
+    def worker_heartbeat(self, worker: str, *, job: str | None, branches: Sequence[str], done: int = 0) -> None:
+        """The worker is alive now, running `job` with `branches` loaded; `done` more jobs finished."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE workers SET heartbeat_at = ?, job = ?, branches = ?, jobs_done = jobs_done + ? WHERE id = ?",
+                (iso(self.clock()), job, json.dumps(list(branches)), done, worker),
+            )
+
+    def worker_stopped(self, worker: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE workers SET stopped_at = ?, job = NULL WHERE id = ?", (iso(self.clock()), worker))
+
+    def list_workers(self) -> list[WorkerRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM workers ORDER BY id").fetchall()
+        return [from_row(WorkerRecord, row) for row in rows]
 
     def insert_image(
         self, conn: sqlite3.Connection, owner: str, prompt_id: int, *, path: str, seed: int, width: int, height: int
@@ -736,3 +853,18 @@ class Database:
 def _marks(values: Sequence[object]) -> str:
     """The `?, ?, …` of an `IN (…)` with one parameter per value."""
     return ", ".join("?" for _ in values)
+
+
+def _where(record_id: int, owner: str | None, held_by: str | None) -> dict[str, Any]:
+    where: dict[str, Any] = {"id": record_id}
+    if owner is not None:
+        where["owner"] = owner
+    if held_by is not None:
+        where["worker_id"] = held_by
+    return where
+
+
+def _table(name: str) -> str:
+    if name not in ("tunes", "prompts"):
+        raise ValueError(f"not a job table: {name!r}")
+    return name

@@ -189,7 +189,23 @@ class Delivery:
     delivered_at: str | None
 
 
-_JSON_COLUMNS = {"characteristics", "photo_report", "orig_images", "api_fields", "loras"}
+@dataclass
+class WorkerRecord:
+    """A worker process as it last reported itself (`studio.worker`): alive while its heartbeat is recent."""
+
+    id: str
+    device: str
+    pid: int | None
+    host: str | None
+    started_at: str
+    heartbeat_at: str
+    stopped_at: str | None
+    job: str | None
+    jobs_done: int
+    branches: list[str] = field(default_factory=list)
+
+
+_JSON_COLUMNS = {"characteristics", "photo_report", "orig_images", "api_fields", "loras", "branches"}
 _JSON_OBJECT_COLUMNS = {"characteristics", "api_fields"}  # the others are lists
 _BOOL_COLUMNS = {"face_crop", "auto_extend", "super_resolution", "inpaint_faces", "hires_fix", "liked"}
 R = TypeVar("R")

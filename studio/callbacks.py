@@ -8,6 +8,7 @@ that keeps failing ends `failed` and never changes the tune or prompt it reports
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 from storage.net import backoff_delays, post_json
@@ -78,3 +79,19 @@ class CallbackSender:
             return prompt.to_dict() if prompt else {"id": record_id, "deleted": True}
         prompts = self.db.list_prompts(owner, tune_id=record_id, limit=10_000, offset=0)
         return [prompt.to_dict() for prompt in reversed(prompts)]
+
+
+def deliver_in_background(sender: CallbackSender, stop: threading.Event, *, every_s: float = 1.0) -> threading.Thread:
+    """Deliver due callbacks every `every_s` seconds from a daemon thread until `stop` is set: a receiver that
+    hangs holds up nothing else (the web process runs one; a worker thread of a test process runs its own)."""
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                sender.deliver_due()
+            except Exception:
+                log.exception("callback delivery error")
+
+    thread = threading.Thread(target=loop, name="tunes-callbacks", daemon=True)
+    thread.start()
+    return thread

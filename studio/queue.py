@@ -17,6 +17,7 @@ import heapq
 import sqlite3
 from collections import defaultdict, deque
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from storage.db import Database
@@ -35,26 +36,117 @@ from storage.records import (
 )
 
 MAX_ATTEMPTS = 3  # attempts of a job (interrupted, or failed by an unexpected error) before it fails for good
+LOCAL_WORKER = "local"  # the worker thread of a process that runs its own jobs (tests, scripts, benchmarks)
+DEFAULT_LEASE_S = 30.0  # how long a claimed job stays a worker's without a heartbeat (`TUNES_WORKER_LEASE_SECONDS`)
+AFFINITY_WAIT_S = 60.0  # a prompt waiting longer than this goes to the next free worker, loaded branch or not
 TUNE_ENDS_CALLED_BACK = (TuneStatus.TRAINED, TuneStatus.FAILED, TuneStatus.CANCELLED)  # not an expiry
 Job = tuple[JobKind, Tune | Prompt]
 
 # -- claiming --------------------------------------------------------------------------------------
 
 
-def claim_next_job(db: Database) -> Job | None:
-    """Atomically take the next job and mark it running (`generating` / `training`, one more attempt).
+def claim_next_job(
+    db: Database, worker: str = LOCAL_WORKER, *, lease_s: float = DEFAULT_LEASE_S, loaded: Sequence[str] = ()
+) -> Job | None:
+    """Atomically take the next job for `worker`, mark it running (`generating` / `training`, one more attempt)
+    and held by `worker` for `lease_s` seconds (the worker's heartbeat renews the lease: `renew_lease`).
 
     Prompts of trained tunes run between trainings; among each kind the order is FIFO. A prompt whose
     `<lora:…>` tags name a tune still queued or training waits for it (one that failed meanwhile lets it run and
-    fail). As a backstop, queued prompts of a tune that can no longer be used fail first.
+    fail). Among ready prompts one on a branch in `loaded` (base pipelines the worker has in memory) goes first,
+    unless the oldest has waited `AFFINITY_WAIT_S`. First, jobs whose lease lapsed (their worker died, hangs or
+    lost contact) go back to the queue, or fail after `MAX_ATTEMPTS`; and as a backstop, queued prompts of a tune
+    that can no longer be used fail.
 
     Returns:
         ("prompt", the prompt without images) or ("tune", the tune), or None when nothing is queued.
     """
+    moment = db.clock()
+    now, until = iso(moment), iso(moment + timedelta(seconds=lease_s))
+    with db.transaction() as conn:
+        _requeue(db, conn, _lapsed(db, conn, now), now, reason="its worker stopped or stopped answering")
+        _fail_prompts_of_unusable_tunes(db, conn, now)
+        held = {"worker_id": worker, "lease_until": until}
+        return _claim_prompt(db, conn, now, held, loaded, moment) or _claim_tune(db, conn, now, held)
+
+
+def has_work(db: Database) -> bool:
+    """Whether `claim_next_job` could find something (a cheap read; an idle worker asks this before claiming)."""
+    return db.has_claimable(
+        iso(db.clock()), queued=TuneStatus.QUEUED, training=TuneStatus.TRAINING, generating=PromptStatus.GENERATING
+    )
+
+
+def renew_lease(db: Database, kind: JobKind, record_id: int, worker: str, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
+    """Extend `worker`'s lease on its running job to `lease_s` seconds from now.
+
+    Returns:
+        False when the job is no longer the worker's to run: ended, deleted, or re-queued (or claimed) by another
+        worker after the lease lapsed; `taken_over` tells these apart.
+    """
+    until = iso(db.clock() + timedelta(seconds=lease_s))
+    table, running = _job_table(kind)
+    with db.transaction() as conn:
+        return db.extend_lease(conn, table, record_id, worker=worker, running=running, until=until)
+
+
+def taken_over(db: Database, kind: JobKind, record_id: int, worker: str) -> bool:
+    """Whether a job `worker` ran went back to the queue or to another worker (rather than ended or gone): the
+    worker lost it and must stop without writing anything."""
+    table, running = _job_table(kind)
+    with db.snapshot() as conn:
+        holder = db.holder(conn, table, record_id)
+    if holder is None:
+        return False
+    status, held_by = holder
+    return status == TuneStatus.QUEUED or (status == running and held_by != worker)
+
+
+def requeue_own(db: Database, worker: str) -> int:
+    """At a worker's start: the jobs a previous run of the same worker id held are interrupted (that run is gone:
+    one process per worker id), so they go back to the queue now rather than when their lease lapses; the attempt
+    counts. Returns how many were re-queued or failed."""
     now = iso(db.clock())
     with db.transaction() as conn:
-        _fail_prompts_of_unusable_tunes(db, conn, now)
-        return _claim_prompt(db, conn, now) or _claim_tune(db, conn, now)
+        jobs = [
+            *((JobKind.TUNE, tune) for tune in db.held_by(conn, "tunes", TuneStatus.TRAINING, worker)),
+            *((JobKind.PROMPT, prompt) for prompt in db.held_by(conn, "prompts", PromptStatus.GENERATING, worker)),
+        ]
+        _requeue(db, conn, jobs, now, reason="its worker stopped while this ran")
+    return len(jobs)
+
+
+def _job_table(kind: JobKind) -> tuple[str, str]:
+    return ("tunes", TuneStatus.TRAINING) if kind == JobKind.TUNE else ("prompts", PromptStatus.GENERATING)
+
+
+def _lapsed(db: Database, conn: sqlite3.Connection, now: str) -> list[Job]:
+    return [
+        *((JobKind.TUNE, tune) for tune in db.running_past_lease(conn, "tunes", TuneStatus.TRAINING, now)),
+        *((JobKind.PROMPT, prompt) for prompt in db.running_past_lease(conn, "prompts", PromptStatus.GENERATING, now)),
+    ]
+
+
+def _requeue(db: Database, conn: sqlite3.Connection, jobs: Sequence[Job], now: str, *, reason: str) -> int:
+    """Interrupted jobs back to the queue (a training resumes from its checkpoint), or failed once they had
+    `MAX_ATTEMPTS` (a failed tune fails its queued prompts; callbacks are queued). Returns how many failed."""
+    failed = 0
+    error = f"interrupted {MAX_ATTEMPTS} times ({reason})"
+    released = {"worker_id": None, "lease_until": None, "updated_at": now}
+    for kind, record in jobs:
+        gave_up = record.attempts >= MAX_ATTEMPTS
+        failed += gave_up
+        if kind == JobKind.TUNE and gave_up:
+            db.set_tune(conn, record.id, status=TuneStatus.FAILED, error=error, eta_seconds=None, **released)
+            _after_tune_ended(db, conn, record.owner, record.id, TuneStatus.FAILED, error)
+        elif kind == JobKind.TUNE:
+            db.set_tune(conn, record.id, status=TuneStatus.QUEUED, **released)
+        elif gave_up:
+            db.set_prompt(conn, record.id, status=PromptStatus.FAILED, error=error, **released)
+            _after_prompt_ended(db, conn, record.owner, record.id)
+        else:
+            db.set_prompt(conn, record.id, status=PromptStatus.QUEUED, **released)
+    return failed
 
 
 def _fail_prompts_of_unusable_tunes(db: Database, conn: sqlite3.Connection, now: str) -> None:
@@ -66,19 +158,35 @@ def _fail_prompts_of_unusable_tunes(db: Database, conn: sqlite3.Connection, now:
         _after_prompt_ended(db, conn, prompt.owner, prompt.id)
 
 
-def _claim_prompt(db: Database, conn: sqlite3.Connection, now: str) -> Job | None:
-    prompt = db.oldest_ready_prompt(
-        conn, PromptStatus.QUEUED, tune_status=TuneStatus.TRAINED, unless_tagged_in=TUNE_ACTIVE
-    )
+def _claim_prompt(
+    db: Database, conn: sqlite3.Connection, now: str, held: dict[str, str], loaded: Sequence[str], moment: datetime
+) -> Job | None:
+    ready = {"tune_status": TuneStatus.TRAINED, "unless_tagged_in": TUNE_ACTIVE}
+    prompt = db.oldest_ready_prompt(conn, PromptStatus.QUEUED, **ready)
     if prompt is None:
         return None
+    if loaded and _waited_s(prompt, moment) < AFFINITY_WAIT_S and db.branch_of_prompt(conn, prompt.id) not in loaded:
+        prompt = db.oldest_ready_prompt(conn, PromptStatus.QUEUED, **ready, branches=loaded) or prompt
     db.set_prompt(
-        conn, prompt.id, status=PromptStatus.GENERATING, attempts=prompt.attempts + 1, started_at=now, updated_at=now
+        conn,
+        prompt.id,
+        status=PromptStatus.GENERATING,
+        attempts=prompt.attempts + 1,
+        started_at=now,
+        updated_at=now,
+        **held,
     )
     return JobKind.PROMPT, db.prompt_by_id(conn, prompt.id)
 
 
-def _claim_tune(db: Database, conn: sqlite3.Connection, now: str) -> Job | None:
+def _waited_s(prompt: Prompt, moment: datetime) -> float:
+    try:
+        return (moment - datetime.fromisoformat(prompt.created_at)).total_seconds()
+    except (TypeError, ValueError):  # a row from before timestamps were checked: it has waited long enough
+        return float("inf")
+
+
+def _claim_tune(db: Database, conn: sqlite3.Connection, now: str, held: dict[str, str]) -> Job | None:
     tune = db.oldest_tune_in(conn, TuneStatus.QUEUED)
     if tune is None:
         return None
@@ -89,6 +197,7 @@ def _claim_tune(db: Database, conn: sqlite3.Connection, now: str) -> Job | None:
         attempts=tune.attempts + 1,
         started_training_at=tune.started_training_at or now,  # a resumed training keeps its first start
         updated_at=now,
+        **held,
     )
     return JobKind.TUNE, db.tune_by_id(conn, tune.id)
 
@@ -137,26 +246,48 @@ def planned_order(tunes: Sequence[Tune], prompts: Sequence[tuple[Prompt, str]]) 
     return order
 
 
+def report_progress(db: Database, tune: Tune, *, held_by: str | None = None, **progress: Any) -> bool:
+    """Write a training's progress (`progress`, `eta_seconds`) while it trains and, given `held_by`, while that
+    worker still holds it. Returns whether it was written."""
+    with db.transaction() as conn:
+        training = (TuneStatus.TRAINING,)
+        return db.set_tune(conn, tune.id, owner=tune.owner, from_statuses=training, held_by=held_by, **progress)
+
+
 # -- ending ----------------------------------------------------------------------------------------
 
 
 def end_tune(
-    db: Database, owner: str, tune_id: int, status: TuneStatus, *, from_statuses: Sequence[str], **changes: Any
+    db: Database,
+    owner: str,
+    tune_id: int,
+    status: TuneStatus,
+    *,
+    from_statuses: Sequence[str],
+    held_by: str | None = None,
+    **changes: Any,
 ) -> bool:
     """Move a tune to `status` if it is in one of `from_statuses`, with its consequences, atomically:
     a tune that can no longer train fails its queued prompts, and the callbacks are queued.
 
     Args:
+        held_by: the worker ending its job: nothing changes unless that worker still holds it (a worker that lost
+            its lease never ends a job twice).
         changes: other tune columns to set with the status (error, eta_seconds, artifact_location…).
 
     Returns:
-        False (nothing changed) when the tune is gone or in another status.
+        False (nothing changed) when the tune is gone, in another status, or held by another worker.
 
     Raises:
         ValueError: a column in `changes` that cannot be updated (nothing changed).
     """
     with db.transaction() as conn:
-        if not db.set_tune(conn, tune_id, owner=owner, from_statuses=from_statuses, status=status, **changes):
+        if held_by is not None:
+            changes["lease_until"] = None
+        ended = db.set_tune(
+            conn, tune_id, owner=owner, from_statuses=from_statuses, held_by=held_by, status=status, **changes
+        )
+        if not ended:
             return False
         _after_tune_ended(db, conn, owner, tune_id, status, changes.get("error"))
     return True
@@ -170,15 +301,18 @@ def end_prompt(
     *,
     error: str | None = None,
     images: Sequence[dict] = (),
+    held_by: str | None = None,
 ) -> bool:
     """Finish a generating prompt as `done` (storing its images) or `failed`, and queue its callbacks, in one
     transaction: a crash keeps neither or both.
 
     Args:
         images: the stored files, each {"path", "seed", "width", "height"}.
+        held_by: the worker ending its job (see `end_tune`).
 
     Returns:
-        False (nothing changed) when the prompt is no longer generating (deleted meanwhile).
+        False (nothing changed) when the prompt is no longer generating (deleted meanwhile) or another worker
+        holds it.
     """
     now = iso(db.clock())
     completed_at = now if status == PromptStatus.DONE else None
@@ -188,9 +322,11 @@ def end_prompt(
             prompt_id,
             owner=owner,
             from_statuses=(PromptStatus.GENERATING,),
+            held_by=held_by,
             status=status,
             error=error,
             completed_at=completed_at,
+            lease_until=None,
             updated_at=now,
         )
         if not changed:
@@ -241,32 +377,24 @@ def _after_prompt_ended(db: Database, conn: sqlite3.Connection, owner: str, prom
 
 
 def requeue_interrupted(db: Database) -> tuple[int, int]:
-    """Put work a dead process left running back in the queue, or fail it after `MAX_ATTEMPTS` (failing a tune
-    fails its queued prompts; callbacks are queued).
+    """Put every running job back in the queue whoever holds it, or fail it after `MAX_ATTEMPTS`: for when no worker
+    can be running (an operator's recovery, a test's simulated crash). Workers use leases instead (`claim_next_job`
+    re-queues only lapsed ones, `requeue_own` a restarted worker's own).
 
     Returns:
         (requeued, failed) counts.
     """
     now = iso(db.clock())
-    reason = f"interrupted {MAX_ATTEMPTS} times (the worker process stopped while this ran)"
-    failed = 0
     with db.transaction() as conn:
-        for prompt in db.prompts_in(conn, PromptStatus.GENERATING):
-            if prompt.attempts >= MAX_ATTEMPTS:
-                db.set_prompt(conn, prompt.id, status=PromptStatus.FAILED, error=reason, updated_at=now)
-                _after_prompt_ended(db, conn, prompt.owner, prompt.id)
-                failed += 1
-        for tune in db.tunes_in(conn, TuneStatus.TRAINING):
-            if tune.attempts >= MAX_ATTEMPTS:
-                db.set_tune(conn, tune.id, status=TuneStatus.FAILED, error=reason, updated_at=now)
-                _after_tune_ended(db, conn, tune.owner, tune.id, TuneStatus.FAILED, reason)
-                failed += 1
-        requeued = db.set_every_tune_in(conn, TuneStatus.TRAINING, status=TuneStatus.QUEUED, updated_at=now)
-        requeued += db.set_every_prompt_in(conn, PromptStatus.GENERATING, status=PromptStatus.QUEUED, updated_at=now)
-    return requeued, failed
+        jobs = [
+            *((JobKind.TUNE, tune) for tune in db.tunes_in(conn, TuneStatus.TRAINING)),
+            *((JobKind.PROMPT, prompt) for prompt in db.prompts_in(conn, PromptStatus.GENERATING)),
+        ]
+        failed = _requeue(db, conn, jobs, now, reason="the worker process stopped while this ran")
+    return len(jobs) - failed, failed
 
 
-def release(db: Database, owner: str, tune_id: int) -> None:
+def release(db: Database, owner: str, tune_id: int, *, held_by: str | None = None) -> None:
     """Give a training tune back to the queue without counting the attempt (a clean worker shutdown)."""
     with db.transaction() as conn:
         tune = db.find_tune(conn, owner, tune_id)
@@ -277,12 +405,15 @@ def release(db: Database, owner: str, tune_id: int) -> None:
             tune_id,
             owner=owner,
             from_statuses=(TuneStatus.TRAINING,),
+            held_by=held_by,
             status=TuneStatus.QUEUED,
             attempts=max(tune.attempts - 1, 0),
+            worker_id=None,
+            lease_until=None,
         )
 
 
-def retry_or_fail_tune(db: Database, tune: Tune, reason: str) -> bool:
+def retry_or_fail_tune(db: Database, tune: Tune, reason: str, *, held_by: str | None = None) -> bool:
     """After a training attempt failed unexpectedly: queue it again, or fail it once it had `MAX_ATTEMPTS`.
 
     Returns:
@@ -296,15 +427,20 @@ def retry_or_fail_tune(db: Database, tune: Tune, reason: str) -> bool:
             tune.id,
             TuneStatus.FAILED,
             from_statuses=(TuneStatus.TRAINING,),
+            held_by=held_by,
             error=error,
             eta_seconds=None,
         )
         return True
-    db.update_tune(tune.owner, tune.id, only_if_status=TuneStatus.TRAINING, status=TuneStatus.QUEUED, error=reason)
+    with db.transaction() as conn:
+        requeued = {"status": TuneStatus.QUEUED, "error": reason, "worker_id": None, "lease_until": None}
+        db.set_tune(conn, tune.id, owner=tune.owner, from_statuses=(TuneStatus.TRAINING,), held_by=held_by, **requeued)
     return False
 
 
-def retry_or_fail_prompt(db: Database, prompt: Prompt, reason: str, *, retryable: bool = True) -> bool:
+def retry_or_fail_prompt(
+    db: Database, prompt: Prompt, reason: str, *, retryable: bool = True, held_by: str | None = None
+) -> bool:
     """After a generation failed: queue it again, or fail it when the error is not `retryable` (it would fail the
     same way) or it had `MAX_ATTEMPTS`.
 
@@ -312,11 +448,11 @@ def retry_or_fail_prompt(db: Database, prompt: Prompt, reason: str, *, retryable
         True when the prompt failed for good (callbacks queued).
     """
     if not retryable or prompt.attempts >= MAX_ATTEMPTS:
-        end_prompt(db, prompt.owner, prompt.id, PromptStatus.FAILED, error=reason)
-        return True
-    db.update_prompt(
-        prompt.owner, prompt.id, only_if_status=PromptStatus.GENERATING, status=PromptStatus.QUEUED, error=reason
-    )
+        return end_prompt(db, prompt.owner, prompt.id, PromptStatus.FAILED, error=reason, held_by=held_by)
+    with db.transaction() as conn:
+        requeued = {"status": PromptStatus.QUEUED, "error": reason, "worker_id": None, "lease_until": None}
+        running = (PromptStatus.GENERATING,)
+        db.set_prompt(conn, prompt.id, owner=prompt.owner, from_statuses=running, held_by=held_by, **requeued)
     return False
 
 

@@ -13,6 +13,7 @@ from storage.artifacts import ArtifactStore, open_store
 from storage.db import Database
 from storage.records import utc_now
 from studio.callbacks import CallbackSender
+from studio.queue import LOCAL_WORKER
 from studio.service import Clock, Studio
 from studio.worker import InProcessWorker
 
@@ -32,9 +33,18 @@ class Runtime:
 
 
 def open_runtime(
-    settings: Settings, *, clock: Clock = utc_now, start_worker: bool = True, callback_delays: list[float] | None = None
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    start_worker: bool = True,
+    callback_delays: list[float] | None = None,
+    worker_id: str = LOCAL_WORKER,
+    device: str | None = None,
 ) -> Runtime:
-    """Open the database (migrating it), pick the artifact store, and start the worker unless told not to.
+    """Open the database (migrating it), pick the artifact store, and start a worker thread unless told not to.
+
+    The web process of `python app.py` starts none (its workers are processes: `studio.supervisor`); nothing here
+    imports torch until the worker runs a job.
 
     Raises:
         SettingsError: the data folder cannot be created or written (`TUNES_DATA_DIR`).
@@ -43,8 +53,9 @@ def open_runtime(
     db = Database(settings.data_dir / "tunes.db", clock=clock)
     store = open_store(settings)
     studio = Studio(settings, db, store=store, clock=clock)
-    generator = Generator(settings)
-    worker = InProcessWorker(studio, generator, store, callbacks=CallbackSender(studio, delays=callback_delays))
+    generator = Generator(settings, device=device)
+    callbacks = CallbackSender(studio, delays=callback_delays)
+    worker = InProcessWorker(studio, generator, store, callbacks=callbacks, worker_id=worker_id, device=device)
     if start_worker:
         worker.start()
     return Runtime(settings, db, studio, store, generator, worker)

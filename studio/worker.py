@@ -1,16 +1,22 @@
-"""The worker: takes queued trainings and generations from the database and runs them, one at a time.
+"""The worker: claims queued trainings and generations from the database and runs them, one at a time.
 
-`Backend` is the interface; `InProcessWorker` is the implementation for one local GPU (or the CPU):
-a thread that claims the next job (prompts of trained tunes first, then the oldest training), runs it,
-and delivers callbacks. On start, work a dead process left `training`/`generating` is queued again (a
-training resumes from its checkpoint); after three interrupted or failed attempts it is `failed`.
+`InProcessWorker` runs jobs for one device. `make run` / `python app.py` starts one worker *process* per entry of
+`TUNES_WORKER_DEVICES` (`python -m studio.worker --id w0 --device cuda:0`, supervised by `studio.supervisor`), so
+the web process never trains and never imports torch; tests and scripts can also run it as a thread of their own
+process (`open_runtime`). Several workers share one data folder: a claimed job is held by its worker's id with a
+lease that a heartbeat renews (`TUNES_WORKER_LEASE_SECONDS`). A job whose lease lapses (its worker was killed,
+hangs or lost the disk) is re-queued by the next claim of any worker, and a training resumes from its checkpoint;
+after three interrupted or failed attempts it is `failed`. A worker that finds it lost its lease (it was paused
+past it) stops that job without writing anything: only the holder ends a job, so nothing completes twice.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
+import socket
 import threading
 import time
 import traceback
@@ -20,6 +26,7 @@ from typing import Protocol
 from pipelines.errors import (
     ModelUnavailableError,
     PhotoRejectedError,
+    SettingsError,
     TrainingCancelledError,
     TunesError,
     ValidationError,
@@ -27,20 +34,26 @@ from pipelines.errors import (
 from pipelines.generate import GenerationRequest, Generator, LoraSpec
 from pipelines.prompt_spec import MAX_SEED, STORED_FIELDS, option_values
 from pipelines.registry import get_branch
+from pipelines.settings import Settings
 from pipelines.train import TrainProgress
 from pipelines.tuning import TuneRequest, check_photos, train_tune
 from storage.artifacts import ModelCard
 from storage.records import TUNE_ACTIVE, JobKind, Prompt, PromptStatus, Tune, TuneStatus, iso
 from studio import queue
-from studio.callbacks import CallbackSender
+from studio.callbacks import CallbackSender, deliver_in_background
 from studio.errors import ConflictError
 from studio.service import Studio
 
 log = logging.getLogger(__name__)
 _PROGRESS_EVERY_S = 0.5  # how often training progress is written to the tune record
 _CANCEL_CHECK_EVERY_S = 1.0
+_IDLE_POLL_S = 0.5  # how often an idle worker looks for work queued by another process
 ETA_AFTER_STEPS = 5  # steps of an attempt before its time per step is trusted for an ETA
 SAMPLE_IMAGES, SAMPLE_STEPS = 2, 25  # model-card samples: a few seconds on a GPU
+
+
+class LeaseLostError(TunesError):
+    """The worker's lease on its job lapsed and another worker took the job over: stop, write nothing."""
 
 
 class Backend(Protocol):
@@ -54,72 +67,124 @@ class Backend(Protocol):
 
 
 class InProcessWorker:
-    """Runs jobs in a background thread of this process (one GPU slot shared by training and generation).
+    """Runs jobs on one device, in a background thread (`start`) or in the foreground of a worker process (`serve`).
 
     Args:
         studio: the service (records, settings, paths).
-        generator: the process's generator (base pipelines stay loaded between prompts).
+        generator: the worker's generator (base pipelines stay loaded between prompts: prompt affinity).
         store: the artifact store trained LoRAs go to.
-        callbacks: delivers callbacks; None disables them.
+        callbacks: delivers callbacks in a thread beside the worker's (`start`); None: a default sender.
+        worker_id: this worker's id on the jobs it holds (one process per id: a restart takes back its jobs).
+        device: shown on the admin tab.
     """
 
-    def __init__(self, studio: Studio, generator: Generator, store, *, callbacks: CallbackSender | None = None):
+    def __init__(
+        self,
+        studio: Studio,
+        generator: Generator,
+        store,
+        *,
+        callbacks: CallbackSender | None = None,
+        worker_id: str = queue.LOCAL_WORKER,
+        device: str | None = None,
+    ):
         self.studio = studio
         self.db = studio.db
         self.settings = studio.settings
         self.generator = generator
         self.store = store
         self.callbacks = callbacks or CallbackSender(studio)
+        self.worker_id = worker_id
+        self.device = device or self.settings.device
+        self.lease_s = float(self.settings.worker_lease_s)
+        self.lease: Lease | None = None  # of the job running now
+        self._done = 0  # jobs finished since the last heartbeat
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._callback_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Re-queue interrupted work, then serve the queue in a daemon thread."""
-        requeued, failed = queue.requeue_interrupted(self.db)
-        if requeued or failed:
-            log.info(
-                "worker start: %d job(s) re-queued, %d failed after %d attempts", requeued, failed, queue.MAX_ATTEMPTS
-            )
-        self._thread = threading.Thread(target=self._loop, name="tunes-worker", daemon=True)
-        self._thread.start()
+        """Serve the queue from daemon threads of this process: the worker, its heartbeat, the callback sender."""
+        self._begin()
+        self._spawn(self._loop, "tunes-worker")
         # callbacks have their own thread: a receiver that hangs must not hold up training and generation
-        self._callback_thread = threading.Thread(target=self._deliver_loop, name="tunes-callbacks", daemon=True)
-        self._callback_thread.start()
+        self._threads.append(deliver_in_background(self.callbacks, self._stop))
 
-    def _deliver_loop(self) -> None:
-        while not self._stop.wait(1.0):
+    def serve(self, *, parent_pid: int | None = None) -> None:
+        """Serve the queue in the foreground (a worker process) until `stop`, or until the parent process that
+        started it is gone (a supervisor killed with SIGKILL takes its workers with it)."""
+        self._begin()
+        try:
+            self._loop(parent_pid=parent_pid)
+        finally:
+            self.db.worker_stopped(self.worker_id)
+
+    def _begin(self) -> None:
+        self.db.worker_started(self.worker_id, device=self.device, pid=os.getpid(), host=socket.gethostname())
+        taken_back = queue.requeue_own(self.db, self.worker_id)
+        if taken_back:
+            log.info("worker %s: %d job(s) of its previous run back in the queue", self.worker_id, taken_back)
+        self._spawn(self._heartbeat_loop, "tunes-heartbeat")
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _heartbeat_loop(self) -> None:
+        """Every third of the lease: renew the running job's lease and say this worker is alive."""
+        while not self._stop.wait(self.lease_s / 3):
             try:
-                self.callbacks.deliver_due()
-            except Exception:
-                log.exception("callback delivery error")
+                self.heartbeat()
+            except Exception:  # a locked or full disk now and then must not end the heartbeat
+                log.exception("worker %s: heartbeat failed", self.worker_id)
+
+    def heartbeat(self) -> None:
+        lease = self.lease
+        if lease is not None:
+            lease.renew()
+        done, self._done = self._done, 0
+        job = None if lease is None else f"{lease.kind} {lease.record_id}"
+        self.db.worker_heartbeat(self.worker_id, job=job, branches=self.generator.loaded_branches, done=done)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.studio.work_available.set()
-        for thread in (self._thread, self._callback_thread):
-            if thread is not None:
-                thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, *, parent_pid: int | None = None) -> None:
         while not self._stop.is_set():
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.warning("worker %s: the process that started it is gone; stopping", self.worker_id)
+                return
             try:
                 worked = self.run_once()
             except Exception:  # the loop must survive anything a job does
                 log.exception("worker loop error")
                 worked = False
             if not worked:
-                self.studio.work_available.wait(timeout=1.0)
+                self.studio.work_available.wait(timeout=_IDLE_POLL_S)  # set by this process's service; others poll
                 self.studio.work_available.clear()
 
     def run_once(self) -> bool:
         """Claim and run one job. Returns False when the queue was empty."""
-        job = queue.claim_next_job(self.db)
+        if not queue.has_work(self.db):
+            return False
+        loaded = self.generator.loaded_branches
+        job = queue.claim_next_job(self.db, self.worker_id, lease_s=self.lease_s, loaded=loaded)
         if job is None:
             return False
-        self.run(*job)
+        kind, record = job
+        self.lease = Lease(self.db, kind, record.id, self.worker_id, lease_s=self.lease_s)
+        try:
+            self.run(kind, record)
+        except LeaseLostError:
+            log.warning("worker %s: lost its lease on %s %s; another worker runs it", self.worker_id, kind, record.id)
+        finally:
+            self.lease = None
+            self._done += 1
         return True
 
     def run(self, kind: JobKind, record: Tune | Prompt) -> None:
@@ -145,8 +210,8 @@ class InProcessWorker:
             # the mock branch trains nothing; its prompts get placeholder images
             location = None if branch.is_mock else self._train(tune)
         except TrainingCancelledError:
-            if self._stop.is_set():
-                queue.release(self.db, tune.owner, tune.id)  # a clean shutdown is not a failed attempt
+            if self._stop.is_set():  # a clean shutdown is not a failed attempt
+                queue.release(self.db, tune.owner, tune.id, held_by=self.worker_id)
             self._discard_if_ended(tune)
             return
         except (ValidationError, PhotoRejectedError, ModelUnavailableError) as error:  # would fail the same way again
@@ -155,7 +220,7 @@ class InProcessWorker:
         except Exception as error:
             log.error("training of tune %s failed: %s", tune.id, traceback.format_exc(limit=5))
             reason = _describe(error, self.studio.settings.data_dir)
-            if queue.retry_or_fail_tune(self.db, tune, reason):
+            if queue.retry_or_fail_tune(self.db, tune, reason, held_by=self.worker_id):
                 self._discard_if_ended(tune)
             return
         trained_at = self.studio.clock()
@@ -165,6 +230,7 @@ class InProcessWorker:
             tune.id,
             TuneStatus.TRAINED,
             from_statuses=(TuneStatus.TRAINING,),
+            held_by=self.worker_id,
             progress=1.0,
             eta_seconds=0,
             error=None,
@@ -172,7 +238,7 @@ class InProcessWorker:
             expires_at=iso(self.studio.expires_at(trained_at)) if location else None,
             artifact_location=location,
         )
-        if not finished:  # cancelled or deleted while the last steps ran: keep nothing of it
+        if not finished:  # cancelled, deleted or taken over while the last steps ran: keep nothing of it
             self._delete_artifact(location)
         self._discard_if_ended(tune)
         self.studio.work_available.set()  # its prompts can run now
@@ -189,10 +255,15 @@ class InProcessWorker:
             seed=tune.seed,
         )
         output = self.studio.training_dir(tune.id)
-        on_progress = ProgressWriter(self.db, tune)
+        writer = ProgressWriter(self.db, tune, held_by=self.worker_id)
         last_check = [time.monotonic()]
 
+        def on_progress(progress: TrainProgress) -> None:
+            self._check_lease()  # before a checkpoint is saved: one that lost its lease must not overwrite it
+            writer(progress)
+
         def should_cancel() -> bool:
+            self._check_lease()
             now = time.monotonic()
             if now - last_check[0] < _CANCEL_CHECK_EVERY_S:
                 return self._stop.is_set()
@@ -262,6 +333,7 @@ class InProcessWorker:
             tune.id,
             TuneStatus.FAILED,
             from_statuses=(TuneStatus.TRAINING,),
+            held_by=self.worker_id,
             error=reason,
             eta_seconds=None,
         )
@@ -273,16 +345,22 @@ class InProcessWorker:
         tune = self.db.get_tune(prompt.owner, prompt.tune_id)
         try:
             images = self._generate(tune, prompt)
+        except LeaseLostError:
+            raise
         except Exception as error:
             log.error("prompt %s failed: %s", prompt.id, traceback.format_exc(limit=5))
             reason = _describe(error, self.studio.settings.data_dir)
             # an error of ours (a bad input, a missing LoRA) would fail the same way again
-            if queue.retry_or_fail_prompt(self.db, prompt, reason, retryable=not isinstance(error, TunesError)):
+            retryable = not isinstance(error, TunesError)
+            if queue.retry_or_fail_prompt(self.db, prompt, reason, retryable=retryable, held_by=self.worker_id):
                 shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)  # images of a failed run
             return
-        if not queue.end_prompt(self.db, prompt.owner, prompt.id, PromptStatus.DONE, images=images):
-            # deleted meanwhile: keep nothing of it
-            shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)
+        self._check_lease()
+        ended = queue.end_prompt(
+            self.db, prompt.owner, prompt.id, PromptStatus.DONE, images=images, held_by=self.worker_id
+        )
+        if not ended and self.db.get_prompt(prompt.owner, prompt.id) is None:
+            shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)  # deleted meanwhile: keep nothing
 
     def _generate(self, tune: Tune | None, prompt: Prompt) -> list[dict]:
         if tune is None or tune.status != TuneStatus.TRAINED:
@@ -295,7 +373,7 @@ class InProcessWorker:
         request = GenerationRequest(
             **{**option_values(prompt, STORED_FIELDS), "text": prompt.rendered_text, "seed": seed}, loras=loras
         )
-        result = self.generator.generate(tune.branch, request)
+        result = self.generator.generate(tune.branch, request, should_cancel=self._lease_lost)
         folder = self.studio.images_dir(prompt.id)
         folder.mkdir(parents=True, exist_ok=True)
         stored = []
@@ -308,6 +386,15 @@ class InProcessWorker:
                 {"path": str(path), "seed": item.seed, "width": item.image.width, "height": item.image.height}
             )
         return stored
+
+    def _check_lease(self) -> None:
+        """Raises LeaseLostError once another worker has taken the running job over."""
+        if self.lease is not None:
+            self.lease.check()
+
+    def _lease_lost(self) -> bool:
+        self._check_lease()
+        return False
 
     def _loras(self, tune: Tune, prompt: Prompt) -> tuple[LoraSpec, ...]:
         """The prompt's tune (weight 1 unless a tag sets it) and every tune its `<lora:…>` tags name.
@@ -345,8 +432,10 @@ class ProgressWriter:
     by minutes. Until then the record has none and the tune reads "estimating the time left".
     """
 
-    def __init__(self, db, tune: Tune, *, every_s: float = _PROGRESS_EVERY_S, clock=time.monotonic):
-        self.db, self.tune, self.every_s, self.clock = db, tune, every_s, clock
+    def __init__(
+        self, db, tune: Tune, *, every_s: float = _PROGRESS_EVERY_S, clock=time.monotonic, held_by: str | None = None
+    ):
+        self.db, self.tune, self.every_s, self.clock, self.held_by = db, tune, every_s, clock, held_by
         self.last_write: float | None = None
         self.first_step: int | None = None
 
@@ -363,7 +452,7 @@ class ProgressWriter:
         settled = progress.step - self.first_step >= ETA_AFTER_STEPS
         eta = progress.eta_seconds if settled else None
         fraction = progress.step / progress.total_steps
-        self.db.update_tune(self.tune.owner, self.tune.id, progress=fraction, eta_seconds=eta)
+        queue.report_progress(self.db, self.tune, progress=fraction, eta_seconds=eta, held_by=self.held_by)
 
 
 def _describe(error: BaseException, data_dir: Path) -> str:
@@ -374,3 +463,73 @@ def _describe(error: BaseException, data_dir: Path) -> str:
     if isinstance(error, OSError) and error.strerror:  # "No space left on device", not the server path
         return f"{type(error).__name__}: {error.strerror}"
     return f"{type(error).__name__}: {error}".replace(str(data_dir), "<data folder>")
+
+
+class Lease:
+    """A worker's hold on its running job. The heartbeat renews it every third of its length; `check`, called
+    before every training step and every write, renews it itself once it is due (a worker that was paused past
+    it, by SIGSTOP or a stalled disk, finds out there, before it writes anything).
+
+    Raises (from `check`):
+        LeaseLostError: the job went back to the queue or to another worker.
+    """
+
+    def __init__(self, db, kind: JobKind, record_id: int, worker: str, *, lease_s: float, clock=time.monotonic):
+        self.db, self.kind, self.record_id, self.worker, self.lease_s, self.clock = (
+            db,
+            kind,
+            record_id,
+            worker,
+            lease_s,
+            clock,
+        )
+        self.due = clock() + lease_s * 2 / 3  # renewed before a third of it is left
+        self.lost = False
+        self._lock = threading.Lock()
+
+    def renew(self) -> None:
+        with self._lock:
+            if self.lost:
+                return
+            asked = self.clock()
+            if queue.renew_lease(self.db, self.kind, self.record_id, self.worker, lease_s=self.lease_s):
+                self.due = asked + self.lease_s * 2 / 3
+            elif queue.taken_over(self.db, self.kind, self.record_id, self.worker):
+                self.lost = True  # ended or deleted is not lost: the job's own checks see that
+
+    def check(self) -> None:
+        if not self.lost and self.clock() >= self.due:
+            self.renew()
+        if self.lost:
+            raise LeaseLostError(f"{self.kind} {self.record_id} was taken over by another worker")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m studio.worker --id w0 --device cuda:0`: one worker process on the data folder of the settings."""
+    import argparse
+    import signal
+
+    from studio.runtime import open_runtime
+
+    parser = argparse.ArgumentParser(prog="python -m studio.worker", description=main.__doc__)
+    parser.add_argument("--id", default="w0", help="this worker's id (one process per id; default w0)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: TUNES_DEVICE)")
+    parser.add_argument("--parent", type=int, help="stop when this process (the supervisor) is gone")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {args.id} %(levelname)s %(message)s")
+    settings = Settings.from_env()
+    runtime = open_runtime(settings, start_worker=False, worker_id=args.id, device=args.device)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runtime.worker.stop(timeout=0))
+    log.info("serving the queue of %s on %s", settings.data_dir, runtime.worker.device)
+    try:
+        runtime.worker.serve(parent_pid=args.parent)
+    finally:
+        runtime.db.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SettingsError as error:
+        raise SystemExit(f"Tune Studio worker cannot start: {error}") from None
