@@ -630,13 +630,20 @@ class Database:
         ).fetchall()
         return [from_row(record, row) for row in rows]
 
-    def held_by(self, conn: sqlite3.Connection, table: str, status: str, worker: str) -> list[Any]:
-        """Jobs of `table` in the running `status` that `worker` holds."""
+    def held_by_name(self, conn: sqlite3.Connection, table: str, status: str, name: str) -> list[tuple[Any, int]]:
+        """Jobs of `table` in the running `status` held by a process of the worker `name` (holders `name.PID`), each
+        with that process id."""
         record = Tune if table == "tunes" else Prompt
         rows = conn.execute(
-            f"SELECT * FROM {_table(table)} WHERE status = ? AND worker_id = ? ORDER BY id", (status, worker)
+            f"SELECT * FROM {_table(table)} WHERE status = ? AND substr(worker_id, 1, ?) = ? ORDER BY id",
+            (status, len(name) + 1, f"{name}."),
         ).fetchall()
-        return [from_row(record, row) for row in rows]
+        held = []
+        for row in rows:
+            pid = row["worker_id"][len(name) + 1 :]
+            if pid.isdigit():
+                held.append((from_row(record, row), int(pid)))
+        return held
 
     def holder(self, conn: sqlite3.Connection, table: str, record_id: int) -> tuple[str, str | None] | None:
         """(status, worker_id) of a job, or None when it is gone."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import sqlite3
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,18 +102,28 @@ def taken_over(db: Database, kind: JobKind, record_id: int, worker: str) -> bool
     return status == TuneStatus.QUEUED or (status == running and held_by != worker)
 
 
-def requeue_own(db: Database, worker: str) -> int:
-    """At a worker's start: the jobs a previous run of the same worker id held are interrupted (that run is gone:
-    one process per worker id), so they go back to the queue now rather than when their lease lapses; the attempt
-    counts. Returns how many were re-queued or failed."""
+def holder_id(name: str, pid: int) -> str:
+    """What a job's `worker_id` holds while a worker runs it: the worker's name and its process id (`w0.4242`)."""
+    return f"{name}.{pid}"
+
+
+def requeue_own(db: Database, name: str, *, alive: Callable[[int], bool]) -> int:
+    """At a worker's start: the jobs an earlier process of the same worker name held go back to the queue now, if
+    that process is gone (`alive(pid)` is False), rather than when their lease lapses; the attempt counts. One
+    still finishing (a server restarted while its old worker stops) keeps them. Returns how many were re-queued or
+    failed."""
     now = iso(db.clock())
     with db.transaction() as conn:
-        jobs = [
-            *((JobKind.TUNE, tune) for tune in db.held_by(conn, "tunes", TuneStatus.TRAINING, worker)),
-            *((JobKind.PROMPT, prompt) for prompt in db.held_by(conn, "prompts", PromptStatus.GENERATING, worker)),
+        held = [
+            *((JobKind.TUNE, tune, pid) for tune, pid in db.held_by_name(conn, "tunes", TuneStatus.TRAINING, name)),
+            *(
+                (JobKind.PROMPT, prompt, pid)
+                for prompt, pid in db.held_by_name(conn, "prompts", PromptStatus.GENERATING, name)
+            ),
         ]
-        _requeue(db, conn, jobs, now, reason="its worker stopped while this ran")
-    return len(jobs)
+        gone = [(kind, record) for kind, record, pid in held if not alive(pid)]
+        _requeue(db, conn, gone, now, reason="its worker stopped while this ran")
+    return len(gone)
 
 
 def _job_table(kind: JobKind) -> tuple[str, str]:

@@ -74,7 +74,9 @@ class InProcessWorker:
         generator: the worker's generator (base pipelines stay loaded between prompts: prompt affinity).
         store: the artifact store trained LoRAs go to.
         callbacks: delivers callbacks in a thread beside the worker's (`start`); None: a default sender.
-        worker_id: this worker's id on the jobs it holds (one process per id: a restart takes back its jobs).
+        worker_id: this worker's name (`w0`; one running process per name). The jobs it holds carry its name and
+            process id (`holder`): a restarted worker takes back the jobs of an earlier process of its name once that
+            process is gone.
         device: shown on the admin tab.
     """
 
@@ -94,13 +96,15 @@ class InProcessWorker:
         self.generator = generator
         self.store = store
         self.callbacks = callbacks or CallbackSender(studio)
-        self.worker_id = worker_id
+        self.name = worker_id
+        self.worker_id = queue.holder_id(worker_id, os.getpid())  # what its jobs' `worker_id` holds
         self.device = device or self.settings.device
         self.lease_s = float(self.settings.worker_lease_s)
         self.lease: Lease | None = None  # of the job running now
         self._done = 0  # jobs finished since the last heartbeat
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._parent: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -114,17 +118,18 @@ class InProcessWorker:
     def serve(self, *, parent_pid: int | None = None) -> None:
         """Serve the queue in the foreground (a worker process) until `stop`, or until the parent process that
         started it is gone (a supervisor killed with SIGKILL takes its workers with it)."""
+        self._parent = parent_pid
         self._begin()
         try:
             self._loop(parent_pid=parent_pid)
         finally:
-            self.db.worker_stopped(self.worker_id)
+            self.db.worker_stopped(self.name)
 
     def _begin(self) -> None:
-        self.db.worker_started(self.worker_id, device=self.device, pid=os.getpid(), host=socket.gethostname())
-        taken_back = queue.requeue_own(self.db, self.worker_id)
+        self.db.worker_started(self.name, device=self.device, pid=os.getpid(), host=socket.gethostname())
+        taken_back = queue.requeue_own(self.db, self.name, alive=_process_alive)
         if taken_back:
-            log.info("worker %s: %d job(s) of its previous run back in the queue", self.worker_id, taken_back)
+            log.info("worker %s: %d job(s) of its previous run back in the queue", self.name, taken_back)
         self._spawn(self._heartbeat_loop, "tunes-heartbeat")
 
     def _spawn(self, target, name: str) -> None:
@@ -135,10 +140,13 @@ class InProcessWorker:
     def _heartbeat_loop(self) -> None:
         """Every third of the lease: renew the running job's lease and say this worker is alive."""
         while not self._stop.wait(self.lease_s / 3):
+            if self._parent is not None and os.getppid() != self._parent:  # mid-job too: a training stops
+                log.warning("worker %s: the process that started it is gone; stopping", self.name)
+                self._stop.set()
             try:
                 self.heartbeat()
             except Exception:  # a locked or full disk now and then must not end the heartbeat
-                log.exception("worker %s: heartbeat failed", self.worker_id)
+                log.exception("worker %s: heartbeat failed", self.name)
 
     def heartbeat(self) -> None:
         lease = self.lease
@@ -146,7 +154,7 @@ class InProcessWorker:
             lease.renew()
         done, self._done = self._done, 0
         job = None if lease is None else f"{lease.kind} {lease.record_id}"
-        self.db.worker_heartbeat(self.worker_id, job=job, branches=self.generator.loaded_branches, done=done)
+        self.db.worker_heartbeat(self.name, job=job, branches=self.generator.loaded_branches, done=done)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -157,7 +165,7 @@ class InProcessWorker:
     def _loop(self, *, parent_pid: int | None = None) -> None:
         while not self._stop.is_set():
             if parent_pid is not None and os.getppid() != parent_pid:
-                log.warning("worker %s: the process that started it is gone; stopping", self.worker_id)
+                log.warning("worker %s: the process that started it is gone; stopping", self.name)
                 return
             try:
                 worked = self.run_once()
@@ -181,7 +189,7 @@ class InProcessWorker:
         try:
             self.run(kind, record)
         except LeaseLostError:
-            log.warning("worker %s: lost its lease on %s %s; another worker runs it", self.worker_id, kind, record.id)
+            log.warning("worker %s: lost its lease on %s %s; another worker runs it", self.name, kind, record.id)
         finally:
             self.lease = None
             self._done += 1
@@ -504,6 +512,30 @@ class Lease:
             raise LeaseLostError(f"{self.kind} {self.record_id} was taken over by another worker")
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this id runs (a worker of the same name from before a restart)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _stop_with_parent(parent_pid: int) -> None:
+    """Ask Linux for SIGTERM when the parent dies (a SIGKILLed server), so no orphan keeps training; elsewhere
+    the heartbeat notices within a third of a lease."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # gone before the request took effect
+        raise SystemExit("the process that started this worker is gone")
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m studio.worker --id w0 --device cuda:0`: one worker process on the data folder of the settings."""
     import argparse
@@ -521,6 +553,8 @@ def main(argv: list[str] | None = None) -> None:
     runtime = open_runtime(settings, start_worker=False, worker_id=args.id, device=args.device)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runtime.worker.stop(timeout=0))
+    if args.parent is not None:
+        _stop_with_parent(args.parent)
     log.info("serving the queue of %s on %s", settings.data_dir, runtime.worker.device)
     try:
         runtime.worker.serve(parent_pid=args.parent)
