@@ -1,4 +1,4 @@
-"""The operators' use cases: tables of everything (queue, tunes, prompts, users, storage, expiries) and the
+"""The operators' use cases: tables of everything (queue, workers, tunes, prompts, users, storage, expiries) and the
 actions on any owner's records (cancel, retry, extend, expire now, delete, credits).
 
 Every method takes the acting user first and refuses anyone who is not an admin (`TUNES_ADMINS`). The
@@ -64,6 +64,19 @@ QUEUE_COLUMNS = ["position", "state", "job", "id", "tune", "owner", "what", "pro
 USER_COLUMNS = ["user", "admin", "tunes", "prompts", "images", "tune credits", "image credits"]
 STORAGE_COLUMNS = ["what", "folder", "files", "size", "bytes"]
 EXPIRY_COLUMNS = ["id", "owner", "title", "expires (UTC)", "days left", "auto extend"]
+WORKER_COLUMNS = [
+    "id",
+    "device",
+    "state",
+    "job",
+    "heartbeat (s ago)",
+    "heartbeat (UTC)",
+    "jobs done",
+    "branches loaded",
+    "pid",
+    "host",
+]
+ALIVE, STOPPED = "alive", "stopped"  # a worker's state in the workers table (else "dead (...)")
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,7 @@ class Overview:
     """Every admin table at once (one refresh of the admin tab)."""
 
     queue: pd.DataFrame
+    workers: pd.DataFrame
     tunes: pd.DataFrame
     prompts: pd.DataFrame
     users: pd.DataFrame
@@ -115,6 +129,7 @@ class Operations:
         self._require_admin(admin)
         return Overview(
             queue=self.queue(admin),
+            workers=self.workers(admin),
             tunes=self.tunes(admin, status=tune_status),
             prompts=self.prompts(admin),
             users=self.users(admin),
@@ -215,6 +230,39 @@ class Operations:
             if prompt.status == PromptStatus.QUEUED and prompt.tune_id not in will_run:
                 rows.append(_prompt_job(prompt, None, f"will fail (tune {tune_status})"))
         return _frame(rows, QUEUE_COLUMNS)
+
+    def workers(self, admin: str) -> pd.DataFrame:
+        """Every worker that ever reported itself (`studio.worker`), by id: its device, state, current job,
+        last heartbeat (seconds ago and when), jobs done, the branches it has loaded, its pid and host.
+
+        A worker is `stopped` when it shut down; `dead` when its last heartbeat is older than one lease
+        (`TUNES_WORKER_LEASE_SECONDS`): it was killed, hangs or lost the disk, and its job goes back to the queue
+        for another worker (or its restart). Otherwise it is `alive`.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin.
+        """
+        self._require_admin(admin)
+        now, lease_s = self.studio.clock(), self.studio.settings.worker_lease_s
+        rows = []
+        for worker in self.db.list_workers():
+            heartbeat = datetime.fromisoformat(worker.heartbeat_at)
+            age = max(0.0, (now - heartbeat).total_seconds())  # another host's clock may run ahead
+            rows.append(
+                [
+                    worker.id,
+                    worker.device,
+                    _worker_state(stopped=worker.stopped_at is not None, age=age, lease_s=lease_s),
+                    worker.job,
+                    round(age),
+                    heartbeat.strftime("%Y-%m-%d %H:%M:%S"),
+                    worker.jobs_done,
+                    ", ".join(worker.branches) or None,
+                    worker.pid,
+                    worker.host,
+                ]
+            )
+        return _frame(rows, WORKER_COLUMNS)
 
     def users(self, admin: str) -> pd.DataFrame:
         """Every user with a record: what they own and their credits ("unlimited" where none are set).
@@ -458,6 +506,12 @@ def _prompt_job(prompt: Prompt, position: int | None, state: str) -> list[Any]:
     started = _when(prompt.started_at) if state == "running" else None
     what = f"{prompt.num_images} image(s): {_cut(prompt.rendered_text)}"
     return [position, state, "generate", prompt.id, prompt.tune_id, prompt.owner, what, None, None, started]
+
+
+def _worker_state(*, stopped: bool, age: float, lease_s: float) -> str:
+    if stopped:
+        return STOPPED
+    return f"dead (no heartbeat for {round(age)} s)" if age > lease_s else ALIVE
 
 
 def _frame(rows: list[list[Any]], columns: list[str]) -> pd.DataFrame:

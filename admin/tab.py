@@ -1,4 +1,5 @@
-"""The admin tab: the queue, tunes, prompts, users and credits, storage and expiries, and the operator actions.
+"""The admin tab: the queue, the workers, tunes, prompts, users and credits, storage and expiries, and the operator
+actions.
 
 Callbacks are thin: widget values -> one `Operations` call -> widgets. Each one asks `ctx.admin(request)`
 first, so the endpoints refuse non-admins even when called directly; all are left out of the API docs
@@ -30,6 +31,12 @@ HIDDEN = "undocumented"  # callable (admins only), never listed in the API docs
 ALL = "all"
 NOTICE = "The admin tab is for operators named by `TUNES_ADMINS`."
 WHERE_ID = "an id from the tables below"
+WORKERS = (
+    "### Workers\n"
+    "A worker sends a heartbeat every {beat:g} s. **dead**: none for over {lease} s (`TUNES_WORKER_LEASE_SECONDS`); "
+    "it was killed or hangs, and its job goes back to the queue for another worker (or its restart) to resume. "
+    "**stopped**: it shut down."
+)
 QUESTIONS = {
     "expire": "**Expire tune {id} now?** Its LoRA is deleted and its waiting prompts fail. This cannot be undone.",
     "delete": "**Delete tune {id}?** Its photos, LoRA and prompts are deleted{images}. This cannot be undone.",
@@ -110,8 +117,12 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
             set_button = gr.Button("Set credits (empty: unlimited)")
         banner = gr.Markdown(visible=False, elem_classes=["error-banner"], elem_id="admin-error")
         status = gr.Markdown(elem_id="admin-status")
+        queue = gr.Dataframe(label="Queue (position 0: running now)", interactive=False)
+        lease = ctx.settings.worker_lease_s
+        gr.Markdown(WORKERS.format(beat=round(lease / 3, 1), lease=lease))
         tables = [
-            gr.Dataframe(label="Queue (position 0: running now)", interactive=False),
+            queue,
+            gr.Dataframe(label="Workers", interactive=False, elem_id="admin-workers"),
             gr.Dataframe(label="Tunes", interactive=False, elem_id="admin-tunes"),
             gr.Dataframe(label="Prompts", interactive=False),
             gr.Dataframe(label="Users and credits", interactive=False),
@@ -248,4 +259,12 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
 
 
 def _frames(overview: Overview) -> list[Any]:
-    return [overview.queue, overview.tunes, overview.prompts, overview.users, overview.storage, overview.expiries]
+    return [
+        overview.queue,
+        overview.workers,
+        overview.tunes,
+        overview.prompts,
+        overview.users,
+        overview.storage,
+        overview.expiries,
+    ]

@@ -4,6 +4,8 @@ JSON-only endpoints are plain typed functions (`gr.api`). Endpoints that take or
 hidden components, so Gradio moves files through its upload cache and a client never names a server path.
 Every endpoint acts as the signed-in caller and sees only the caller's records, and takes one request from
 the caller's rate allowance (`TUNES_API_RATE_PER_MINUTE`, one bucket per user shared with the REST API).
+The JSON reads that programs poll (`get_tune`, `list_tunes`, `list_prompts`, `list_packs`) need no queue slot
+(`POLL_OPTIONS`); `get_prompt` stays queued: it copies images into Gradio's file cache on every call.
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
@@ -28,6 +30,12 @@ from studio.requests import PromptCreate, TuneCreate, check_id, prompts_from
 from ui.context import UIContext
 from ui.feedback import user_errors
 from ui.uploads import read_uploads
+
+# Polls: plain reads that programs repeat every few seconds while a tune trains. Off the queue for HTTP callers
+# (`POST /gradio_api/run/get_tune`, JavaScript's @gradio/client); gradio_client 2.x joins the queue for every
+# endpoint whatever its config says, so they have no concurrency limit either: a poll waits for no other call of
+# its endpoint, only for one of Gradio's `max_threads` slots, which it holds for the milliseconds of its read.
+POLL_OPTIONS: dict[str, Any] = {"queue": False, "concurrency_limit": None}
 
 
 def tune_json(tune: Tune, *, created: bool | None = None) -> dict[str, Any]:
@@ -97,10 +105,11 @@ def _json_endpoints(ctx: UIContext) -> None:
         ctx.acting_user(request)
         return [pack.to_dict() for pack in studio.list_packs(class_name or None)]
 
+    polls = {get_tune, list_tunes, list_prompts}
     for endpoint in (get_tune, list_tunes, delete_tune, cancel_tune, create_prompt, list_prompts, delete_prompt):
-        gr.api(endpoint, api_name=endpoint.__name__)
+        gr.api(endpoint, api_name=endpoint.__name__, **(POLL_OPTIONS if endpoint in polls else {}))
     gr.api(like, api_name="like")
-    gr.api(list_packs, api_name="list_packs")
+    gr.api(list_packs, api_name="list_packs", **POLL_OPTIONS)
 
 
 def _create_prompt_endpoint(ctx: UIContext) -> Callable[..., dict]:

@@ -17,6 +17,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI
@@ -67,7 +68,10 @@ class GradioGuard:
             message = "this session belongs to another user: reload the page"
             await JSONResponse({"error": message}, status_code=403)(scope, receive, send)
             return
-        await self.app(scope, receive, self._noting_files(send, user, public=path in _PAGE_PATHS))
+        send = self._noting_files(send, user, public=path in _PAGE_PATHS)
+        if path.startswith(_JSON_CALL_PATHS):
+            send = _scrubbing_json_errors(send)
+        await self.app(scope, receive, send)
 
     async def _file(self, scope: Scope, receive: Receive, send: Send, user: str | None, path: str) -> None:
         if path.startswith(("http://", "https://")) or not self._in_folder(path):
@@ -144,6 +148,44 @@ class GradioGuard:
                 self.files.make_public(path)
             elif user is not None:
                 self.files.own(user, path)
+
+
+_JSON_CALL_PATHS = ("/gradio_api/run/", "/gradio_api/api/")  # calls answered as one JSON document, not a stream
+
+
+def _scrubbing_json_errors(send: Send) -> Send:
+    """`send` for a call answered as JSON: an `error` message loses this server's folders, as in event streams.
+    The (small) answer is held until complete, so its Content-Length can follow the change."""
+    held: dict[str, Any] = {"start": None, "body": b""}
+
+    async def scrubbing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            held["start"] = message
+            return
+        if message["type"] != "http.response.body" or held["start"] is None:
+            await send(message)
+            return
+        held["body"] += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        body = _scrub_json_error(held["body"])
+        headers = [(k, v) for k, v in held["start"].get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**held["start"], "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return scrubbing
+
+
+def _scrub_json_error(body: bytes) -> bytes:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body
+    if not isinstance(payload, dict) or not isinstance(payload.get("error"), str):
+        return body
+    scrubbed = _SERVER_PATH.sub(r"\1", payload["error"])
+    return body if scrubbed == payload["error"] else json.dumps({**payload, "error": scrubbed}).encode()
 
 
 _SERVER_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)+([\w.@+-]*)")

@@ -4,6 +4,8 @@ change any owner's records the way the owner-scoped use cases do. Non-admins get
 from __future__ import annotations
 
 import io
+import os
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -90,7 +92,7 @@ def with_lora(runtime, owner: str, tune_id: int, tmp_path: Path, *, expires_in_d
 def claimed_order(runtime) -> list[tuple[str, int]]:
     """Run the queue to the end the way the worker does, noting what it claims."""
     order = []
-    while (job := claim_next_job(runtime.db)) is not None:
+    while (job := claim_next_job(runtime.db, runtime.worker.worker_id)) is not None:
         order.append(("train" if job[0] == "tune" else "generate", job[1].id))
         runtime.worker.run(*job)
     return order
@@ -134,6 +136,57 @@ def test_prompts_of_a_dead_tune_are_listed_as_failing(runtime, ops):
     runtime.db.update_tune("alice", tune.id, status="failed")  # as a crash would leave it, before the backstop
     [row] = ops.queue(ADMIN).to_dict("records")
     assert row["id"] == waiting.id and row["position"] is None and row["state"] == "will fail (tune failed)"
+
+
+def test_the_workers_table_tells_alive_dead_and_stopped_workers_apart(runtime, ops, clock):
+    lease = runtime.settings.worker_lease_s
+    for number, device in enumerate(["cuda:0", "cuda:1", "cpu"]):
+        runtime.db.worker_started(f"w{number}", device=device, pid=100 + number, host="gpu-box")
+    runtime.db.worker_heartbeat("w1", job="prompt 40", branches=["sd15", "fast"], done=2)
+    runtime.db.worker_stopped("w2")
+    clock.now += timedelta(seconds=lease + 15)  # w1 falls silent (killed, or hangs) while w0 keeps beating
+    runtime.db.worker_heartbeat("w0", job="tune 12", branches=["fast"], done=3)
+    clock.now += timedelta(seconds=lease)  # one lease exactly since w0's last heartbeat: not dead yet
+
+    workers = ops.workers(ADMIN)
+    assert list(workers.columns) == [
+        "id", "device", "state", "job", "heartbeat (s ago)", "heartbeat (UTC)", "jobs done", "branches loaded",
+        "pid", "host",
+    ]  # fmt: skip
+    alive, dead, stopped = workers.to_dict("records")
+    assert alive == {
+        "id": "w0",
+        "device": "cuda:0",
+        "state": "alive",
+        "job": "tune 12",
+        "heartbeat (s ago)": lease,
+        "heartbeat (UTC)": "2026-01-01 00:00:45",
+        "jobs done": 3,
+        "branches loaded": "fast",
+        "pid": 100,
+        "host": "gpu-box",
+    }
+    silent = 2 * lease + 15
+    assert (dead["id"], dead["state"], dead["job"]) == ("w1", f"dead (no heartbeat for {silent} s)", "prompt 40")
+    assert (dead["heartbeat (s ago)"], dead["heartbeat (UTC)"]) == (silent, "2026-01-01 00:00:00")
+    assert (dead["jobs done"], dead["branches loaded"]) == (2, "sd15, fast")
+    assert (stopped["id"], stopped["state"], stopped["job"]) == ("w2", "stopped", None), "a stopped worker runs nothing"
+
+    clock.now += timedelta(seconds=1)
+    assert ops.workers(ADMIN)["state"].tolist()[0] == f"dead (no heartbeat for {lease + 1} s)"
+    runtime.db.worker_started("w1", device="cuda:1", pid=200, host="gpu-box")  # its restart
+    assert ops.overview(ADMIN).workers.set_index("id").loc["w1", "state"] == "alive"
+
+
+def test_the_workers_table_is_empty_until_a_worker_starts(runtime, ops):
+    assert ops.workers(ADMIN).empty
+    runtime.worker.start()  # a worker thread of this process (`python -m studio.worker` writes the same row)
+    try:
+        [row] = ops.workers(ADMIN).to_dict("records")
+    finally:
+        runtime.worker.stop()
+    assert (row["id"], row["device"], row["state"], row["job"]) == ("local", "cpu", "alive", None)
+    assert row["pid"] == os.getpid() and row["host"] == socket.gethostname()
 
 
 def test_the_tunes_and_prompts_tables_cover_every_owner(runtime, ops):
@@ -356,6 +409,7 @@ CALLS = {
     "tunes": lambda ops, user: ops.tunes(user),
     "prompts": lambda ops, user: ops.prompts(user),
     "queue": lambda ops, user: ops.queue(user),
+    "workers": lambda ops, user: ops.workers(user),
     "users": lambda ops, user: ops.users(user),
     "storage": lambda ops, user: ops.storage(user),
     "expiries_due": lambda ops, user: ops.expiries_due(user),

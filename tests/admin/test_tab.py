@@ -64,10 +64,12 @@ def bob(served):
 def test_bob_is_refused_by_every_endpoint_and_does_not_see_the_tab(served, bob):
     runtime, _, _ = served
     runtime.db.set_credits("bob", tunes=0, images=0)
+    runtime.db.worker_started("w-bob-cannot-see", device="cuda:0", pid=1, host="x")
     for endpoint, args in ENDPOINTS.items():
         if endpoint == "/admin_show":
             notice, *tables = bob.predict(api_name=endpoint)
             assert notice["visible"] is True and all("data" not in table for table in tables), "no data for bob"
+            assert "w-bob-cannot-see" not in str(tables)
             continue
         with pytest.raises(Exception, match="'bob' is not an admin"):
             bob.predict(*args, api_name=endpoint)
@@ -104,7 +106,7 @@ def test_root_grants_credits_and_cancels_another_users_tune(served, root):
     assert message == f"Cancelled tune {tune.id} ('me' of alice); its queued prompts failed."
     assert runtime.studio.get_tune("alice", tune.id).status == "cancelled"
 
-    queue, tunes, prompts, users, storage, expiries = root.predict("all", 7, api_name="/admin_refresh")
+    queue, _, tunes, prompts, users, storage, expiries = root.predict("all", 7, api_name="/admin_refresh")
     assert [row[:6] for row in tunes["data"]] == [[tune.id, "alice", "me", "woman", "fast", "cancelled"]]
     assert [row[5] for row in prompts["data"]] == ["failed"]
     assert queue["data"] == [] and expiries["data"] == []
@@ -147,3 +149,20 @@ def test_the_tab_is_shown_to_admins_only_and_left_out_of_the_api_docs(served, ro
     assert tab in show.outputs, "the load event hides or shows the whole tab"
     assert {fn.api_visibility for fn in app.fns.values()} == {"undocumented"}
     assert root.view_api(print_info=False, return_format="dict")["named_endpoints"] == {}
+
+
+def test_the_workers_table_shows_each_worker_to_an_admin(served, root):
+    runtime, app, _ = served
+    runtime.db.worker_started("w1", device="cuda:0", pid=4242, host="gpu-box")
+    runtime.db.worker_heartbeat("w1", job="tune 12", branches=["fast"], done=5)
+
+    _, workers, *_ = root.predict("all", 7, api_name="/admin_refresh")
+    [row] = [row for row in workers["data"] if row[0] == "w1"]
+    columns = dict(zip(workers["headers"], row, strict=True))
+    assert (columns["device"], columns["state"], columns["job"]) == ("cuda:0", "alive", "tune 12")
+    assert (columns["jobs done"], columns["branches loaded"], columns["pid"]) == (5, "fast", 4242)
+    _, _, shown_workers, *_ = root.predict(api_name="/admin_show")
+    assert "w1" in [row[0] for row in shown_workers["data"]], "the table is filled when the page loads"
+    markdowns = [block.value or "" for block in app.blocks.values() if isinstance(block, gr.Markdown)]
+    [header] = [text for text in markdowns if text.startswith("### Workers")]
+    assert "heartbeat every 10 s" in header and "**dead**: none for over 30 s" in header  # the default lease
