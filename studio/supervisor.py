@@ -2,7 +2,8 @@
 
 Each worker is `python -m studio.worker --id wN --device D --parent <this pid>` on the same data folder and
 environment. A worker that exits while the server runs is started again after a back-off (1 s, doubling to
-`MAX_BACKOFF_S`; back to 1 s once a run lasted `HEALTHY_S`). `stop` sends SIGTERM (a training saves a checkpoint
+`MAX_BACKOFF_S`; back to 1 s once a run lasted `HEALTHY_S`). Unless `OMP_NUM_THREADS` is set, the workers
+share all cores but one between their torch threads (`worker_threads`), leaving one to the web. `stop` sends SIGTERM (a training saves a checkpoint
 and goes back to the queue without counting an attempt), waits, then kills what is left. A worker also stops by
 itself when this process is gone, so a SIGKILLed server leaves no orphan training.
 """
@@ -25,6 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_BACKOFF_S = 60.0
 HEALTHY_S = 60.0
 _WATCH_EVERY_S = 0.5
+
+
+def worker_threads(cores: int, workers: int) -> int:
+    """Torch CPU threads per worker: the cores but one, shared out. The spare core serves the web: torch's threads
+    wait for each other after every operation, so a training that shares every core with the web server's
+    requests stalls on each one (measured in bench/README.md: 60% of its idle speed under 100 pollers with both
+    cores, 105% with one)."""
+    return max(1, (cores - 1) // max(1, workers))
 
 
 @dataclass
@@ -53,6 +62,8 @@ class Supervisor:
         self.settings = settings
         self.env = dict(os.environ if env is None else env)
         self.workers = [WorkerProcess(f"w{index}", device) for index, device in enumerate(settings.local_workers)]
+        if self.workers and "OMP_NUM_THREADS" not in self.env:
+            self.env["OMP_NUM_THREADS"] = str(worker_threads(os.cpu_count() or 1, len(self.workers)))
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
