@@ -3,8 +3,9 @@
 Each worker is `python -m studio.worker --id wN --device D --parent <this pid>` on the same data folder and
 environment. A worker that exits while the server runs is started again after a back-off (1 s, doubling to
 `MAX_BACKOFF_S`; back to 1 s once a run lasted `HEALTHY_S`). Unless `OMP_NUM_THREADS` is set, the workers
-share all cores but one between their torch threads (`worker_threads`), leaving one to the web. `stop` sends SIGTERM (a training saves a checkpoint
-and goes back to the queue without counting an attempt), waits, then kills what is left. A worker also stops by
+share all cores but one between their torch threads (`worker_threads`), leaving one to the web. `stop` sends
+SIGTERM (a training saves a checkpoint and goes back to the queue without counting an attempt), waits, then
+kills what is left. A worker also stops by
 itself when this process is gone, so a SIGKILLed server leaves no orphan training.
 """
 
