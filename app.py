@@ -167,6 +167,12 @@ def main() -> None:
     runtime = open_runtime(settings, start_worker=False)  # database and artifact store; the workers are processes
     workers = Supervisor(settings)
     workers.start()
+    jobs = None
+    if settings.train_on == "hf-jobs":  # trainings go to rented GPUs; local workers generate
+        from studio.hf_jobs import JobsBackend
+
+        jobs = JobsBackend(runtime.studio, runtime.store)
+        jobs.start()
     stop_callbacks = threading.Event()
     deliver_in_background(CallbackSender(runtime.studio), stop_callbacks)
     scheduler = start_scheduler(runtime.studio, runtime.store)  # expiry sweep: now, then every few minutes
@@ -180,6 +186,8 @@ def main() -> None:
     finally:
         scheduler.shutdown(wait=False)
         stop_callbacks.set()
+        if jobs is not None:
+            jobs.stop()
         workers.stop()
         runtime.close()
 

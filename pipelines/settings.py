@@ -71,6 +71,24 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "Comma-separated devices, one local worker process each (e.g. `cuda:0,cuda:1`); empty: one on "
         "TUNES_DEVICE; `none`: no local worker (the web process only queues).",
     ),
+    "TUNES_TRAIN_ON": ("train_on", "`local` (worker processes) or `hf-jobs` (rented GPUs on Hugging Face Jobs)."),
+    "TUNES_JOBS_FLAVOR": (
+        "jobs_flavor",
+        "Hugging Face Jobs hardware for trainings (`a10g-small`, `l40sx1`, `a100-large`, `h200`…).",
+    ),
+    "TUNES_JOBS_NAMESPACE": (
+        "jobs_namespace",
+        "User or org the jobs and training sets run under (default TUNES_HUB_NAMESPACE).",
+    ),
+    "TUNES_JOBS_IMAGE": ("jobs_image", "Docker image of the jobs (default: this Space's, `hf.co/spaces/$SPACE_ID`)."),
+    "TUNES_JOBS_TIMEOUT": (
+        "jobs_timeout_s",
+        "Seconds a job may wait and run before it is cancelled and its tune fails.",
+    ),
+    "TUNES_JOBS_MAX_RUNNING": (
+        "jobs_max_running",
+        "Most jobs running at once (a cost cap: other tunes wait in the queue).",
+    ),
     "TUNES_WORKER_LEASE_SECONDS": (
         "worker_lease_s",
         "Seconds a running job stays its worker's without a heartbeat; then another worker takes it over.",
@@ -115,6 +133,12 @@ class Settings:
     device: str = "auto"
     worker_devices: tuple[str, ...] = ()
     worker_lease_s: int = 30
+    train_on: str = "local"
+    jobs_flavor: str = "a10g-small"
+    jobs_namespace: str | None = None
+    jobs_image: str | None = None
+    jobs_timeout_s: int = 7200
+    jobs_max_running: int = 2
     delete_photos_after_training: bool = True
     image_retention_days: int = 0
 
@@ -158,6 +182,7 @@ class Settings:
         if devices != ("none",) and not all(_is_device(device) for device in devices):
             message = "must be `none` or devices like `cpu`, `cuda:0,cuda:1` (`auto`, `cpu`, `cuda`, `cuda:N`)"
             raise SettingsError("TUNES_WORKER_DEVICES", ",".join(devices), message)
+        self._check_jobs()
         if self.worker_lease_s < 3:
             raise SettingsError("TUNES_WORKER_LEASE_SECONDS", self.worker_lease_s, "must be at least 3 seconds")
 
@@ -180,6 +205,32 @@ class Settings:
 
     def with_overrides(self, **changes: object) -> Settings:
         return replace(self, **changes)
+
+    def _check_jobs(self) -> None:
+        if self.train_on not in ("local", "hf-jobs"):
+            raise SettingsError("TUNES_TRAIN_ON", self.train_on, "must be `local` or `hf-jobs`")
+        for name in ("jobs_timeout_s", "jobs_max_running"):
+            if getattr(self, name) < 1:
+                raise SettingsError(_env_name(name), getattr(self, name), "must be a positive integer")
+        if self.train_on != "hf-jobs":
+            return
+        if not self.hf_token:
+            raise SettingsError("HF_TOKEN", "", "must be set to train on Hugging Face Jobs (TUNES_TRAIN_ON=hf-jobs)")
+        if not self.jobs_owner:
+            message = "must be set (or TUNES_HUB_NAMESPACE) to train on Hugging Face Jobs"
+            raise SettingsError("TUNES_JOBS_NAMESPACE", "", message)
+        if not self.jobs_docker_image:
+            message = "must name the image the jobs run (this project's; on a Space it defaults to the Space's)"
+            raise SettingsError("TUNES_JOBS_IMAGE", "", message)
+
+    @property
+    def jobs_owner(self) -> str | None:
+        """The namespace of the jobs and the training-set repos."""
+        return self.jobs_namespace or self.hub_namespace
+
+    @property
+    def jobs_docker_image(self) -> str | None:
+        return self.jobs_image or (f"hf.co/spaces/{self.space_id}" if self.space_id else None)
 
     @property
     def local_workers(self) -> tuple[str, ...]:

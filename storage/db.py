@@ -168,6 +168,11 @@ MIGRATIONS: tuple[str, ...] = (
         branches TEXT NOT NULL DEFAULT '[]'   -- base pipelines it has loaded (prompt affinity)
     );
     """,
+    # 5: a tune trained on Hugging Face Jobs remembers its job and its training-set dataset repo
+    """
+    ALTER TABLE tunes ADD COLUMN job_id TEXT;
+    ALTER TABLE tunes ADD COLUMN training_set TEXT;
+    """,
 )
 
 _TUNE_UPDATABLE = {
@@ -184,6 +189,8 @@ _TUNE_UPDATABLE = {
     "auto_extend",
     "worker_id",
     "lease_until",
+    "job_id",
+    "training_set",
 }
 _PROMPT_UPDATABLE = {"status", "error", "attempts", "started_at", "completed_at", "seed", "worker_id", "lease_until"}
 
@@ -622,10 +629,13 @@ class Database:
 
     def running_past_lease(self, conn: sqlite3.Connection, table: str, status: str, now: str) -> list[Any]:
         """Jobs of `table` ("tunes" or "prompts") in the running `status` whose lease ended before `now` (or that
-        never had one: left by a server from before leases)."""
+        never had one: left by a server from before leases). Tunes training on Hugging Face Jobs are not among
+        them: their job runs on without the studio, which re-attaches to it."""
         record = Tune if table == "tunes" else Prompt
+        remote = " AND job_id IS NULL" if table == "tunes" else ""
         rows = conn.execute(
-            f"SELECT * FROM {_table(table)} WHERE status = ? AND (lease_until IS NULL OR lease_until < ?) ORDER BY id",
+            f"SELECT * FROM {_table(table)} WHERE status = ? AND (lease_until IS NULL OR lease_until < ?){remote}"
+            " ORDER BY id",
             (status, now),
         ).fetchall()
         return [from_row(record, row) for row in rows]

@@ -109,10 +109,13 @@ class Tune:
     photo_report: list[dict[str, Any]] = field(default_factory=list)
     orig_images: list[str] = field(default_factory=list)
     api_fields: dict[str, Any] = field(default_factory=dict)  # Astria's fields, echoed back (see TuneCreate)
+    job_id: str | None = None  # its Hugging Face Job, while or after it trained on one
+    training_set: str | None = None  # the private dataset repo its job reads the photos from (deleted at the end)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("artifact_location")  # a storage detail: interfaces publish URLs, not paths
+        data.pop("training_set")
         return data
 
 

@@ -46,7 +46,12 @@ Job = tuple[JobKind, Tune | Prompt]
 
 
 def claim_next_job(
-    db: Database, worker: str = LOCAL_WORKER, *, lease_s: float = DEFAULT_LEASE_S, loaded: Sequence[str] = ()
+    db: Database,
+    worker: str = LOCAL_WORKER,
+    *,
+    lease_s: float = DEFAULT_LEASE_S,
+    loaded: Sequence[str] = (),
+    kinds: Sequence[JobKind] = (JobKind.PROMPT, JobKind.TUNE),
 ) -> Job | None:
     """Atomically take the next job for `worker`, mark it running (`generating` / `training`, one more attempt)
     and held by `worker` for `lease_s` seconds (the worker's heartbeat renews the lease: `renew_lease`).
@@ -56,7 +61,8 @@ def claim_next_job(
     fail). Among ready prompts one on a branch in `loaded` (base pipelines the worker has in memory) goes first,
     unless the oldest has waited `AFFINITY_WAIT_S`. First, jobs whose lease lapsed (their worker died, hangs or
     lost contact) go back to the queue, or fail after `MAX_ATTEMPTS`; and as a backstop, queued prompts of a tune
-    that can no longer be used fail.
+    that can no longer be used fail. `kinds` limits what this worker takes (with `TUNES_TRAIN_ON=hf-jobs` local
+    workers take prompts only; `studio.hf_jobs` takes tunes).
 
     Returns:
         ("prompt", the prompt without images) or ("tune", the tune), or None when nothing is queued.
@@ -67,7 +73,8 @@ def claim_next_job(
         _requeue(db, conn, _lapsed(db, conn, now), now, reason="its worker stopped or stopped answering")
         _fail_prompts_of_unusable_tunes(db, conn, now)
         held = {"worker_id": worker, "lease_until": until}
-        return _claim_prompt(db, conn, now, held, loaded, moment) or _claim_tune(db, conn, now, held)
+        prompt = _claim_prompt(db, conn, now, held, loaded, moment) if JobKind.PROMPT in kinds else None
+        return prompt or (_claim_tune(db, conn, now, held) if JobKind.TUNE in kinds else None)
 
 
 def has_work(db: Database) -> bool:
@@ -262,6 +269,80 @@ def report_progress(db: Database, tune: Tune, *, held_by: str | None = None, **p
     with db.transaction() as conn:
         training = (TuneStatus.TRAINING,)
         return db.set_tune(conn, tune.id, owner=tune.owner, from_statuses=training, held_by=held_by, **progress)
+
+
+# -- remote jobs (Hugging Face Jobs) ----------------------------------------------------------------
+
+
+def adopt_remote_jobs(db: Database, holder: str, name: str, *, alive: Callable[[int], bool]) -> list[Tune]:
+    """At the start of the Jobs backend: the tunes training on a job that an earlier process of `name` followed
+    (now gone) become `holder`'s to follow, so the studio re-attaches to running jobs instead of starting second
+    ones. Returns those tunes."""
+    now = iso(db.clock())
+    adopted = []
+    with db.transaction() as conn:
+        for tune, pid in db.held_by_name(conn, "tunes", TuneStatus.TRAINING, name):
+            if tune.job_id and not alive(pid):
+                db.set_tune(conn, tune.id, worker_id=holder, updated_at=tune.updated_at or now)
+                adopted.append(db.tune_by_id(conn, tune.id))
+    return adopted
+
+
+def queued_prompts_of(db: Database, tune_id: int) -> list[Prompt]:
+    """The prompts waiting for a tune's training, oldest first (a job renders them right after training)."""
+    with db.snapshot() as conn:
+        return db.prompts_in(conn, PromptStatus.QUEUED, tune_id=tune_id)
+
+
+def finish_remote_training(
+    db: Database,
+    tune: Tune,
+    *,
+    held_by: str,
+    rendered: dict[int, Sequence[dict]],
+    **trained: Any,
+) -> bool:
+    """A job trained `tune` and rendered some of its queued prompts: in one transaction the tune is `trained`
+    (with `trained`: artifact_location, trained_at, expires_at…) and each rendered prompt still queued is `done`
+    with exactly its images, callbacks queued. Prompts it did not render stay queued for the workers.
+
+    Returns:
+        False (nothing changed) when the tune is no longer training under `held_by` (cancelled or deleted).
+    """
+    now = iso(db.clock())
+    with db.transaction() as conn:
+        ended = db.set_tune(
+            conn,
+            tune.id,
+            owner=tune.owner,
+            from_statuses=(TuneStatus.TRAINING,),
+            held_by=held_by,
+            status=TuneStatus.TRAINED,
+            lease_until=None,
+            **trained,
+        )
+        if not ended:
+            return False
+        _after_tune_ended(db, conn, tune.owner, tune.id, TuneStatus.TRAINED, None)
+        for prompt_id, images in rendered.items():
+            done = db.set_prompt(
+                conn,
+                prompt_id,
+                owner=tune.owner,
+                from_statuses=(PromptStatus.QUEUED,),
+                status=PromptStatus.DONE,
+                attempts=1,
+                started_at=now,
+                completed_at=now,
+                updated_at=now,
+            )
+            if not done:
+                continue
+            for image in images:
+                db.insert_image(conn, tune.owner, prompt_id, path=image["path"], seed=image["seed"],
+                                width=image["width"], height=image["height"])  # fmt: skip
+            _after_prompt_ended(db, conn, tune.owner, prompt_id)
+    return True
 
 
 # -- ending ----------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ class InProcessWorker:
         self.worker_id = queue.holder_id(worker_id, os.getpid())  # what its jobs' `worker_id` holds
         self.device = device or self.settings.device
         self.lease_s = float(self.settings.worker_lease_s)
+        # with trainings on Hugging Face Jobs (`studio.hf_jobs`), local workers generate only
+        self.kinds = (JobKind.PROMPT,) if self.settings.train_on == "hf-jobs" else (JobKind.PROMPT, JobKind.TUNE)
         self.lease: Lease | None = None  # of the job running now
         self._done = 0  # jobs finished since the last heartbeat
         self._stop = threading.Event()
@@ -181,7 +183,7 @@ class InProcessWorker:
         if not queue.has_work(self.db):
             return False
         loaded = self.generator.loaded_branches
-        job = queue.claim_next_job(self.db, self.worker_id, lease_s=self.lease_s, loaded=loaded)
+        job = queue.claim_next_job(self.db, self.worker_id, lease_s=self.lease_s, loaded=loaded, kinds=self.kinds)
         if job is None:
             return False
         kind, record = job

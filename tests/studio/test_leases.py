@@ -154,3 +154,22 @@ def test_a_worker_gets_prompts_of_a_branch_it_has_loaded_unless_an_older_one_has
     clock.advance(queue.AFFINITY_WAIT_S + 1)
     assert claim(runtime, "w1", loaded=("tiny",))[1].id == third.id  # waited long enough: fairness first
     assert claim(runtime, "w1", loaded=("tiny",))[1].id == fourth.id
+
+
+def test_a_worker_that_only_generates_leaves_trainings_to_the_jobs_backend(runtime, clock):
+    tune = runtime.studio.create_tune("alice", tune_request()).tune
+    assert claim(runtime, "w1", kinds=(JobKind.PROMPT,)) is None
+    assert claim(runtime, "hf-jobs.7", kinds=(JobKind.TUNE,))[1].id == tune.id
+
+
+def test_a_training_on_a_remote_job_is_not_taken_over_but_adopted_by_the_next_backend(runtime, clock):
+    tune = runtime.studio.create_tune("alice", tune_request()).tune
+    claim(runtime, queue.holder_id("hf-jobs", 7), kinds=(JobKind.TUNE,))
+    runtime.db.update_tune("alice", tune.id, job_id="job-1", training_set="ns/tune-1-ab12cd34-photos")
+    clock.advance(LEASE * 10)  # the studio that followed the job is gone; the job runs on
+
+    assert claim(runtime, "w1") is None  # no second training of the tune
+    assert queue.adopt_remote_jobs(runtime.db, "hf-jobs.8", "hf-jobs", alive=lambda pid: pid == 7) == []
+    [adopted] = queue.adopt_remote_jobs(runtime.db, "hf-jobs.8", "hf-jobs", alive=lambda pid: False)
+    assert (adopted.id, adopted.job_id, adopted.attempts, adopted.status) == (tune.id, "job-1", 1, TuneStatus.TRAINING)
+    assert queue.renew_lease(runtime.db, JobKind.TUNE, tune.id, "hf-jobs.8", lease_s=LEASE)

@@ -1,0 +1,153 @@
+"""The training job that runs on a rented GPU (Hugging Face Jobs): `python -m studio.job --spec '<json>'`.
+
+It runs this project's own image, so the same trainer and generator as a local worker. It reads the training set
+(prepared photo crops and their caption) from a private `datasets` repo, trains, pushes the LoRA and its model card
+to the tune's private model repo, then renders the prompts queued with the tune on the same GPU (one cold start
+for a whole pack) and uploads their images to `renders/` of that repo with `renders/results.json`, which the studio
+reads, downloads and then deletes (`studio.hf_jobs`). It prints one JSON line per event on stdout, the studio
+follows them in the job's logs:
+
+    {"event": "progress", "step": 12, "total": 500, "loss": 0.1, "eta_s": 80}
+    {"event": "trained", "location": "hub://ns/tune-12-ab12cd34"}
+    {"event": "rendered", "prompt_id": 40, "images": 4}
+    {"event": "done"}
+
+The Hugging Face token arrives as the job's secret `HF_TOKEN` and is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "renders/results.json"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What one job does, as the studio sends it (JSON on the command line; no secret in it)."""
+
+    tune_id: int
+    artifact_name: str  # the model repo is `<namespace>/tune-<artifact_name>`
+    training_set: str  # the private dataset repo with the photos
+    branch: str
+    base_model: str
+    title: str
+    class_name: str
+    token: str
+    steps: int | None
+    seed: int
+    prompts: list[dict[str, Any]] = field(default_factory=list)  # {"id", "text", "negative_prompt", …, "seed"}
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        return cls(**json.loads(text))
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def run(spec: JobSpec) -> None:
+    """Train, push the LoRA, render the prompts, upload their images; see the module docstring."""
+    from pipelines.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="tune-job-") as scratch:
+        settings = Settings.from_env().with_overrides(data_dir=Path(scratch) / "data")
+        lora_dir, location = _train(settings, spec, Path(scratch))
+        emit("trained", location=location)
+        _render(settings, spec, lora_dir, location, Path(scratch) / "renders")
+    emit("done")
+
+
+def _train(settings, spec: JobSpec, scratch: Path) -> tuple[Path, str]:
+    from pipelines.train import TrainProgress
+    from pipelines.tuning import TuneRequest, check_photos, train_tune
+    from storage.artifacts import ModelCard, open_store
+    from storage.training_sets import load_training_set
+
+    photos_dir = scratch / "photos"
+    photos_dir.mkdir(parents=True)
+    paths = []
+    for index, (image, _caption) in enumerate(load_training_set(spec.training_set, token=settings.hf_token)):
+        path = photos_dir / f"{index:02d}.png"
+        image.save(path)
+        paths.append(path)
+    checked = check_photos(settings, paths, class_name=spec.class_name)
+    request = TuneRequest(
+        class_name=spec.class_name,
+        branch=spec.branch,
+        token=spec.token,
+        steps=spec.steps,
+        face_crop=False,  # the training set holds the crops the studio made
+        seed=spec.seed,
+    )
+
+    def progress(update: TrainProgress) -> None:
+        if update.phase == "training":
+            emit("progress", step=update.step, total=update.total_steps, loss=update.loss, eta_s=update.eta_seconds)
+
+    result = train_tune(settings, checked, request, scratch / "training", on_progress=progress)
+    card = ModelCard(
+        base_model=spec.base_model,
+        instance_prompt=result.metadata["instance_prompt"],
+        branch=spec.branch,
+        title=spec.title,
+    )
+    location = open_store(settings).put(spec.artifact_name, result.output_dir, card)
+    return result.output_dir, location
+
+
+def _render(settings, spec: JobSpec, lora_dir: Path, location: str, folder: Path) -> None:
+    from huggingface_hub import HfApi
+
+    from pipelines.generate import GenerationRequest, Generator, LoraSpec
+    from pipelines.prompt_spec import STORED_FIELDS
+
+    generator = Generator(settings)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for prompt in spec.prompts:
+        options = {name: prompt[name] for name in STORED_FIELDS if name in prompt}
+        request = GenerationRequest(**options, loras=(LoraSpec(f"tune-{spec.tune_id}", lora_dir),))
+        generated = generator.generate(spec.branch, request)
+        images = []
+        for index, item in enumerate(generated.images):
+            name = f"{prompt['id']}/{index:02d}-{item.seed}.png"
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            item.image.save(folder / name)
+            images.append({"file": f"renders/{name}", "seed": item.seed, "width": item.image.width,
+                           "height": item.image.height})  # fmt: skip
+        results[str(prompt["id"])] = images
+        emit("rendered", prompt_id=prompt["id"], images=len(images))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results))
+    repo_id = location.split("://", 1)[1]
+    HfApi(token=settings.hf_token).upload_folder(
+        repo_id=repo_id, folder_path=folder, path_in_repo="renders", commit_message="Tune Studio: rendered prompts"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m studio.job", description="Train one tune on this machine.")
+    parser.add_argument("--spec", required=True, help="the job as JSON (see JobSpec)")
+    args = parser.parse_args(argv)
+    try:
+        run(JobSpec.from_json(args.spec))
+    except Exception as error:  # the reason, for the studio to show; the trace is in the job's log
+        import traceback
+
+        traceback.print_exc()
+        emit("failed", reason=f"{type(error).__name__}: {error}"[:500])
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
