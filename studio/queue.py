@@ -14,6 +14,7 @@ fails with the reason.
 from __future__ import annotations
 
 import heapq
+import os
 import sqlite3
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -47,14 +48,15 @@ Job = tuple[JobKind, Tune | Prompt]
 
 def claim_next_job(
     db: Database,
-    worker: str = LOCAL_WORKER,
+    worker: str | None = None,
     *,
     lease_s: float = DEFAULT_LEASE_S,
     loaded: Sequence[str] = (),
     kinds: Sequence[JobKind] = (JobKind.PROMPT, JobKind.TUNE),
 ) -> Job | None:
     """Atomically take the next job for `worker`, mark it running (`generating` / `training`, one more attempt)
-    and held by `worker` for `lease_s` seconds (the worker's heartbeat renews the lease: `renew_lease`).
+    and held by `worker` for `lease_s` seconds (the worker's heartbeat renews the lease: `renew_lease`). The
+    default holder is this process's own worker thread (`holder_id(LOCAL_WORKER, pid)`, as `open_runtime` names it).
 
     Prompts of trained tunes run between trainings; among each kind the order is FIFO. A prompt whose
     `<lora:…>` tags name a tune still queued or training waits for it (one that failed meanwhile lets it run and
@@ -67,6 +69,7 @@ def claim_next_job(
     Returns:
         ("prompt", the prompt without images) or ("tune", the tune), or None when nothing is queued.
     """
+    worker = worker or holder_id(LOCAL_WORKER, os.getpid())
     moment = db.clock()
     now, until = iso(moment), iso(moment + timedelta(seconds=lease_s))
     with db.transaction() as conn:
