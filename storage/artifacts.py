@@ -514,7 +514,7 @@ class HubArtifactStore:
             try:
                 return call()
             except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as error:
-                detail = self._redact(_describe(error))
+                detail = self._redact(describe_hub_error(error))
                 if attempt < self.retry.attempts and _is_transient(error):
                     delay = max(self.retry.delay(attempt), min(_retry_after(error), self.retry.max_delay))
                     logger.warning(
@@ -529,15 +529,15 @@ class HubArtifactStore:
                     self.retry.sleep(delay)
                     continue
                 message = self._redact(self._message(action, repo_id, error, detail, attempt))
-                translated = ArtifactError(message, location=HUB_SCHEME + repo_id, missing=_is_missing(error))
+                translated = ArtifactError(message, location=HUB_SCHEME + repo_id, missing=is_missing_on_hub(error))
                 # Keep the library error for debugging unless its text carries the token.
-                raise translated from (None if self._token in _chain_text(error) else error)
+                raise translated from (None if self._token in hub_error_chain_text(error) else error)
         raise AssertionError("unreachable: RetryPolicy.attempts >= 1")
 
     def _message(self, action: str, repo_id: str, error: BaseException, detail: str, attempts: int) -> str:
         message = f"Could not {action} the Hugging Face Hub repo {repo_id}: {detail}"
-        status = _status(error)
-        if _is_missing(error):
+        status = hub_error_status(error)
+        if is_missing_on_hub(error):
             message += ". It does not exist (deleted or expired), or HF_TOKEN cannot see it"
         elif status in (401, 403):
             message += f". Check that HF_TOKEN is valid and may write to the namespace {self.namespace!r}"
@@ -631,11 +631,11 @@ def _causes(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _chain_text(error: BaseException) -> str:
+def hub_error_chain_text(error: BaseException) -> str:
     return "\n".join(f"{type(cause).__name__}: {cause}" for cause in _causes(error))
 
 
-def _status(error: BaseException) -> int | None:
+def hub_error_status(error: BaseException) -> int | None:
     for cause in _causes(error):
         if isinstance(cause, HfHubHTTPError) and cause.response is not None:
             return cause.response.status_code
@@ -653,22 +653,22 @@ def _retry_after(error: BaseException) -> float:
     return 0.0
 
 
-def _is_missing(error: BaseException) -> bool:
+def is_missing_on_hub(error: BaseException) -> bool:
     return any(isinstance(cause, RepositoryNotFoundError) for cause in _causes(error))
 
 
 def _is_transient(error: BaseException) -> bool:
     """429, 5xx and network errors, also when snapshot_download wrapped them (LocalEntryNotFoundError)."""
-    if _is_missing(error):
+    if is_missing_on_hub(error):
         return False
-    status = _status(error)
+    status = hub_error_status(error)
     if status is not None:
         return status in RETRY_STATUS_CODES
     return any(isinstance(cause, httpx2.TransportError) for cause in _causes(error))
 
 
-def _describe(error: BaseException) -> str:
-    status = _status(error)
+def describe_hub_error(error: BaseException) -> str:
+    status = hub_error_status(error)
     for cause in _causes(error):
         if isinstance(cause, HfHubHTTPError):
             text = cause.server_message or next((line for line in str(cause).splitlines() if line.strip()), "")

@@ -32,7 +32,12 @@ from huggingface_hub.file_download import repo_folder_name
 from PIL import Image
 
 from pipelines.errors import ArtifactError, ValidationError
-from storage.artifacts import _chain_text, _describe, _is_missing, _status  # one reading of Hub errors
+from storage.artifacts import (
+    describe_hub_error,
+    hub_error_chain_text,
+    hub_error_status,
+    is_missing_on_hub,
+)  # one reading of Hub errors
 
 logger = logging.getLogger(__name__)
 
@@ -260,11 +265,11 @@ def _hub_call(action: str, repo_id: str, token: str, call: Callable[[], T], *, s
     try:
         return call()
     except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as error:
-        detail = _describe(error).rstrip(".")
+        detail = describe_hub_error(error).rstrip(".")
         subject = subject or f"the Hugging Face Hub dataset repo {repo_id}"
         message = f"Could not {action} {subject}: {detail}"
-        status = _status(error)
-        missing = _is_missing(error) or type(error).__name__ == "DatasetNotFoundError"
+        status = hub_error_status(error)
+        missing = is_missing_on_hub(error) or type(error).__name__ == "DatasetNotFoundError"
         if missing:
             message += ". It does not exist (deleted or swept), or the token cannot see it"
         elif status in (401, 403):
@@ -272,4 +277,4 @@ def _hub_call(action: str, repo_id: str, token: str, call: Callable[[], T], *, s
         message = message.replace(token, "hf_***") if token else message
         translated = ArtifactError(message, location=repo_id, missing=missing)
         # Keep the library error for debugging unless its text carries the token.
-        raise translated from (None if token and token in _chain_text(error) else error)
+        raise translated from (None if token and token in hub_error_chain_text(error) else error)

@@ -27,7 +27,7 @@ from tests.studio.test_service import tune_request
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 3
-STEPS, CHECKPOINT_EVERY = 24, 4
+STEPS, CHECKPOINT_EVERY = 12, 4  # a checkpoint at 4 and 8: the kill lands mid-training
 
 
 class Workers:
