@@ -61,7 +61,7 @@ def run(spec: JobSpec) -> None:
     from pipelines.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="tune-job-") as scratch:
-        settings = Settings.from_env().with_overrides(data_dir=Path(scratch) / "data")
+        settings = Settings.from_env()  # the image's data folder: base models, the tiny model it builds
         lora_dir, location = _train(settings, spec, Path(scratch))
         emit("trained", location=location)
         _render(settings, spec, lora_dir, location, Path(scratch) / "renders")
