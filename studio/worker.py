@@ -550,13 +550,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: TUNES_DEVICE)")
     parser.add_argument("--parent", type=int, help="stop when this process (the supervisor) is gone")
     args = parser.parse_args(argv)
+    if args.parent is not None:  # first, before the slow imports: a server killed meanwhile takes this worker along
+        _stop_with_parent(args.parent)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker {args.id} %(levelname)s %(message)s")
     settings = Settings.from_env()
     runtime = open_runtime(settings, start_worker=False, worker_id=args.id, device=args.device)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runtime.worker.stop(timeout=0))
-    if args.parent is not None:
-        _stop_with_parent(args.parent)
     log.info("serving the queue of %s on %s", settings.data_dir, runtime.worker.device)
     try:
         runtime.worker.serve(parent_pid=args.parent)

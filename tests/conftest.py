@@ -30,6 +30,21 @@ from pipelines.settings import Settings
 from pipelines.tiny import build_tiny_sd15, build_tiny_sdxl
 from pipelines.tiny import synthetic_subject as subject_image
 
+# Files whose tests run real processes or long trainings: collected first, so `--dist loadfile` starts them first
+# and the quick files fill in around them (last, one of them kept a worker busy a minute after the other was done).
+SLOW_FILES = (
+    "tests/faults/test_server_kill.py",
+    "tests/faults/test_worker_processes.py",
+    "tests/studio/test_crash.py",
+    "tests/studio/test_hf_jobs.py",
+    "tests/test_browser",
+    "tests/pipelines/test_train.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FILES))  # stable: file order kept otherwise
+
 
 @pytest.fixture(scope="session")
 def tiny_sd15_dir(tmp_path_factory) -> Path:

@@ -231,6 +231,12 @@ def test_the_web_process_serves_without_torch_and_its_workers_stop_with_it(folde
 
     url = server.start(key)  # again, then SIGKILL the web process alone: its worker does not outlive it
     [worker_pid] = [int(pid) for pid in _children(server.process.pid)]
+    wait_for(
+        lambda: column(folder.data_dir, "SELECT pid FROM workers WHERE id = 'w0' AND stopped_at IS NULL"),
+        lambda pid: pid == worker_pid,
+        timeout=120,
+        what="the new worker to serve",
+    )
     os.kill(server.process.pid, signal.SIGKILL)
     server.process.wait(30)
     wait_for(lambda: _running(worker_pid), lambda alive: not alive, timeout=30, what="the orphan worker to stop")

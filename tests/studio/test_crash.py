@@ -36,7 +36,7 @@ def test_a_killed_worker_loses_nothing_and_resumes_training(settings):
         name="woman",
         images=PHOTOS,
         branch="tiny",
-        steps=120,
+        steps=40,  # killed after its first checkpoint (step 5), long before its end
         prompts=[PromptCreate("{{subject}}", num_images=1, steps=1)],
     )
     tune = runtime.studio.create_tune("alice", request).tune
@@ -72,7 +72,7 @@ def test_a_killed_worker_loses_nothing_and_resumes_training(settings):
     finished = runtime.studio.get_tune("alice", tune.id)
     assert finished.status == "trained" and finished.attempts == 2
     metadata = json.loads((runtime.store.fetch(finished.artifact_location) / "lora_metadata.json").read_text())
-    assert metadata["resumed_from_step"] >= 5 and metadata["steps"] == 120
+    assert metadata["resumed_from_step"] >= 5 and metadata["steps"] == 40
     [prompt] = runtime.studio.list_prompts("alice", tune_id=tune.id)
     assert prompt.status == "done" and len(prompt.images) == 1
     runtime.close()
