@@ -31,6 +31,7 @@ from storage.records import JobKind, Tune, TuneStatus, iso
 from studio import queue
 from studio.job import RESULTS_FILE, JobSpec
 from studio.service import Studio
+from studio.supervisor import process_alive
 
 log = logging.getLogger(__name__)
 NAME = "hf-jobs"  # the backend's worker name on the tunes it holds
@@ -74,7 +75,7 @@ class JobsBackend:
     def start(self) -> None:
         """Check the flavor against the Hub's hardware list, re-attach to running jobs, then follow and submit."""
         self.check_flavor()
-        for tune in queue.adopt_remote_jobs(self.db, self.holder, NAME, alive=_alive):
+        for tune in queue.adopt_remote_jobs(self.db, self.holder, NAME, alive=process_alive):
             log.info("re-attached to job %s of tune %s", tune.job_id, tune.id)
             self.followed[tune.id] = Followed(tune, tune.job_id, time.monotonic(), tune.training_set)
         self._thread = threading.Thread(target=self._loop, name="tunes-hf-jobs", daemon=True)
@@ -299,13 +300,3 @@ def _event(line: str) -> dict[str, Any] | None:
         return json.loads(text)
     except ValueError:
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

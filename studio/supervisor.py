@@ -29,6 +29,17 @@ HEALTHY_S = 60.0
 _WATCH_EVERY_S = 0.5
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this id runs (an earlier worker, or an earlier Jobs backend)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def worker_threads(cores: int, workers: int) -> int:
     """Torch CPU threads per worker: the cores but one, shared out. The spare core serves the web: torch's threads
     wait for each other after every operation, so a training that shares every core with the web server's

@@ -43,6 +43,7 @@ from studio import queue
 from studio.callbacks import CallbackSender, deliver_in_background
 from studio.errors import ConflictError
 from studio.service import Studio
+from studio.supervisor import process_alive
 
 log = logging.getLogger(__name__)
 _PROGRESS_EVERY_S = 0.5  # how often training progress is written to the tune record
@@ -129,7 +130,7 @@ class InProcessWorker:
 
     def _begin(self) -> None:
         self.db.worker_started(self.name, device=self.device, pid=os.getpid(), host=socket.gethostname())
-        taken_back = queue.requeue_own(self.db, self.name, alive=_process_alive)
+        taken_back = queue.requeue_own(self.db, self.name, alive=process_alive)
         if taken_back:
             log.info("worker %s: %d job(s) of its previous run back in the queue", self.name, taken_back)
         self._spawn(self._heartbeat_loop, "tunes-heartbeat")
@@ -512,17 +513,6 @@ class Lease:
             self.renew()
         if self.lost:
             raise LeaseLostError(f"{self.kind} {self.record_id} was taken over by another worker")
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process of this machine with this id runs (a worker of the same name from before a restart)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def _stop_with_parent(parent_pid: int) -> None:
