@@ -257,16 +257,7 @@ class JobsBackend:
             log.warning("job %s could not be cancelled (it may have ended)", followed.job_id)
 
     def _fail(self, tune: Tune, reason: str, *, training_set: str | None = None) -> None:
-        queue.end_tune(
-            self.db,
-            tune.owner,
-            tune.id,
-            TuneStatus.FAILED,
-            from_statuses=(TuneStatus.TRAINING,),
-            held_by=self.holder,
-            error=reason,
-            eta_seconds=None,
-        )
+        queue.fail_training(self.db, tune, reason, held_by=self.holder)
         self._delete_training_set(tune, training_set)
 
     def _forget(self, followed: Followed, tune: Tune, *, keep_set: bool = False) -> None:

@@ -507,6 +507,22 @@ def release(db: Database, owner: str, tune_id: int, *, held_by: str | None = Non
         )
 
 
+def fail_training(db: Database, tune: Tune, reason: str, *, held_by: str | None = None) -> bool:
+    """A training that will not succeed ends `failed` with `reason` (its queued prompts fail, callbacks go).
+    Returns False when it was no longer training (under `held_by`)."""
+    training = (TuneStatus.TRAINING,)
+    return end_tune(
+        db,
+        tune.owner,
+        tune.id,
+        TuneStatus.FAILED,
+        from_statuses=training,
+        held_by=held_by,
+        error=reason,
+        eta_seconds=None,
+    )
+
+
 def retry_or_fail_tune(db: Database, tune: Tune, reason: str, *, held_by: str | None = None) -> bool:
     """After a training attempt failed unexpectedly: queue it again, or fail it once it had `MAX_ATTEMPTS`.
 
@@ -514,17 +530,7 @@ def retry_or_fail_tune(db: Database, tune: Tune, reason: str, *, held_by: str | 
         True when the tune failed for good (its queued prompts failed, callbacks queued).
     """
     if tune.attempts >= MAX_ATTEMPTS:
-        error = f"failed {tune.attempts} times; last error: {reason}"
-        end_tune(
-            db,
-            tune.owner,
-            tune.id,
-            TuneStatus.FAILED,
-            from_statuses=(TuneStatus.TRAINING,),
-            held_by=held_by,
-            error=error,
-            eta_seconds=None,
-        )
+        fail_training(db, tune, f"failed {tune.attempts} times; last error: {reason}", held_by=held_by)
         return True
     with db.transaction() as conn:
         requeued = {"status": TuneStatus.QUEUED, "error": reason, "worker_id": None, "lease_until": None}

@@ -338,16 +338,7 @@ class InProcessWorker:
             log.error("could not delete orphaned LoRA %s: %s", location, traceback.format_exc(limit=2))
 
     def _fail_tune(self, tune: Tune, reason: str) -> None:
-        queue.end_tune(
-            self.db,
-            tune.owner,
-            tune.id,
-            TuneStatus.FAILED,
-            from_statuses=(TuneStatus.TRAINING,),
-            held_by=self.worker_id,
-            error=reason,
-            eta_seconds=None,
-        )
+        queue.fail_training(self.db, tune, reason, held_by=self.worker_id)
         self._discard_if_ended(tune)
 
     # -- generation ------------------------------------------------------------------------------
