@@ -148,6 +148,26 @@ def train_tune(
         ValidationError: bad request or no usable photo. ModelUnavailableError: base weights missing.
         TrainingCancelledError: `should_cancel` returned True.
     """
+    images = training_images(checked, request)
+    return train_on_images(settings, images, request, output_dir, on_progress=on_progress, should_cancel=should_cancel)
+
+
+def train_on_images(
+    settings: Settings,
+    images: Sequence[TrainingImage],
+    request: TuneRequest,
+    output_dir: Path,
+    *,
+    on_progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train on crops already prepared (`training_images`), such as a training set read back from the Hub.
+
+    Raises:
+        as `train_tune`.
+    """
+    if not images:
+        raise ValidationError("images", 0, "no training image to train on")
     branch = request.branch_info
     config = TrainConfig.for_branch(
         branch,
@@ -159,7 +179,6 @@ def train_tune(
         prior_preservation=request.prior_preservation,
         checkpoint_every=settings.checkpoint_every,
     )
-    images = training_images(checked, request)
     return train_lora(
         config,
         images,

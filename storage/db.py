@@ -359,6 +359,15 @@ class Database:
             row = self._conn.execute("SELECT * FROM tunes WHERE owner = ? AND id = ?", (owner, tune_id)).fetchone()
         return from_row(Tune, row) if row else None
 
+    def training_sets_of(self, statuses: Sequence[str]) -> set[str]:
+        """The training-set repos (`Tune.training_set`) of the tunes in `statuses`."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT training_set FROM tunes WHERE training_set IS NOT NULL AND status IN ({_marks(statuses)})",
+                tuple(statuses),
+            ).fetchall()
+        return {row["training_set"] for row in rows}
+
     def tune_by_title(self, owner: str, title: str) -> Tune | None:
         with self._lock:
             return self.find_tune_by_title(self._conn, owner, title)
@@ -502,8 +511,14 @@ class Database:
         rows = conn.execute("SELECT * FROM tunes WHERE status = ? ORDER BY id", (status,)).fetchall()
         return [from_row(Tune, row) for row in rows]
 
-    def oldest_tune_in(self, conn: sqlite3.Connection, status: str) -> Tune | None:
-        row = conn.execute("SELECT * FROM tunes WHERE status = ? ORDER BY id LIMIT 1", (status,)).fetchone()
+    def oldest_tune_in(
+        self, conn: sqlite3.Connection, status: str, *, branches: Sequence[str] | None = None
+    ) -> Tune | None:
+        """The oldest tune in `status` (on one of `branches`, when given)."""
+        on_branch = f" AND branch IN ({_marks(branches)})" if branches is not None else ""
+        row = conn.execute(
+            f"SELECT * FROM tunes WHERE status = ?{on_branch} ORDER BY id LIMIT 1", (status, *(branches or ()))
+        ).fetchone()
         return from_row(Tune, row) if row else None
 
     def prompts_in(
@@ -535,17 +550,19 @@ class Database:
         tune_status: str,
         unless_tagged_in: Sequence[str],
         branches: Sequence[str] | None = None,
+        tune_id: int | None = None,
     ) -> Prompt | None:
-        """The oldest prompt in `status` whose tune is in `tune_status` (and on one of `branches`, when given) and
-        none of whose `<lora:…>` tags names a tune of its owner in one of `unless_tagged_in`."""
+        """The oldest prompt in `status` whose tune is in `tune_status` (and on one of `branches`, and is `tune_id`,
+        when given) and none of whose `<lora:…>` tags names a tune of its owner in one of `unless_tagged_in`."""
         on_branch = f" AND t.branch IN ({_marks(branches)})" if branches is not None else ""
+        of_tune = " AND t.id = ?" if tune_id is not None else ""
         row = conn.execute(
             "SELECT p.* FROM prompts p JOIN tunes t ON t.id = p.tune_id"
-            f" WHERE p.status = ? AND t.status = ?{on_branch} AND NOT EXISTS (SELECT 1"
+            f" WHERE p.status = ? AND t.status = ?{on_branch}{of_tune} AND NOT EXISTS (SELECT 1"
             " FROM json_each(p.loras) tag JOIN tunes other ON other.id = json_extract(tag.value, '$.tune_id')"
             f" WHERE other.owner = p.owner AND other.status IN ({_marks(unless_tagged_in)}))"
             " ORDER BY p.id LIMIT 1",
-            (status, tune_status, *(branches or ()), *unless_tagged_in),
+            (status, tune_status, *(branches or ()), *(() if tune_id is None else (tune_id,)), *unless_tagged_in),
         ).fetchone()
         return from_row(Prompt, row) if row else None
 

@@ -1,7 +1,7 @@
 """Training sets as private `datasets` repos on the Hugging Face Hub: what a training job on a rented GPU reads.
 
-A tune's prepared photos and their caption become an image dataset with the columns `image` (a `datasets.Image`,
-each photo's PNG bytes as they are) and `text` (the caption, e.g. "photo of sks woman") — the layout the diffusers
+A tune's prepared training images (the square crops) and their captions become an image dataset with the columns
+`image` (a `datasets.Image`, PNG bytes) and `text` (the caption, e.g. "ohwx woman") — the layout the diffusers
 training scripts read with `--dataset_name` — in one `train` split, pushed to a private dataset repo of the
 studio's namespace, `<namespace>/tune-<tune>-photos` (`training_set_repo`). The job loads it with
 `load_training_set`; the studio deletes it in every end state of the tune (`delete_training_set`), and `sweep`

@@ -1,11 +1,12 @@
-"""The training job that runs on a rented GPU (Hugging Face Jobs): `python -m studio.job --spec '<json>'`.
+"""The job that runs on a rented GPU (Hugging Face Jobs): `python -m studio.job --spec '<json>'`.
 
-It runs this project's own image, so the same trainer and generator as a local worker. It reads the training set
-(prepared photo crops and their caption) from a private `datasets` repo, trains, pushes the LoRA and its model card
-to the tune's private model repo, then renders the prompts queued with the tune on the same GPU (one cold start
-for a whole pack) and uploads their images to `renders/` of that repo with `renders/results.json`, which the studio
-reads, downloads and then deletes (`studio.hf_jobs`). It prints one JSON line per event on stdout, the studio
-follows them in the job's logs:
+It runs this project's own image, so the same trainer and generator as a local worker. A training job reads the
+training set (the square crops the studio prepared, each with its caption) from a private `datasets` repo, trains
+on exactly those, pushes the LoRA and its model card to the tune's private model repo, then renders the prompts
+queued with the tune on the same GPU (one cold start for a whole pack). A render job (no training set) downloads
+the LoRA of a trained tune and renders a batch of its prompts. Either uploads the images to the folder
+`spec.renders` of the LoRA's repo with a `results.json`, which the studio reads, downloads and then deletes
+(`studio.hf_jobs`). It prints one JSON line per event on stdout, the studio follows them in the job's logs:
 
     {"event": "progress", "step": 12, "total": 500, "loss": 0.1, "eta_s": 80}
     {"event": "trained", "location": "hub://ns/tune-12-ab12cd34"}
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RESULTS_FILE = "renders/results.json"
+RESULTS_NAME = "results.json"  # in the renders folder: {prompt id: [{"file", "seed", "width", "height"}]}
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,7 @@ class JobSpec:
     """What one job does, as the studio sends it (JSON on the command line; no secret in it)."""
 
     tune_id: int
-    artifact_name: str  # the model repo is `<namespace>/tune-<artifact_name>`
-    training_set: str  # the private dataset repo with the photos
+    renders: str  # the folder of the LoRA's repo the images go to
     branch: str
     base_model: str
     title: str
@@ -43,6 +43,9 @@ class JobSpec:
     steps: int | None
     seed: int
     prompts: list[dict[str, Any]] = field(default_factory=list)  # {"id", "text", "negative_prompt", …, "seed"}
+    training_set: str | None = None  # a training: the private dataset repo with the crops
+    artifact_name: str | None = None  # a training: the model repo is `<namespace>/tune-<artifact_name>`
+    lora: str | None = None  # a batch of renders: the trained LoRA's location (`hub://…`)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -59,43 +62,38 @@ def emit(event: str, **fields: Any) -> None:
 def run(spec: JobSpec) -> None:
     """Train, push the LoRA, render the prompts, upload their images; see the module docstring."""
     from pipelines.settings import Settings
+    from storage.artifacts import open_store
 
     with tempfile.TemporaryDirectory(prefix="tune-job-") as scratch:
         settings = Settings.from_env()  # the image's data folder: base models, the tiny model it builds
-        lora_dir, location = _train(settings, spec, Path(scratch))
-        emit("trained", location=location)
+        if spec.training_set:
+            lora_dir, location = _train(settings, spec, Path(scratch))
+            emit("trained", location=location)
+        else:
+            location = spec.lora
+            lora_dir = open_store(settings).fetch(location)
         _render(settings, spec, lora_dir, location, Path(scratch) / "renders")
     emit("done")
 
 
 def _train(settings, spec: JobSpec, scratch: Path) -> tuple[Path, str]:
+    from pipelines.photos import TrainingImage
     from pipelines.train import TrainProgress
-    from pipelines.tuning import TuneRequest, check_photos, train_tune
+    from pipelines.tuning import TuneRequest, train_on_images
     from storage.artifacts import ModelCard, open_store
     from storage.training_sets import load_training_set
 
-    photos_dir = scratch / "photos"
-    photos_dir.mkdir(parents=True)
-    paths = []
-    for index, (image, _caption) in enumerate(load_training_set(spec.training_set, token=settings.hf_token)):
-        path = photos_dir / f"{index:02d}.png"
-        image.save(path)
-        paths.append(path)
-    checked = check_photos(settings, paths, class_name=spec.class_name)
+    rows = load_training_set(spec.training_set, token=settings.hf_token)  # the crops the studio made, captioned
+    images = [TrainingImage(image, caption, f"{i:02d}.png", "full") for i, (image, caption) in enumerate(rows)]
     request = TuneRequest(
-        class_name=spec.class_name,
-        branch=spec.branch,
-        token=spec.token,
-        steps=spec.steps,
-        face_crop=False,  # the training set holds the crops the studio made
-        seed=spec.seed,
+        class_name=spec.class_name, branch=spec.branch, token=spec.token, steps=spec.steps, seed=spec.seed
     )
 
     def progress(update: TrainProgress) -> None:
         if update.phase == "training":
             emit("progress", step=update.step, total=update.total_steps, loss=update.loss, eta_s=update.eta_seconds)
 
-    result = train_tune(settings, checked, request, scratch / "training", on_progress=progress)
+    result = train_on_images(settings, images, request, scratch / "training", on_progress=progress)
     card = ModelCard(
         base_model=spec.base_model,
         instance_prompt=result.metadata["instance_prompt"],
@@ -123,20 +121,20 @@ def _render(settings, spec: JobSpec, lora_dir: Path, location: str, folder: Path
             name = f"{prompt['id']}/{index:02d}-{item.seed}.png"
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             item.image.save(folder / name)
-            images.append({"file": f"renders/{name}", "seed": item.seed, "width": item.image.width,
+            images.append({"file": f"{spec.renders}/{name}", "seed": item.seed, "width": item.image.width,
                            "height": item.image.height})  # fmt: skip
         results[str(prompt["id"])] = images
         emit("rendered", prompt_id=prompt["id"], images=len(images))
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(results))
+    (folder / RESULTS_NAME).write_text(json.dumps(results))
     repo_id = location.split("://", 1)[1]
     HfApi(token=settings.hf_token).upload_folder(
-        repo_id=repo_id, folder_path=folder, path_in_repo="renders", commit_message="Tune Studio: rendered prompts"
+        repo_id=repo_id, folder_path=folder, path_in_repo=spec.renders, commit_message="Tune Studio: rendered prompts"
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m studio.job", description="Train one tune on this machine.")
+    parser = argparse.ArgumentParser(prog="python -m studio.job", description="Train a tune, render its prompts.")
     parser.add_argument("--spec", required=True, help="the job as JSON (see JobSpec)")
     args = parser.parse_args(argv)
     try:

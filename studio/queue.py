@@ -17,10 +17,12 @@ import heapq
 import os
 import sqlite3
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from pipelines.registry import BRANCHES
 from storage.db import Database
 from storage.records import (
     PROMPT_PENDING,
@@ -42,6 +44,8 @@ DEFAULT_LEASE_S = 30.0  # how long a claimed job stays a worker's without a hear
 AFFINITY_WAIT_S = 60.0  # a prompt waiting longer than this goes to the next free worker, loaded branch or not
 TUNE_ENDS_CALLED_BACK = (TuneStatus.TRAINED, TuneStatus.FAILED, TuneStatus.CANCELLED)  # not an expiry
 Job = tuple[JobKind, Tune | Prompt]
+Share = Mapping[JobKind, Sequence[str] | None]  # the kinds of job a worker takes, each on these branches (None: all)
+EVERY_JOB: Share = {JobKind.PROMPT: None, JobKind.TUNE: None}
 
 # -- claiming --------------------------------------------------------------------------------------
 
@@ -52,7 +56,7 @@ def claim_next_job(
     *,
     lease_s: float = DEFAULT_LEASE_S,
     loaded: Sequence[str] = (),
-    kinds: Sequence[JobKind] = (JobKind.PROMPT, JobKind.TUNE),
+    kinds: Share = EVERY_JOB,
 ) -> Job | None:
     """Atomically take the next job for `worker`, mark it running (`generating` / `training`, one more attempt)
     and held by `worker` for `lease_s` seconds (the worker's heartbeat renews the lease: `renew_lease`). The
@@ -63,8 +67,8 @@ def claim_next_job(
     fail). Among ready prompts one on a branch in `loaded` (base pipelines the worker has in memory) goes first,
     unless the oldest has waited `AFFINITY_WAIT_S`. First, jobs whose lease lapsed (their worker died, hangs or
     lost contact) go back to the queue, or fail after `MAX_ATTEMPTS`; and as a backstop, queued prompts of a tune
-    that can no longer be used fail. `kinds` limits what this worker takes (with `TUNES_TRAIN_ON=hf-jobs` local
-    workers take prompts only; `studio.hf_jobs` takes tunes).
+    that can no longer be used fail. `kinds` limits what this worker takes: which kinds, each on which branches
+    (`local_share`: with `TUNES_TRAIN_ON=hf-jobs` the Jobs backend trains and local workers mostly generate).
 
     Returns:
         ("prompt", the prompt without images) or ("tune", the tune), or None when nothing is queued.
@@ -76,8 +80,48 @@ def claim_next_job(
         _requeue(db, conn, _lapsed(db, conn, now), now, reason="its worker stopped or stopped answering")
         _fail_prompts_of_unusable_tunes(db, conn, now)
         held = {"worker_id": worker, "lease_until": until}
-        prompt = _claim_prompt(db, conn, now, held, loaded, moment) if JobKind.PROMPT in kinds else None
-        return prompt or (_claim_tune(db, conn, now, held) if JobKind.TUNE in kinds else None)
+        prompt = None
+        if JobKind.PROMPT in kinds:
+            prompt = _claim_prompt(db, conn, now, held, loaded, moment, only=kinds[JobKind.PROMPT])
+        return prompt or (_claim_tune(db, conn, now, held, kinds[JobKind.TUNE]) if JobKind.TUNE in kinds else None)
+
+
+def claim_prompts_of_tune(db: Database, tune_id: int, worker: str, *, lease_s: float) -> list[Prompt]:
+    """Take every ready prompt queued for the trained tune `tune_id` at once (a job renders them in one batch), as
+    `claim_next_job` takes one. Returns them, oldest first (none when the tune is not trained)."""
+    moment = db.clock()
+    now, until = iso(moment), iso(moment + timedelta(seconds=lease_s))
+    held = {"worker_id": worker, "lease_until": until}
+    claimed = []
+    with db.transaction() as conn:
+        while job := _claim_prompt(db, conn, now, held, (), moment, only=None, tune_id=tune_id):
+            claimed.append(job[1])
+    return claimed
+
+
+def local_share(train_on: str, device: str) -> Share:
+    """What a local worker on `device` takes: every job with `TUNES_TRAIN_ON=local`. With `hf-jobs` the Jobs
+    backend trains, and renders too when no local worker has a GPU (`jobs_share`); a local worker keeps the
+    mock branch's jobs (nothing to rent a GPU for) and, on a GPU, the prompts of every branch."""
+    if train_on != "hf-jobs":
+        return EVERY_JOB
+    mock = tuple(name for name, branch in BRANCHES.items() if branch.is_mock)
+    return {JobKind.PROMPT: None if is_gpu(device) else mock, JobKind.TUNE: mock}
+
+
+def is_gpu(device: str) -> bool:
+    """Whether a worker on `device` (`cpu`, `cuda`, `cuda:N`, `auto`) has a GPU, told without importing torch (the
+    web tier does not): `auto` has one where the NVIDIA driver lists a GPU."""
+    return device.startswith("cuda") or (device == "auto" and any(Path("/proc/driver/nvidia/gpus").glob("*")))
+
+
+def jobs_share(local_devices: Sequence[str]) -> Share:
+    """What the Jobs backend takes: the tunes of every real branch, and their prompts when no local worker has a
+    GPU (they are batched into one job per tune)."""
+    real = tuple(name for name, branch in BRANCHES.items() if not branch.is_mock)
+    if any(is_gpu(device) for device in local_devices):
+        return {JobKind.TUNE: real}
+    return {JobKind.TUNE: real, JobKind.PROMPT: real}
 
 
 def has_work(db: Database) -> bool:
@@ -179,12 +223,21 @@ def _fail_prompts_of_unusable_tunes(db: Database, conn: sqlite3.Connection, now:
 
 
 def _claim_prompt(
-    db: Database, conn: sqlite3.Connection, now: str, held: dict[str, str], loaded: Sequence[str], moment: datetime
+    db: Database,
+    conn: sqlite3.Connection,
+    now: str,
+    held: dict[str, str],
+    loaded: Sequence[str],
+    moment: datetime,
+    *,
+    only: Sequence[str] | None,
+    tune_id: int | None = None,
 ) -> Job | None:
-    ready = {"tune_status": TuneStatus.TRAINED, "unless_tagged_in": TUNE_ACTIVE}
-    prompt = db.oldest_ready_prompt(conn, PromptStatus.QUEUED, **ready)
+    ready = {"tune_status": TuneStatus.TRAINED, "unless_tagged_in": TUNE_ACTIVE, "tune_id": tune_id}
+    prompt = db.oldest_ready_prompt(conn, PromptStatus.QUEUED, **ready, branches=only)
     if prompt is None:
         return None
+    loaded = [name for name in loaded if only is None or name in only]
     if loaded and _waited_s(prompt, moment) < AFFINITY_WAIT_S and db.branch_of_prompt(conn, prompt.id) not in loaded:
         prompt = db.oldest_ready_prompt(conn, PromptStatus.QUEUED, **ready, branches=loaded) or prompt
     db.set_prompt(
@@ -206,8 +259,10 @@ def _waited_s(prompt: Prompt, moment: datetime) -> float:
         return float("inf")
 
 
-def _claim_tune(db: Database, conn: sqlite3.Connection, now: str, held: dict[str, str]) -> Job | None:
-    tune = db.oldest_tune_in(conn, TuneStatus.QUEUED)
+def _claim_tune(
+    db: Database, conn: sqlite3.Connection, now: str, held: dict[str, str], only: Sequence[str] | None
+) -> Job | None:
+    tune = db.oldest_tune_in(conn, TuneStatus.QUEUED, branches=only)
     if tune is None:
         return None
     db.set_tune(

@@ -101,8 +101,8 @@ class InProcessWorker:
         self.worker_id = queue.holder_id(worker_id, os.getpid())  # what its jobs' `worker_id` holds
         self.device = device or self.settings.device
         self.lease_s = float(self.settings.worker_lease_s)
-        # with trainings on Hugging Face Jobs (`studio.hf_jobs`), local workers generate only
-        self.kinds = (JobKind.PROMPT,) if self.settings.train_on == "hf-jobs" else (JobKind.PROMPT, JobKind.TUNE)
+        # with trainings on Hugging Face Jobs (`studio.hf_jobs`), local workers mostly generate
+        self.kinds = queue.local_share(self.settings.train_on, self.device)
         self.lease: Lease | None = None  # of the job running now
         self._done = 0  # jobs finished since the last heartbeat
         self._stop = threading.Event()

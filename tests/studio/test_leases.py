@@ -158,13 +158,13 @@ def test_a_worker_gets_prompts_of_a_branch_it_has_loaded_unless_an_older_one_has
 
 def test_a_worker_that_only_generates_leaves_trainings_to_the_jobs_backend(runtime, clock):
     tune = runtime.studio.create_tune("alice", tune_request()).tune
-    assert claim(runtime, "w1", kinds=(JobKind.PROMPT,)) is None
-    assert claim(runtime, "hf-jobs.7", kinds=(JobKind.TUNE,))[1].id == tune.id
+    assert claim(runtime, "w1", kinds={JobKind.PROMPT: None}) is None
+    assert claim(runtime, "hf-jobs.7", kinds={JobKind.TUNE: None})[1].id == tune.id
 
 
 def test_a_training_on_a_remote_job_is_not_taken_over_but_adopted_by_the_next_backend(runtime, clock):
     tune = runtime.studio.create_tune("alice", tune_request()).tune
-    claim(runtime, queue.holder_id("hf-jobs", 7), kinds=(JobKind.TUNE,))
+    claim(runtime, queue.holder_id("hf-jobs", 7), kinds={JobKind.TUNE: None})
     runtime.db.update_tune("alice", tune.id, job_id="job-1", training_set="ns/tune-1-ab12cd34-photos")
     clock.advance(LEASE * 10)  # the studio that followed the job is gone; the job runs on
 
