@@ -27,14 +27,17 @@ def tiny_config(**changes) -> TrainConfig:
     return TrainConfig.for_branch(get_branch("tiny"), class_name="thing", base_model="tiny", **{**defaults, **changes})
 
 
-def stock_latents(model_dir, lora_dir=None, *, prompt="sks thing", seeds=(0, 1, 2, 3), pipeline_class=None):
-    """Generate with plain diffusers code only (no project loader) and return the final latents."""
+def stock_latents(
+    model_dir, lora_dir=None, *, prompt="sks thing", seeds=(0, 1, 2, 3), pipeline_class=None, **lora_options
+):
+    """Generate with plain diffusers code only (no project loader) and return the final latents. `lora_dir` may
+    also be a Hub repo id (with `lora_options` such as `weight_name`)."""
     pipeline_class = pipeline_class or StableDiffusionPipeline
     kwargs = {"safety_checker": None} if pipeline_class is StableDiffusionPipeline else {}
     pipe = pipeline_class.from_pretrained(model_dir, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     if lora_dir is not None:
-        pipe.load_lora_weights(lora_dir)
+        pipe.load_lora_weights(lora_dir, **lora_options)
     return pipe(
         [prompt] * len(seeds),
         num_inference_steps=10,
