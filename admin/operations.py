@@ -494,6 +494,69 @@ class Operations:
         return self.studio.get_tune(owner, tune_id)
 
 
+# -- the cost of a tune on Hugging Face Jobs (`python -m admin jobs-cost`) ---------------------------------------
+
+# One tune's job time when nothing better is known: an SD 1.5 tune (800 steps) on an A10G, about 5 min of cold start
+# (image pull, base model download) and 7 of training. An estimate, not a measurement: README "Scale out".
+TUNE_JOB_MINUTES = 12.0
+JOBS_COST_COLUMNS = ["flavor", "GPU", "GPU memory", "USD per hour", "USD per tune"]
+_UNITS_PER_HOUR = {"second": 3600, "minute": 60, "hour": 1}
+
+
+@dataclass(frozen=True)
+class FlavorCost:
+    """What a GPU flavor of Hugging Face Jobs costs: per hour, and for one tune of `minutes` of job time."""
+
+    flavor: str
+    gpu: str  # e.g. "1x A10G"
+    gpu_memory: str  # e.g. "24 GB" (all the flavor's GPUs together)
+    usd_per_hour: float
+    usd_per_tune: float
+    minutes: float
+
+    def row(self) -> list[Any]:
+        return [self.flavor, self.gpu, self.gpu_memory, f"{self.usd_per_hour:.2f}", f"{self.usd_per_tune:.2f}"]
+
+
+def jobs_costs(hardware: list[Any], *, minutes: float = TUNE_JOB_MINUTES) -> list[FlavorCost]:
+    """The GPU flavors of the Hub's hardware list with their price per hour and the cost of one tune.
+
+    Args:
+        hardware: `HfApi().list_jobs_hardware()`: `JobHardwareInfo` items (`name`, `accelerator`,
+            `unit_cost_micro_usd` per `unit_label`).
+        minutes: one tune's job time, from start to end (cold start included), in minutes.
+
+    Returns:
+        One `FlavorCost` per flavor with a GPU, in the Hub's order (CPU flavors cannot train).
+
+    Raises:
+        ValidationError: `minutes` is not above 0, or the Hub prices a flavor per a unit other than second, minute
+            or hour.
+    """
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= 60 * 24 * 7:
+        raise ValidationError("minutes", minutes, "must be a number of minutes above 0 (at most a week)")
+    costs = []
+    for item in hardware:
+        if item.accelerator is None:
+            continue
+        units = _UNITS_PER_HOUR.get(item.unit_label)
+        if units is None:
+            raise ValidationError("unit_label", item.unit_label, f"must be one of {', '.join(_UNITS_PER_HOUR)}")
+        per_hour = item.unit_cost_micro_usd / 1_000_000 * units
+        gpu = item.accelerator
+        costs.append(
+            FlavorCost(
+                flavor=item.name,
+                gpu=f"{gpu.quantity}x {gpu.model}",
+                gpu_memory=gpu.vram,
+                usd_per_hour=per_hour,
+                usd_per_tune=per_hour * minutes / 60,
+                minutes=minutes,
+            )
+        )
+    return costs
+
+
 def _tune_job(tune: Tune, position: int | None, state: str) -> list[Any]:
     running = state == "running"
     eta = _duration(tune.eta_seconds) if running else None

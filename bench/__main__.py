@@ -1,6 +1,6 @@
-"""Run the benchmark suite: `python -m bench [--only train|generate|real|service] [--quick]`.
+"""Run the benchmark suite: `python -m bench [--only train|generate|real|service|load|jobs] [--quick]`.
 
-Each configuration runs in a subprocess (`bench.train_step`, `bench.generation`, `bench.service`) so
+Each configuration runs in a subprocess (`bench.train_step`, `bench.generation`, `bench.service`, …) so
 that its peak memory is its own; this process only schedules them, relays their records to stdout (one
 JSON object per line) and writes all of them to `bench/results.json`. See bench/README.md for what the
 figures mean.
@@ -23,7 +23,7 @@ from typing import Any
 from bench.common import ROOT, child_env, progress
 from bench.report import write_table
 
-SECTIONS = ("train", "generate", "real", "service", "load")
+SECTIONS = ("train", "generate", "real", "service", "load", "jobs")
 DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
 CHILD_TIMEOUT_S = 20 * 60
 
@@ -56,6 +56,10 @@ def plan(sections: list[str], *, quick: bool, device: str, workdir: Path, thread
         argv = ["bench.load", "--workdir", str(workdir / "load"), *common]
         argv += ["--clients", "4", "--seconds", "5"] if quick else []
         jobs.append(Job("polling under load over HTTP, REST and gradio_client, while training", tuple(argv)))
+    if "jobs" in sections:
+        argv = ["bench.jobs", "--workdir", str(workdir / "jobs"), *common]
+        argv += ["--jobs", "1", "--steps", "6", "--images", "2"] if quick else []
+        jobs.append(Job("studio overhead per Hugging Face job, tiny tunes on the fake Hub", tuple(argv)))
     return jobs
 
 
@@ -135,7 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=SECTIONS,
         help="run only this section (repeatable): train = tiny training, generate = tiny generation, "
         "real = training the SD-1.5 architecture at 256 px, service = in-process service calls (fast branch), "
-        "load = polling over HTTP (REST and gradio_client) while a tiny training runs",
+        "load = polling over HTTP (REST and gradio_client) while a tiny training runs, "
+        "jobs = the studio's own cost per Hugging Face job (against the test fake Hub)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions: a smoke run")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")

@@ -20,17 +20,19 @@ README = ROOT / "bench" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # parameters that tell rows of one figure apart (the rest is in results.json)
 KEYS = ("model", "batch_size", "cache_latents", "resolution", "component", "num_images", "lora", "cache",
-        "prompts", "call", "concurrency", "interface", "clients")  # fmt: skip
+        "prompts", "call", "concurrency", "interface", "clients", "part")  # fmt: skip
 COMMANDS = {
     "train.": "python -m bench --only train",
     "generate.": "python -m bench --only generate",
     "service.": "python -m bench --only service",
     "load.": "python -m bench --only load",
+    "jobs.": "python -m bench --only jobs",
 }
 CONTEXT = ("device_name", "threads", "torch", "commit")
 # figures that come with a record and belong next to its value (under load: throughput, failures, the training)
 ALSO = ("calls_per_s", "errors", "training_steps_per_s", "server_cpu_ms_per_call", "server_cpu_s", "call_delta_ms",
-        "lora_file_reads")  # fmt: skip
+        "lora_file_reads", "first_line_after_s", "line_to_record_ms", "cpu_ms_per_min", "log_ms_per_line",
+        "tick_cpu_ms")  # fmt: skip
 
 
 def table(records: list[dict[str, Any]]) -> str:

@@ -1,6 +1,8 @@
-"""The benchmark report: what `make bench` writes into bench/README.md from `bench/results.json`."""
+"""The benchmark suite: its plan, and the report `make bench` writes into bench/README.md from `bench/results.json`."""
 
 from __future__ import annotations
+
+import pytest
 
 from bench.report import END, START, table, write_table
 
@@ -47,3 +49,33 @@ def test_the_readme_keeps_everything_outside_the_markers(tmp_path):
 
     write_table([], readme)
     assert "_No results yet: run `make bench`._" in readme.read_text()
+
+
+JOBS = {"bench": "jobs.submit", "part": "push_training_set", "branch": "tiny", "steps": 20, "value": 0.214,
+        "unit": "s", **CONTEXT}  # fmt: skip
+FOLLOW = {"bench": "jobs.follow_cpu", "cpu_ms_per_min": 177.0, "log_ms_per_line": 0.4, "value": 65.0, "unit": "ms",
+          **CONTEXT}  # fmt: skip
+
+
+def test_the_jobs_section_is_planned_and_reported_with_the_part_it_measures(tmp_path):
+    from bench.__main__ import SECTIONS, plan
+
+    assert "jobs" in SECTIONS
+    [job] = plan(["jobs"], quick=True, device="cpu", workdir=tmp_path)
+    assert job.argv[0] == "bench.jobs" and "--jobs" in job.argv and str(tmp_path / "jobs") in job.argv
+    assert [j.argv[0] for j in plan(list(SECTIONS), quick=True, device="cpu", workdir=tmp_path)][-1] == "bench.jobs"
+    submit, follow = table([JOBS, FOLLOW]).splitlines()[-2:]
+    assert "| part=push_training_set | 0.214 s |" in submit and "`python -m bench --only jobs`" in submit
+    assert "cpu_ms_per_min 177, log_ms_per_line 0.4" in follow
+
+
+def test_the_fake_hubs_log_stream_gives_each_line_its_time():
+    from bench.jobs import parse_log_events
+
+    stream = (
+        'data: {"data": "===== Job started", "timestamp": "2026-01-01T00:00:00.000Z"}\n\n: keep-alive\n\n'
+        'data: {"data": "{\\"event\\": \\"progress\\", \\"step\\": 1}", "timestamp": "2026-01-01T00:00:01.250Z"}\n\n'
+    )
+    (started, first), (stamp, line) = parse_log_events(stream)
+    assert first == "===== Job started" and line == '{"event": "progress", "step": 1}'
+    assert stamp - started == pytest.approx(1.25)
