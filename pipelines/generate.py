@@ -16,13 +16,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.device import Placement, pick_placement
 from pipelines.errors import GenerationCancelledError, ValidationError
-from pipelines.prompt_spec import MAX_SEED, MAX_SIDE, SCHEDULERS, PromptOptions
+from pipelines.prompt_spec import MAX_SEED, MAX_SIDE, SCHEDULERS, PromptOptions, sampling_for
 from pipelines.prompts import to_compel_syntax
 from pipelines.registry import Branch, get_branch, load_pipeline, resolve_model_dir
 from pipelines.settings import Settings
@@ -106,6 +106,7 @@ class _Loaded:
     adapters: OrderedDict[str, str] = field(default_factory=OrderedDict)  # adapter name -> file
     img2img: Any = None
     lora_loads: int = 0
+    fused: tuple[str, float] | None = None  # the one adapter merged into the base weights, at its weight
 
 
 StepCallback = Callable[[int, int], None]
@@ -158,7 +159,7 @@ class Generator:
         branch = get_branch(branch_name)
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         seeds = [seed + i for i in range(request.num_images)]
-        width, height = request.size_for(branch.resolution)
+        width, height = _fit(request.size_for(branch.resolution), branch.family)
         if branch.is_mock:
             images = [render_placeholder(request.text, s, width, height) for s in seeds]
         else:
@@ -174,6 +175,7 @@ class Generator:
     def refine_faces(self, branch_name: str, images: list[Image.Image], request: GenerationRequest, seed: int) -> list:
         """Re-paint each detected face at the model's resolution with the request's LoRAs and blend it back."""
         loaded = self._load(get_branch(branch_name))
+        request = _sampled(request, loaded.branch.family)
         with loaded.lock:
             self._activate(loaded, request.loras)
             self._use_scheduler(loaded, request.scheduler)
@@ -211,7 +213,8 @@ class Generator:
         on_step: StepCallback | None,
         should_cancel: Callable[[], bool] | None,
     ) -> list[Image.Image]:
-        # 1. Adapters and scheduler
+        # 1. Adapters and scheduler (the family's defaults where the request leaves them empty)
+        request = _sampled(request, loaded.branch.family)
         self._activate(loaded, request.loras)
         self._use_scheduler(loaded, request.scheduler)
         # 2. Prompts, encoded once for every pass (after the adapters: a LoRA may carry text-encoder layers)
@@ -253,9 +256,16 @@ class Generator:
         return images
 
     def _activate(self, loaded: _Loaded, loras: tuple[LoraSpec, ...]) -> None:
-        """Load missing adapters (evicting the least recently used), then enable exactly the requested ones."""
+        """Load missing adapters (evicting the least recently used), then enable exactly the requested ones.
+
+        One LoRA alone is fused into the base weights (a tuned generation then costs what the base costs); it is
+        unfused before anything else runs. Several run as separate, weighted adapters."""
         pipe = loaded.pipe
         wanted = [spec.adapter_name for spec in loras]
+        fused = (wanted[0], loras[0].weight) if len(loras) == 1 else None
+        if loaded.fused is not None and loaded.fused != fused:
+            pipe.unfuse_lora()
+            loaded.fused = None
         for spec, name in zip(loras, wanted, strict=True):
             if name not in loaded.adapters:
                 self._evict(loaded, keep=set(wanted), room_for=1)
@@ -266,6 +276,9 @@ class Generator:
         if loras:
             pipe.enable_lora()
             pipe.set_adapters(wanted, adapter_weights=[spec.weight for spec in loras])
+            if fused is not None and loaded.fused is None:
+                pipe.fuse_lora(adapter_names=wanted)
+                loaded.fused = fused
         elif loaded.adapters:
             pipe.disable_lora()
 
@@ -306,8 +319,11 @@ class Generator:
         strength: float,
     ) -> Image.Image:
         pipe = self._image_to_image(loaded)
+        # FLUX's image-to-image resizes to its default 1024 px unless told the size
+        size = {"width": image.width, "height": image.height} if loaded.branch.family == "flux" else {}
         return pipe(
             **embeds,
+            **size,
             image=image,
             strength=strength,
             num_inference_steps=max(request.steps, round(1 / strength) + 1),
@@ -330,7 +346,7 @@ class Generator:
 
         out = []
         for image, seed in zip(images, seeds, strict=True):
-            size = _scaled_size(image.size, factor)
+            size = _fit(_scaled_size(image.size, factor), loaded.branch.family)
             if size == image.size:
                 out.append(image)
                 continue
@@ -376,20 +392,24 @@ def encode_prompts(pipe: Any, family: str, prompt: str, negative_prompt: str = "
 
     Args:
         pipe: a loaded text-to-image pipeline (its tokenizers and text encoders are used).
-        family: the branch family, "sd15" or "sdxl".
+        family: the branch family, "sd15", "sdxl" or "flux" (T5 reads up to 512 tokens; the negative is not used).
         prompt: the rendered prompt.
         negative_prompt: the rendered negative prompt, or "".
 
     Returns:
         keyword arguments for the pipeline and its image-to-image twin: `prompt_embeds`,
-        `negative_prompt_embeds` and, for SDXL, `pooled_prompt_embeds`, `negative_pooled_prompt_embeds`.
+        `negative_prompt_embeds` and, for SDXL, `pooled_prompt_embeds`, `negative_pooled_prompt_embeds`; for FLUX
+        `prompt_embeds` and `pooled_prompt_embeds`.
 
     Raises:
         ValidationError: `family` has no prompt encoder here.
     """
-    from compel import CompelForSD, CompelForSDXL
+    from compel import CompelForFlux, CompelForSD, CompelForSDXL
 
     negative = to_compel_syntax(negative_prompt) if negative_prompt else None
+    if family == "flux":  # guidance-distilled: no negative prompt; CLIP gives the pooled embedding, T5 the rest
+        out = CompelForFlux(pipe)(to_compel_syntax(prompt))
+        return {"prompt_embeds": out.embeds, "pooled_prompt_embeds": out.pooled_embeds}
     if family == "sdxl":
         out = CompelForSDXL(pipe)(to_compel_syntax(prompt), negative_prompt=negative)
         return {
@@ -401,7 +421,20 @@ def encode_prompts(pipe: Any, family: str, prompt: str, negative_prompt: str = "
     if family == "sd15":
         out = CompelForSD(pipe)(to_compel_syntax(prompt), negative_prompt=negative or "")
         return {"prompt_embeds": out.embeds, "negative_prompt_embeds": out.negative_embeds}
-    raise ValidationError("family", family, "has no prompt encoder; supported: sd15, sdxl")
+    raise ValidationError("family", family, "has no prompt encoder; supported: sd15, sdxl, flux")
+
+
+def _sampled(request: GenerationRequest, family: str) -> GenerationRequest:
+    """The request with its family's scheduler and guidance where it leaves them empty (`sampling_for`)."""
+    scheduler, cfg_scale = sampling_for(family, request.scheduler, request.cfg_scale)
+    return replace(request, scheduler=scheduler, cfg_scale=cfg_scale)
+
+
+def _fit(size: tuple[int, int], family: str) -> tuple[int, int]:
+    """FLUX packs 2x2 latent patches: its sides are multiples of 16 (others: of 8, as sized)."""
+    if family != "flux":
+        return size
+    return tuple(max(16, side // 16 * 16) for side in size)  # type: ignore[return-value]
 
 
 def _scaled_size(size: tuple[int, int], factor: float) -> tuple[int, int]:

@@ -34,6 +34,26 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
     ),
     "lcm": ("LCMScheduler", {}),
+    "flow_match_euler": ("FlowMatchEulerDiscreteScheduler", {}),  # FLUX's own, the only one it runs
+}
+FLOW_MATCH_SCHEDULERS = ("flow_match_euler",)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A model family's samplers: its default scheduler and guidance, and the schedulers it can run."""
+
+    scheduler: str
+    cfg_scale: float
+    schedulers: tuple[str, ...]
+
+
+_DIFFUSION_SCHEDULERS = tuple(name for name in SCHEDULERS if name not in FLOW_MATCH_SCHEDULERS)
+FAMILY_SAMPLING: dict[str, Sampling] = {
+    "sd15": Sampling(DEFAULT_SCHEDULER, 7.0, _DIFFUSION_SCHEDULERS),
+    "sdxl": Sampling(DEFAULT_SCHEDULER, 7.0, _DIFFUSION_SCHEDULERS),
+    # FLUX.1 [dev] is guidance-distilled: `cfg_scale` is its guidance embedding (3.5 as in diffusers), no negative
+    "flux": Sampling("flow_match_euler", 3.5, FLOW_MATCH_SCHEDULERS),
 }
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "1:1": (1, 1),
@@ -147,9 +167,26 @@ class PromptOptions:
     )
     w: int | None = spec(None, Rule(doc="Width in pixels; empty: from aspect_ratio or the model's size.", **_SIDE))
     h: int | None = spec(None, Rule(doc="Height in pixels; empty: from aspect_ratio or the model's size.", **_SIDE))
-    cfg_scale: float = spec(7.0, Rule(float, "How closely to follow the text (guidance).", low=0, high=MAX_CFG))
+    cfg_scale: float | None = spec(
+        None,
+        Rule(
+            float,
+            "How closely to follow the text (guidance); empty: the base model's (7 for SD, 3.5 for FLUX).",
+            optional=True,
+            low=0,
+            high=MAX_CFG,
+        ),
+    )
     steps: int = spec(30, Rule(int, "Denoising steps.", low=1, high=MAX_STEPS))
-    scheduler: str = spec(DEFAULT_SCHEDULER, Rule(str, "The sampler.", choices=tuple(SCHEDULERS)))
+    scheduler: str | None = spec(
+        None,
+        Rule(
+            str,
+            f"The sampler; empty: the base model's ({DEFAULT_SCHEDULER} for SD; FLUX runs only flow_match_euler).",
+            optional=True,
+            choices=tuple(SCHEDULERS),
+        ),
+    )
     super_resolution: bool = spec(False, Rule(bool, "Upscale the result 2x and refine it."))
     inpaint_faces: bool = spec(False, Rule(bool, "Redraw each face at a higher resolution."))
     hires_fix: bool = spec(False, Rule(bool, "Render larger, then refine."))
@@ -206,3 +243,17 @@ def size_for_aspect(aspect_ratio: str, resolution: int) -> tuple[int, int]:
     rw, rh = ASPECT_RATIOS[aspect_ratio]
     scale = (resolution * resolution / (rw * rh)) ** 0.5
     return max(MIN_SIDE, round(rw * scale / 8) * 8), max(MIN_SIDE, round(rh * scale / 8) * 8)
+
+
+def sampling_for(
+    family: str, scheduler: str | None, cfg_scale: float | None, *, field: str = "scheduler"
+) -> tuple[str, float]:
+    """The scheduler and guidance a prompt runs with on a model family: its own values, or the family's defaults.
+
+    Raises:
+        ValidationError: `field` names a scheduler the family cannot run (the message names those it can).
+    """
+    sampling = FAMILY_SAMPLING.get(family, FAMILY_SAMPLING["sd15"])
+    if scheduler is not None and scheduler not in sampling.schedulers:
+        raise ValidationError(field, scheduler, f"must be one of {', '.join(sampling.schedulers)} on {family} models")
+    return scheduler or sampling.scheduler, sampling.cfg_scale if cfg_scale is None else cfg_scale

@@ -1,9 +1,9 @@
 """Base-model registry: what each branch trains and generates with, and where its weights come from.
 
-A branch is a product choice (`sd15`, `sdxl1`, `flux1`, the CPU demo `tiny`, the mock `fast`); its
-family is the architecture the code paths switch on. `resolve_model_dir` turns a branch into a local
-diffusers folder: the settings override or the default Hub id, downloaded once into the Hub cache, or
-the tiny model built from configs. `load_pipeline` loads one; nothing is loaded at import time.
+A branch is a product choice (`sd15`, `sdxl1`, `flux1`, the CPU demos `tiny` and `tiny-flux`, the mock
+`fast`); its family is the architecture the code paths switch on. `resolve_model_dir` turns a branch into a
+local diffusers folder: the settings override or the default Hub id, downloaded once into the Hub cache, or
+a tiny model built from configs. `load_pipeline` loads one; nothing is loaded at import time.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from typing import Any
 from pipelines.device import Placement
 from pipelines.errors import ModelUnavailableError, ValidationError
 from pipelines.settings import Settings
-from pipelines.tiny import TINY_RESOLUTION, build_tiny_sd15
+from pipelines.tiny import TINY_RESOLUTION, build_tiny_flux, build_tiny_sd15
 
-PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+PIPELINE_CLASSES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "flux": "FluxPipeline"}
+# models built here from configs, by reference: the builder and the folder name under `models_dir`
+_BUILTIN_MODELS = {"builtin:tiny-sd15": build_tiny_sd15, "builtin:tiny-flux": build_tiny_flux}
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,15 @@ BRANCHES: dict[str, Branch] = {
             model="black-forest-labs/FLUX.1-dev",
             token="ohwx",
             resolution=1024,
+            # diffusers' FLUX DreamBooth LoRA recipe: AdamW at 1e-4, rank 16, 1000 steps at 1024 px
             steps=1000,
             learning_rate=1e-4,
             rank=16,
-            trainable=False,  # registered; its trainer arrives in a later issue
-            description="FLUX.1 [dev], 1024 px. Needs a 24 GB+ GPU and an HF token (gated).",
+            trainable=True,
+            description=(
+                "FLUX.1 [dev], 1024 px. Best likeness; needs a large GPU (its transformer alone is 24 GB in bf16) "
+                "and an HF token (gated)."
+            ),
         ),
         Branch(
             name="tiny",
@@ -95,6 +101,18 @@ BRANCHES: dict[str, Branch] = {
             rank=8,
             trainable=True,
             description="CPU demo: an SD-1.5-shaped random model built locally. Trains in seconds; images are noise.",
+        ),
+        Branch(
+            name="tiny-flux",
+            family="flux",
+            model="builtin:tiny-flux",
+            token="ohwx",
+            resolution=TINY_RESOLUTION,
+            steps=100,
+            learning_rate=1e-2,  # as `tiny`: a random model, so a high rate shows learning in 100 CPU steps
+            rank=8,
+            trainable=True,
+            description="CPU demo: a FLUX.1-shaped random model built locally. Trains in seconds; images are noise.",
         ),
         Branch(
             name="fast",
@@ -139,8 +157,8 @@ def resolve_model_dir(settings: Settings, branch: Branch) -> Path:
     if branch.is_mock:
         raise ValidationError("branch", branch.name, "is the mock branch and has no model weights")
     reference = model_reference(settings, branch)
-    if reference == "builtin:tiny-sd15":
-        return build_tiny_sd15(settings.models_dir / "tiny-sd15")
+    if reference in _BUILTIN_MODELS:
+        return _BUILTIN_MODELS[reference](settings.models_dir / reference.removeprefix("builtin:"))
     path = Path(reference).expanduser()
     if path.exists():
         if not (path / "model_index.json").exists():
@@ -188,7 +206,7 @@ def load_pipeline(model_dir: Path, family: str, placement: Placement) -> Any:
     """Load a diffusers pipeline of the family from a local folder, weights in `placement.dtype`.
 
     Raises:
-        ValidationError: the family has no UNet pipeline here (flux arrives later, mock has none).
+        ValidationError: the family has no pipeline here (the mock has none).
     """
     import diffusers
 

@@ -1,9 +1,14 @@
-"""DreamBooth LoRA training on the UNet of SD-1.5- and SDXL-family models, with peft.
+"""DreamBooth LoRA training on the denoiser of SD-1.5, SDXL (UNet) and FLUX.1 (transformer) models, with peft.
 
 Fast by design: VAE latents (their mean and std) and text embeddings are computed once before the loop
-and the frozen VAE and text encoders are then freed, so a step is one UNet forward and backward. Every
+and the frozen VAE and text encoders are then freed, so a step is one denoiser forward and backward. Every
 random draw of step `k` comes from a generator seeded by `(seed, k)`, so a run resumed from a checkpoint
 continues exactly as the uninterrupted run would have.
+
+The loop, checkpoints, progress and metadata are shared; what differs between architectures (which module
+is trained, how captions are encoded, the noise and loss, the LoRA file's layout) is a `DenoiserFamily`:
+`_UNetFamily` here for SD-1.5/SDXL, `FluxFamily` in `pipelines.train_flux`. SDXL pivotal tuning
+(`model_type="pti"`: new token embeddings beside the UNet LoRA) runs its own loop in `pipelines.train_pti`.
 
 Output folder after success:
     pytorch_lora_weights.safetensors   standard diffusers LoRA (`pipe.load_lora_weights(folder)`)
@@ -24,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipelines.device import Placement, pick_placement
 from pipelines.errors import TrainingCancelledError, ValidationError
@@ -40,9 +45,13 @@ LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 METADATA_NAME = "lora_metadata.json"
 CHECKPOINT_NAME = "checkpoint.pt"
 LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+TRAINABLE_FAMILIES = ("sd15", "sdxl", "flux")
+MODEL_TYPES = ("lora", "pti")
+# settings of pivotal tuning only: left out of a LoRA run's fingerprint, so its checkpoints resume as before
+_PTI_FIELDS = ("model_type", "num_new_tokens", "train_text_encoder_ti_frac", "ti_learning_rate")
 _MAX_LOSS_POINTS = 1000
 # Below this much GPU memory (GiB) gradient checkpointing is switched on: it costs ~25% speed.
-_CHECKPOINTING_BELOW_GIB = {"sd15": 10, "sdxl": 22}
+_CHECKPOINTING_BELOW_GIB = {"sd15": 10, "sdxl": 22, "flux": 64}
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,19 @@ class TrainConfig:
     checkpoint_every: int = 100
     cache_latents: bool = True
     gradient_checkpointing: bool | None = None  # None: only when GPU memory requires it
+    # "lora": a LoRA on the denoiser; "pti" (SDXL): pivotal tuning, new tokens + a UNet LoRA (pipelines.train_pti)
+    model_type: str = "lora"
+    num_new_tokens: int = 2  # pti: tokens <s0>, <s1>, ... added to both text encoders
+    train_text_encoder_ti_frac: float = 0.5  # pti: the share of the steps (the first ones) that trains them
+    ti_learning_rate: float = 3e-4  # pti: AdamW rate of the new token embeddings
 
     def __post_init__(self) -> None:
-        if self.family not in PIPELINE_CLASSES:
+        if self.family not in TRAINABLE_FAMILIES:
             raise ValidationError("branch", self.branch, f"has no trainer for the {self.family!r} family yet")
+        if self.model_type not in MODEL_TYPES:
+            raise ValidationError("model_type", self.model_type, f"must be one of {', '.join(MODEL_TYPES)}")
+        if self.model_type == "pti":
+            self._check_pivotal()
         _check_range("steps", self.steps, 1, 20_000)
         _check_range("rank", self.rank, 1, 256)
         _check_range("batch_size", self.batch_size, 1, 64)
@@ -79,10 +97,27 @@ class TrainConfig:
         _check_range("seed", self.seed, 0, 2**32 - 1)
         if self.resolution % 8 or not 64 <= self.resolution <= 2048:
             raise ValidationError("resolution", self.resolution, "must be a multiple of 8 between 64 and 2048")
+        if self.family == "flux" and self.resolution % 16:
+            # the VAE downsamples 8x and FLUX packs 2x2 latent patches into one token
+            raise ValidationError("resolution", self.resolution, "must be a multiple of 16 for FLUX")
         if not (0 < self.learning_rate <= 1e-2) or math.isnan(self.learning_rate):
             raise ValidationError("learning_rate", self.learning_rate, "must be in (0, 0.01]")
         if not self.token.strip() or not self.class_name.strip():
             raise ValidationError("token", (self.token, self.class_name), "and `class_name` must not be empty")
+
+    def _check_pivotal(self) -> None:
+        if self.family != "sdxl":
+            raise ValidationError(
+                "model_type", self.model_type, f"is only available on SDXL branches (sdxl1), not on {self.branch!r}"
+            )
+        _check_range("num_new_tokens", self.num_new_tokens, 1, 16)
+        frac = self.train_text_encoder_ti_frac
+        if isinstance(frac, bool) or not isinstance(frac, int | float) or not 0 < frac <= 1:
+            raise ValidationError("train_text_encoder_ti_frac", frac, "must be in (0, 1]")
+        if not (0 < self.ti_learning_rate <= 1e-2) or math.isnan(self.ti_learning_rate):
+            raise ValidationError("ti_learning_rate", self.ti_learning_rate, "must be in (0, 0.01]")
+        if not self.cache_latents:  # the pivotal loop re-encodes captions, never photos
+            raise ValidationError("cache_latents", self.cache_latents, "must be true with model_type 'pti'")
 
     @classmethod
     def for_branch(cls, branch: Branch, *, class_name: str, base_model: str, **overrides: Any) -> TrainConfig:
@@ -160,7 +195,7 @@ def train_lora(
     on_progress: ProgressCallback | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train a DreamBooth LoRA on the UNet and write it to `output_dir`.
+    """Train a DreamBooth LoRA on the denoiser (UNet or FLUX transformer) and write it to `output_dir`.
 
     Args:
         config: what to train (branch defaults merged with the request).
@@ -198,12 +233,28 @@ def train_lora(
     # the metadata marks a finished folder: drop a stale one so a crash below never pairs it with new weights
     (output_dir / METADATA_NAME).unlink(missing_ok=True)
     placement = pick_placement(device)
+    family = denoiser_family(config.family, model_type=config.model_type)
+    if config.model_type == "pti":  # the token embeddings train beside the LoRA: a loop of its own
+        from pipelines.train_pti import train_pivotal  # imports this module: resolved at call time
+
+        return train_pivotal(
+            config,
+            images,
+            output_dir,
+            family=family,
+            placement=placement,
+            model_dir=model_dir,
+            pipeline=pipeline,
+            class_images_dir=class_images_dir,
+            on_progress=report,
+            should_cancel=should_cancel,
+        )
     started = time.monotonic()
 
-    # 2. Load the base model
+    # 2. Load the base model (the denoiser may stay on the CPU until the encoders are freed)
     report(TrainProgress("preparing", 0, config.steps, message="loading base model"))
-    pipe = pipeline if pipeline is not None else load_pipeline(model_dir, config.family, placement)
-    pipe.to(placement.device)
+    pipe = pipeline if pipeline is not None else family.load(model_dir, placement)
+    family.place(pipe, placement, whole=config.prior_preservation)
     fingerprint = _fingerprint(config, images)
 
     # 3. Class images for prior preservation (generated once per base model and class, then cached)
@@ -214,7 +265,7 @@ def train_lora(
 
     # 4. Encode once: latents and text embeddings
     report(TrainProgress("preparing", 0, config.steps, message="encoding photos and captions"))
-    encoder = _Encoder(pipe, config, placement)
+    encoder = _Encoder(pipe, config, placement, family)
     cache = config.cache_latents
     instance = _prepare_batches(encoder, [i.image for i in images], [i.caption for i in images], cache_latents=cache)
     prior = None
@@ -223,46 +274,49 @@ def train_lora(
         prior = _prepare_batches(encoder, class_images, class_captions, cache_latents=cache)
 
     # 5. Free what the loop does not need
-    unet = pipe.unet
-    noise_scheduler = _training_scheduler(pipe)
+    denoiser = family.denoiser(pipe)
+    noise_scheduler = family.training_scheduler(pipe)
     if cache:
         _free_encoders(pipe, placement)
         encoder = None
+    denoiser.to(placement.device)  # FLUX's transformer joins the GPU only now, after the encoders left it
 
-    # 6. LoRA on the UNet's attention projections
-    params = _add_lora(unet, config, placement)
+    # 6. LoRA on the denoiser's attention projections
+    params = _add_lora(denoiser, config, placement, family)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-2)
     scaler = torch.amp.GradScaler("cuda") if placement.dtype == torch.float16 and placement.is_cuda else None
 
     # 7. Resume from the last checkpoint of the same run, if any
     checkpoint_path = output_dir / CHECKPOINT_NAME
-    start_step, losses = _load_checkpoint(checkpoint_path, fingerprint, unet, optimizer)
+    start_step, losses = _load_checkpoint(checkpoint_path, fingerprint, denoiser, optimizer)
     resumed_from = start_step or None
     if resumed_from:
         report(TrainProgress("preparing", start_step, config.steps, message=f"resuming from step {start_step}"))
 
     # 8. The loop
     loop_started = time.monotonic()
-    unet.train()
+    denoiser.train()
     for step in range(start_step, config.steps):
         if should_cancel is not None and should_cancel():
-            _save_checkpoint(checkpoint_path, fingerprint, step, unet, optimizer, losses)
+            _save_checkpoint(checkpoint_path, fingerprint, step, denoiser, optimizer, losses)
             raise TrainingCancelledError(step)
-        loss = _train_step(unet, noise_scheduler, optimizer, scaler, config, instance, prior, encoder, step, placement)
+        loss = _train_step(
+            family, denoiser, noise_scheduler, optimizer, scaler, config, instance, prior, encoder, step, placement
+        )
         losses.append(loss)
         done = step + 1
         per_step = (time.monotonic() - loop_started) / (done - start_step)
         report(TrainProgress("training", done, config.steps, loss=loss, eta_seconds=per_step * (config.steps - done)))
         if done % config.checkpoint_every == 0 and done < config.steps:
-            _save_checkpoint(checkpoint_path, fingerprint, done, unet, optimizer, losses)
+            _save_checkpoint(checkpoint_path, fingerprint, done, denoiser, optimizer, losses)
 
     # 9. Save the LoRA in the diffusers format, then the metadata that marks the folder complete
     report(TrainProgress("saving", config.steps, config.steps, loss=losses[-1] if losses else None))
-    lora_path = _save_lora(unet, config, output_dir)
-    metadata = _metadata(config, images, losses, time.monotonic() - started, placement, resumed_from)
+    lora_path = _save_lora(denoiser, family, output_dir)
+    metadata = _metadata(config, images, losses, time.monotonic() - started, placement, resumed_from, family)
     _write_json_atomically(output_dir / METADATA_NAME, metadata)
     checkpoint_path.unlink(missing_ok=True)
-    del pipe, unet, params, optimizer
+    del pipe, denoiser, params, optimizer
     _release_memory(placement)
     return TrainResult(output_dir, lora_path, metadata, resumed_from)
 
@@ -306,6 +360,8 @@ def _fingerprint(config: TrainConfig, images: Sequence[TrainingImage]) -> str:
     """Identifies a run: a checkpoint is only resumed by the same config on the same images."""
     digest = hashlib.sha256()
     fields_ = {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}
+    if config.model_type == "lora":
+        fields_ = {k: v for k, v in fields_.items() if k not in _PTI_FIELDS}
     digest.update(json.dumps(fields_, sort_keys=True).encode())
     for item in images:
         digest.update(item.caption.encode())
@@ -328,6 +384,7 @@ class _Encoder:
     pipe: Any
     config: TrainConfig
     placement: Placement
+    family: DenoiserFamily
 
     def latent_distribution(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
@@ -343,15 +400,84 @@ class _Encoder:
         return torch.cat(means), torch.cat(stds)
 
     def captions(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        """Text conditioning per caption: hidden states, plus pooled embeds and time ids for SDXL."""
+        """Text conditioning per caption, as the family's denoiser takes it (fp32, one row per caption)."""
+        return self.family.encode_captions(self.pipe, captions, self.config, self.placement)
+
+
+class DenoiserFamily(Protocol):
+    """What the shared loop needs to know about one architecture; `denoiser_family` picks the implementation."""
+
+    target_modules: tuple[str, ...]
+
+    def load(self, model_dir: Path, placement: Placement) -> Any:
+        """Load the family's pipeline from a local diffusers folder."""
+
+    def place(self, pipe: Any, placement: Placement, *, whole: bool) -> None:
+        """Move what encoding needs to the device (everything when `whole`: class images are generated)."""
+
+    def denoiser(self, pipe: Any) -> Any:
+        """The module the LoRA is trained on."""
+
+    def encode_captions(
+        self, pipe: Any, captions: list[str], config: TrainConfig, placement: Placement
+    ) -> dict[str, torch.Tensor]:
+        """Text conditioning, one row per caption, keyed as `prediction_and_target` reads it."""
+
+    def training_scheduler(self, pipe: Any) -> Any:
+        """A fresh noise scheduler for training (the pipeline's own may have been used for sampling)."""
+
+    def prepare(self, denoiser: Any) -> None:
+        """Set up the frozen denoiser before the LoRA is added (attention processors)."""
+
+    def prediction_and_target(
+        self,
+        denoiser: Any,
+        noise_scheduler: Any,
+        latents: torch.Tensor,
+        cond: dict[str, torch.Tensor],
+        generator: torch.Generator,
+        placement: Placement,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise the latents (randomness from `generator` only), run the denoiser; return its output and target."""
+
+    def lora_state_dict(self, denoiser: Any) -> dict[str, torch.Tensor]:
+        """The trained LoRA weights, keyed as the family's `save_lora_weights` expects them."""
+
+    def save_lora_weights(self, folder: Path, state: dict[str, torch.Tensor]) -> None:
+        """Write `LORA_WEIGHTS_NAME` into `folder` with the stock pipeline's `save_lora_weights`."""
+
+    def metadata(self) -> dict[str, Any]:
+        """Family-specific entries for `lora_metadata.json`."""
+
+
+@dataclass(frozen=True)
+class _UNetFamily:
+    """SD-1.5 and SDXL: DDPM noise, epsilon (or v) prediction, LoRA on the UNet's attention projections."""
+
+    family: str
+    target_modules: tuple[str, ...] = LORA_TARGET_MODULES
+
+    def load(self, model_dir: Path, placement: Placement) -> Any:
+        return load_pipeline(model_dir, self.family, placement)
+
+    def place(self, pipe: Any, placement: Placement, *, whole: bool) -> None:
+        pipe.to(placement.device)  # a UNet is small next to the GPU; no staging needed
+
+    def denoiser(self, pipe: Any) -> Any:
+        return pipe.unet
+
+    def encode_captions(
+        self, pipe: Any, captions: list[str], config: TrainConfig, placement: Placement
+    ) -> dict[str, torch.Tensor]:
+        """Hidden states, plus pooled embeds and time ids for SDXL."""
         import torch
 
-        device = self.placement.device
-        if self.config.family == "sd15":
-            embeds, _ = self.pipe.encode_prompt(captions, device, 1, do_classifier_free_guidance=False)
+        device = placement.device
+        if self.family == "sd15":
+            embeds, _ = pipe.encode_prompt(captions, device, 1, do_classifier_free_guidance=False)
             return {"encoder_hidden_states": embeds.float()}
-        embeds, _, pooled, _ = self.pipe.encode_prompt(captions, device=device, do_classifier_free_guidance=False)
-        size = self.config.resolution
+        embeds, _, pooled, _ = pipe.encode_prompt(captions, device=device, do_classifier_free_guidance=False)
+        size = config.resolution
         # (original size, crop top-left, target size): the photos were already cropped to a square
         time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=torch.float32, device=device)
         return {
@@ -359,6 +485,84 @@ class _Encoder:
             "text_embeds": pooled.float(),
             "time_ids": time_ids.repeat(len(captions), 1),
         }
+
+    def training_scheduler(self, pipe: Any) -> Any:
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config(pipe.scheduler.config)
+
+    def prepare(self, denoiser: Any) -> None:
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        denoiser.set_attn_processor(AttnProcessor2_0())  # SDPA: fused attention kernels on GPU
+
+    def prediction_and_target(
+        self,
+        denoiser: Any,
+        noise_scheduler: Any,
+        latents: torch.Tensor,
+        cond: dict[str, torch.Tensor],
+        generator: torch.Generator,
+        placement: Placement,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        num_timesteps = noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, num_timesteps, (latents.shape[0],), generator=generator)
+        timesteps = timesteps.to(placement.device)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+
+        with torch.autocast(placement.device.type, dtype=placement.dtype, enabled=placement.is_cuda):
+            added = {k: cond[k] for k in ("text_embeds", "time_ids") if k in cond}
+            prediction = denoiser(
+                noisy.to(denoiser.dtype),
+                timesteps,
+                encoder_hidden_states=cond["encoder_hidden_states"].to(denoiser.dtype),
+                added_cond_kwargs={k: v.to(denoiser.dtype) for k, v in added.items()} or None,
+                return_dict=False,
+            )[0]
+        return prediction, target
+
+    def lora_state_dict(self, denoiser: Any) -> dict[str, torch.Tensor]:
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        return convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
+
+    def save_lora_weights(self, folder: Path, state: dict[str, torch.Tensor]) -> None:
+        import diffusers
+
+        pipeline_class = getattr(diffusers, PIPELINE_CLASSES[self.family])
+        pipeline_class.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True)
+
+    def metadata(self) -> dict[str, Any]:
+        return {}
+
+
+def denoiser_family(family: str, *, model_type: str = "lora") -> DenoiserFamily:
+    """The training hooks of a branch family (and model type: "pti" is SDXL pivotal tuning).
+
+    Raises:
+        ValidationError: the family has no trainer, or none of that model type.
+    """
+    if model_type == "pti":
+        if family != "sdxl":
+            raise ValidationError("model_type", model_type, f"is only available on the sdxl family, not {family!r}")
+        from pipelines.train_pti import SDXLPivotalFamily  # imports this module: resolved at call time
+
+        return SDXLPivotalFamily()
+    if family in ("sd15", "sdxl"):
+        return _UNetFamily(family)
+    if family == "flux":
+        from pipelines.train_flux import FluxFamily  # imports this module: resolved at call time
+
+        return FluxFamily()
+    raise ValidationError("family", family, f"has no trainer; supported: {', '.join(TRAINABLE_FAMILIES)}")
 
 
 def _prepare_batches(
@@ -404,35 +608,28 @@ def _release_memory(placement: Placement) -> None:
         torch.cuda.empty_cache()
 
 
-def _training_scheduler(pipe: Any) -> Any:
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(pipe.scheduler.config)
-
-
-def _add_lora(unet: Any, config: TrainConfig, placement: Placement) -> list:
-    """Freeze the UNet, add a LoRA adapter on the attention projections; return its (fp32) parameters."""
+def _add_lora(denoiser: Any, config: TrainConfig, placement: Placement, family: DenoiserFamily) -> list:
+    """Freeze the denoiser, add a LoRA adapter on the family's target modules; return its (fp32) parameters."""
     import torch
-    from diffusers.models.attention_processor import AttnProcessor2_0
     from peft import LoraConfig
 
-    unet.requires_grad_(False)
-    unet.set_attn_processor(AttnProcessor2_0())  # SDPA: fused attention kernels on GPU
+    denoiser.requires_grad_(False)
+    family.prepare(denoiser)
     with torch.random.fork_rng(devices=[]):  # the initial LoRA weights depend on the seed only
         torch.manual_seed(config.seed)
-        unet.add_adapter(
+        denoiser.add_adapter(
             LoraConfig(
                 r=config.rank,
                 lora_alpha=config.rank,
                 init_lora_weights="gaussian",
-                target_modules=list(LORA_TARGET_MODULES),
+                target_modules=list(family.target_modules),
             )
         )
-    params = [p for p in unet.parameters() if p.requires_grad]
+    params = [p for p in denoiser.parameters() if p.requires_grad]
     for p in params:  # LoRA weights train in fp32 even when the frozen base is half precision
         p.data = p.data.float()
     if _needs_gradient_checkpointing(config, placement):
-        unet.enable_gradient_checkpointing()
+        denoiser.enable_gradient_checkpointing()
     return params
 
 
@@ -484,7 +681,8 @@ def _latents_and_cond(
 
 
 def _train_step(
-    unet: Any,
+    family: DenoiserFamily,
+    denoiser: Any,
     noise_scheduler: Any,
     optimizer: Any,
     scaler: Any,
@@ -507,24 +705,7 @@ def _train_step(
         prior_latents, prior_cond = _latents_and_cond(prior, prior_indices, generator, encoder, placement.device)
         latents = torch.cat([latents, prior_latents])
         cond = {name: torch.cat([cond[name], prior_cond[name]]) for name in cond}
-    noise = torch.randn(latents.shape, generator=generator).to(latents)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
-    timesteps = timesteps.to(placement.device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    if noise_scheduler.config.prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-
-    with torch.autocast(placement.device.type, dtype=placement.dtype, enabled=placement.is_cuda):
-        added = {k: cond[k] for k in ("text_embeds", "time_ids") if k in cond}
-        prediction = unet(
-            noisy.to(unet.dtype),
-            timesteps,
-            encoder_hidden_states=cond["encoder_hidden_states"].to(unet.dtype),
-            added_cond_kwargs={k: v.to(unet.dtype) for k, v in added.items()} or None,
-            return_dict=False,
-        )[0]
+    prediction, target = family.prediction_and_target(denoiser, noise_scheduler, latents, cond, generator, placement)
     if prior is not None:
         prediction, prior_prediction = prediction.chunk(2)
         target, prior_target = target.chunk(2)
@@ -544,7 +725,9 @@ def _train_step(
     return float(loss.detach())
 
 
-def _save_checkpoint(path: Path, fingerprint: str, step: int, unet: Any, optimizer: Any, losses: list[float]) -> None:
+def _save_checkpoint(
+    path: Path, fingerprint: str, step: int, denoiser: Any, optimizer: Any, losses: list[float]
+) -> None:
     """Write the LoRA and optimizer state atomically, so a crash mid-write keeps the previous checkpoint."""
     import torch
     from peft.utils import get_peft_model_state_dict
@@ -552,7 +735,7 @@ def _save_checkpoint(path: Path, fingerprint: str, step: int, unet: Any, optimiz
     state = {
         "fingerprint": fingerprint,
         "step": step,
-        "lora": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(unet).items()},
+        "lora": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(denoiser).items()},
         "optimizer": optimizer.state_dict(),
         "losses": list(losses),
     }
@@ -563,7 +746,7 @@ def _save_checkpoint(path: Path, fingerprint: str, step: int, unet: Any, optimiz
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, fingerprint: str, unet: Any, optimizer: Any) -> tuple[int, list[float]]:
+def _load_checkpoint(path: Path, fingerprint: str, denoiser: Any, optimizer: Any) -> tuple[int, list[float]]:
     """Restore a checkpoint of the same run. Returns (step to continue from, losses so far)."""
     import torch
     from peft.utils import set_peft_model_state_dict
@@ -578,22 +761,17 @@ def _load_checkpoint(path: Path, fingerprint: str, unet: Any, optimizer: Any) ->
     if state.get("fingerprint") != fingerprint:
         path.unlink(missing_ok=True)
         return 0, []
-    set_peft_model_state_dict(unet, state["lora"])
+    set_peft_model_state_dict(denoiser, state["lora"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"]), list(state["losses"])
 
 
-def _save_lora(unet: Any, config: TrainConfig, output_dir: Path) -> Path:
-    import diffusers
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+def _save_lora(denoiser: Any, family: DenoiserFamily, output_dir: Path) -> Path:
+    state = family.lora_state_dict(denoiser)
     state = {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
-    pipeline_class = getattr(diffusers, PIPELINE_CLASSES[config.family])
     staging = output_dir / ".saving"
     shutil.rmtree(staging, ignore_errors=True)
-    pipeline_class.save_lora_weights(staging, unet_lora_layers=state, safe_serialization=True)
+    family.save_lora_weights(staging, state)
     final = output_dir / LORA_WEIGHTS_NAME
     os.replace(staging / LORA_WEIGHTS_NAME, final)
     shutil.rmtree(staging, ignore_errors=True)
@@ -607,12 +785,14 @@ def _metadata(
     seconds: float,
     placement: Placement,
     resumed_from: int | None,
+    family: DenoiserFamily,
 ) -> dict[str, Any]:
     stride = max(1, math.ceil(len(losses) / _MAX_LOSS_POINTS))
     return {
         "format": 1,
         "branch": config.branch,
         "family": config.family,
+        "model_type": config.model_type,
         "base_model": config.base_model,
         "token": config.token,
         "class_name": config.class_name,
@@ -625,7 +805,7 @@ def _metadata(
         "resolution": config.resolution,
         "prior_preservation": config.prior_preservation,
         "num_training_images": len(images),
-        "target_modules": list(LORA_TARGET_MODULES),
+        "target_modules": list(family.target_modules),
         "loss_curve": {"stride": stride, "values": [round(v, 6) for v in losses[::stride]]},
         "final_loss": losses[-1] if losses else None,
         "train_seconds": round(seconds, 3),
@@ -633,6 +813,7 @@ def _metadata(
         "dtype": str(placement.dtype).removeprefix("torch."),
         "resumed_from_step": resumed_from,
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **family.metadata(),
     }
 
 

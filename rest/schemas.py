@@ -47,7 +47,7 @@ class TuneFields(BaseModel):
     name: str = Field(description="The class: man, woman, boy, girl, couple, cat, dog…")
     image_urls: list[str] = Field(default_factory=list, description="Photo URLs (or upload `tune[images][]` files).")
     callback: str | None = None
-    branch: str | None = Field(None, description="sd15, sdxl1, flux1, fast (mock) or tiny (CPU demo)")
+    branch: str | None = Field(None, description="sd15, sdxl1, flux1, fast (mock), tiny or tiny-flux (CPU demos)")
     steps: int | None = None
     token: str | None = None
     face_crop: bool | None = None

@@ -21,7 +21,7 @@ from typing import Any
 from packs.loader import LIBRARY_DIR, Pack
 from pipelines.errors import ValidationError
 from pipelines.photos import PhotoInput
-from pipelines.prompt_spec import STORED_FIELDS, option_values
+from pipelines.prompt_spec import STORED_FIELDS, option_values, sampling_for
 from pipelines.prompts import LoraTag, check_characteristics, render_prompt, split_lora_tags
 from pipelines.registry import get_branch, model_reference
 from pipelines.settings import Settings
@@ -126,6 +126,9 @@ class Studio:
         callbacks = {name: self._checked_url(getattr(request, name), name) for name in ("callback", "prompts_callback")}
         prompts = (*request.prompts, *self.style_prompts(request.styles, branch.name))
         prompts = _with_default_callback(prompts, self._checked_url(request.prompt_callback, "prompt_callback"))
+        prompts = [
+            _with_sampling(p, branch.family, f"prompts_attributes[{i}].scheduler") for i, p in enumerate(prompts)
+        ]
         for index, prompt in enumerate(prompts):
             self._checked_url(prompt.callback, f"prompts_attributes[{index}].callback")
         _require_contents(request.images)
@@ -295,7 +298,11 @@ class Studio:
         """Render, check tags and credits for all, and insert all prompts in one transaction (all or nothing)."""
         if tune.status not in TUNE_USABLE:
             raise ConflictError(f"tune {tune.id} is {tune.status}; prompts need a trained (or training) tune")
-        requests = [request.sized_for(get_branch(tune.branch).resolution) for request in requests]
+        branch = get_branch(tune.branch)
+        requests = [
+            _with_sampling(r.sized_for(branch.resolution), branch.family, _indexed("scheduler", i, requests))
+            for i, r in enumerate(requests)
+        ]
         rendered = [self._render(request, tune.token, tune.name, tune.characteristics) for request in requests]
         loras = [
             self._check_loras(owner, tags, tune_id=tune.id, branch=tune.branch, field=_indexed("text", i, requests))
@@ -705,6 +712,13 @@ def _named_as_sent(build: Callable[[], TuneRequest]) -> TuneRequest:
 def _with_default_callback(prompts: Sequence[PromptCreate], callback: str | None) -> list[PromptCreate]:
     """The prompts, each without a callback of its own given `callback` (a tune's `prompt_callback`)."""
     return [replace(p, callback=callback) if callback and not p.callback else p for p in prompts]
+
+
+def _with_sampling(prompt: PromptCreate, family: str, field: str) -> PromptCreate:
+    """The prompt with the scheduler and guidance it will run with on `family` (its own, or the family's defaults),
+    so the record says what ran. Raises ValidationError (`field`) for a scheduler the family cannot run."""
+    scheduler, cfg_scale = sampling_for(family, prompt.scheduler, prompt.cfg_scale, field=field)
+    return replace(prompt, scheduler=scheduler, cfg_scale=cfg_scale)
 
 
 def _indexed(name: str, index: int, items: Sequence[object]) -> str:

@@ -27,7 +27,7 @@ from PIL import Image, ImageEnhance
 from skimage import data
 
 from pipelines.settings import Settings
-from pipelines.tiny import build_tiny_sd15, build_tiny_sdxl
+from pipelines.tiny import build_tiny_flux, build_tiny_sd15, build_tiny_sdxl
 from pipelines.tiny import synthetic_subject as subject_image
 
 # Files whose tests run real processes or long trainings: collected first, so `--dist loadfile` starts them first
@@ -54,6 +54,11 @@ def tiny_sd15_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl_dir(tmp_path_factory) -> Path:
     return build_tiny_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory) -> Path:
+    return build_tiny_flux(tmp_path_factory.mktemp("models") / "tiny-flux")
 
 
 def settings_with_tiny(folder: Path, tiny_sd15_dir: Path) -> Settings:

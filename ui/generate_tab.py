@@ -13,7 +13,8 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines.errors import TunesError
-from pipelines.prompt_spec import ASPECT_RATIOS, SCHEDULERS, default_of, rule_of
+from pipelines.prompt_spec import ASPECT_RATIOS, FAMILY_SAMPLING, default_of, rule_of
+from pipelines.registry import get_branch
 from storage.records import PROMPT_FINISHED, TUNE_USABLE, Prompt, PromptStatus, Tune
 from studio.requests import PromptCreate
 from studio.service import Studio
@@ -24,6 +25,7 @@ from ui.views import prompt_gallery, prompts_table
 DEFAULT_PROMPT = "portrait photo of {{subject}}, soft studio lighting, 85mm, detailed skin"
 DEFAULT_NEGATIVE = "blurry, lowres, deformed, extra fingers, watermark, text"
 POLL_EVERY_S = 1.5
+SD_SAMPLING = FAMILY_SAMPLING["sd15"]  # shown before a tune is picked
 KEEP_ZIPS = 32  # "Download all" zips kept on disk; Gradio copies each into its own cache when it is shown
 
 
@@ -114,8 +116,10 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             with gr.Accordion("Advanced options", open=False):
                 with gr.Row():
                     steps = _slider("steps", "Steps", step=1)
-                    cfg = _slider("cfg_scale", "CFG scale", step=0.5)
-                    scheduler = gr.Dropdown(list(SCHEDULERS), value=default_of("scheduler"), label="Scheduler")
+                    cfg = _slider("cfg_scale", "CFG scale", step=0.5, value=SD_SAMPLING.cfg_scale)
+                    scheduler = gr.Dropdown(
+                        list(SD_SAMPLING.schedulers), value=SD_SAMPLING.scheduler, label="Scheduler"
+                    )
                 with gr.Row():
                     inpaint_faces = gr.Checkbox(label="Re-paint faces", info="Sharper faces in wide shots")
                     hires_fix = gr.Checkbox(label="Hires fix", info="Render larger, then refine")
@@ -155,17 +159,25 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
         return tune_picker(studio, owner, chosen), prompts_table(studio.list_prompts(owner, limit=50))
 
     def tune_picked(tune_id: int | None, request: gr.Request):
+        """The tune's styles and intro, and its model family's samplers and guidance (FLUX has its own)."""
         if tune_id is None:
-            return gr.update(choices=[], value=None), intro_text(None)
+            return gr.update(choices=[], value=None), intro_text(None), gr.update(), gr.update()
         chosen = studio.get_tune(ctx.user(request), int(tune_id))
-        return gr.update(choices=studio.list_styles(chosen.name), value=None), intro_text(chosen)
+        sampling = FAMILY_SAMPLING.get(get_branch(chosen.branch).family, SD_SAMPLING)
+        return (
+            gr.update(choices=studio.list_styles(chosen.name), value=None),
+            intro_text(chosen),
+            gr.update(choices=list(sampling.schedulers), value=sampling.scheduler),
+            gr.update(value=sampling.cfg_scale),
+        )
 
     def style_picked(key: str | None):
         if not key:
             return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
         pack_id, class_name, index = key.split("/")
         item = studio.get_pack(pack_id).prompts[class_name][int(index)]
-        return item.text, item.negative_prompt, item.num_images, item.aspect_ratio or "1:1", item.steps, item.scheduler
+        scheduler_ = item.scheduler or gr.update()  # a pack prompt without one keeps the model's
+        return item.text, item.negative_prompt, item.num_images, item.aspect_ratio or "1:1", item.steps, scheduler_
 
     def generate(tune_id, text, negative_, count, seed_, aspect_, steps_, cfg_, scheduler_, inpaint, hires, superres,
                  request: gr.Request):  # fmt: skip
@@ -242,7 +254,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
     app.load(tunes_changed, tune, [tune, history], **private)
     tune.focus(tunes_changed, tune, [tune, history], **quiet)
-    tune.change(tune_picked, tune, [style, intro], **private)
+    tune.change(tune_picked, tune, [style, intro, scheduler, cfg], **private)
     style.input(style_picked, style, [prompt, negative, num_images, aspect, steps, scheduler], **private)
     inputs = [tune, prompt, negative, num_images, seed, aspect, steps, cfg, scheduler, inpaint_faces, hires_fix]
     run.click(generate, [*inputs, super_resolution], [*errors.outputs, current, timer], **private).then(
@@ -258,7 +270,8 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     return tune
 
 
-def _slider(name: str, label: str, *, step: float) -> gr.Slider:
-    """A slider over a prompt spec field's range, at its default, explained by its doc."""
+def _slider(name: str, label: str, *, step: float, value: float | None = None) -> gr.Slider:
+    """A slider over a prompt spec field's range, at `value` (default: the field's), explained by its doc."""
     rule = rule_of(name)
-    return gr.Slider(rule.low, rule.high, value=default_of(name), step=step, label=label, info=rule.doc)
+    value = default_of(name) if value is None else value
+    return gr.Slider(rule.low, rule.high, value=value, step=step, label=label, info=rule.doc)

@@ -11,7 +11,8 @@ from skimage import data
 
 from pipelines.errors import GenerationCancelledError, ModelUnavailableError, ValidationError
 from pipelines.faces import detect_faces
-from pipelines.generate import SCHEDULERS, GenerationRequest, Generator, LoraSpec
+from pipelines.generate import GenerationRequest, Generator, LoraSpec
+from pipelines.prompt_spec import FAMILY_SAMPLING
 from pipelines.registry import get_branch
 from pipelines.train import TrainConfig, train_lora
 from tests.conftest import Sample, settings_with_tiny, subject_image
@@ -132,7 +133,7 @@ def test_concurrent_generations_on_one_pipeline_do_not_mix_adapters(settings, tw
         assert len(images) == 3 and all(same(image, expected[key]) for image in images)
 
 
-@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+@pytest.mark.parametrize("scheduler", FAMILY_SAMPLING["sd15"].schedulers)
 def test_every_scheduler_generates(shared_generator, scheduler):
     result = shared_generator.generate("tiny", request(scheduler=scheduler, steps=3))
     assert result.images[0].image.size == (128, 128)

@@ -10,12 +10,12 @@ from pipelines.settings import Settings
 
 
 def test_branch_defaults():
-    assert set(BRANCHES) == {"sd15", "sdxl1", "flux1", "tiny", "fast"}
+    assert set(BRANCHES) == {"sd15", "sdxl1", "flux1", "tiny", "tiny-flux", "fast"}
     assert get_branch("sd15").token == "sks" and get_branch("tiny").token == "sks"
     assert get_branch("sdxl1").token == "ohwx" and get_branch("flux1").token == "ohwx"
     assert get_branch("sd15").resolution == 512 and get_branch("sdxl1").resolution == 1024
     assert all(b.rank > 0 and b.steps > 0 for b in BRANCHES.values() if b.trainable)
-    assert get_branch("fast").is_mock and not get_branch("flux1").trainable
+    assert get_branch("fast").is_mock and get_branch("flux1").trainable and get_branch("tiny-flux").family == "flux"
 
 
 def test_unknown_branch_lists_the_known_ones():

@@ -263,11 +263,6 @@ def test_bad_training_settings_are_refused_with_the_field_named(change, field):
     assert error.value.field == field and f"`{field}`" in str(error.value)
 
 
-def test_flux_branch_is_registered_but_has_no_trainer_yet():
-    with pytest.raises(ValidationError, match="no trainer for the 'flux' family"):
-        TrainConfig.for_branch(get_branch("flux1"), class_name="man", base_model="flux")
-
-
 def test_images_of_the_wrong_size_are_refused(tmp_path, tiny_sd15_dir):
     samples = [Sample(subject_image(0, size=96), "sks thing")]
     with pytest.raises(ValidationError, match=r"`images\[0\]` must be 128x128"):

@@ -96,7 +96,7 @@ def test_a_packs_page_names_the_model_its_tune_trains_on_here(studio):
     about = pack_about(pack, branch=studio.settings.default_branch)
     assert "**Model here:** `tiny` (the pack was written for `sdxl1`)" in about
     assert "**Model here:** `sdxl1` ·" in pack_about(pack, branch="sdxl1")
-    assert "cannot train yet" in pack_about(pack, branch="flux1")
+    assert "**Model here:** `flux1` (the pack was written for `sdxl1`)" in pack_about(pack, branch="flux1")
     assert "placeholder images" in pack_about(pack, branch="fast")
 
 
