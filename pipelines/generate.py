@@ -27,6 +27,7 @@ from pipelines.prompts import to_compel_syntax
 from pipelines.registry import Branch, get_branch, load_pipeline, resolve_model_dir
 from pipelines.settings import Settings
 from pipelines.train import LORA_WEIGHTS_NAME
+from pipelines.train_pti import EMBEDDINGS_NAME, load_pivotal, pivotal_prompt, unload_pivotal
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,6 +46,7 @@ class LoraSpec:
     name: str
     path: Path
     weight: float = 1.0
+    token: str | None = None  # the tune's token: a pivotal-tuning LoRA swaps it for its trained tokens
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -107,6 +109,7 @@ class _Loaded:
     img2img: Any = None
     lora_loads: int = 0
     fused: tuple[str, float] | None = None  # the one adapter merged into the base weights, at its weight
+    pivotal: dict[str, list[str]] = field(default_factory=dict)  # adapter name -> its loaded token embeddings
 
 
 StepCallback = Callable[[int, int], None]
@@ -179,7 +182,8 @@ class Generator:
         with loaded.lock:
             self._activate(loaded, request.loras)
             self._use_scheduler(loaded, request.scheduler)
-            embeds = encode_prompts(loaded.pipe, loaded.branch.family, request.text, request.negative_prompt)
+            text = _with_pivotal_tokens(loaded, request)
+            embeds = encode_prompts(loaded.pipe, loaded.branch.family, text, request.negative_prompt)
             return [self._refine_faces_one(loaded, image, request, embeds, seed + i) for i, image in enumerate(images)]
 
     def loaded_adapters(self, branch_name: str) -> list[str]:
@@ -217,8 +221,10 @@ class Generator:
         request = _sampled(request, loaded.branch.family)
         self._activate(loaded, request.loras)
         self._use_scheduler(loaded, request.scheduler)
-        # 2. Prompts, encoded once for every pass (after the adapters: a LoRA may carry text-encoder layers)
-        embeds = encode_prompts(loaded.pipe, loaded.branch.family, request.text, request.negative_prompt)
+        # 2. Prompts, encoded once for every pass (after the adapters: a LoRA may carry text-encoder layers or,
+        # from pivotal tuning, token embeddings that take the place of the tune's token)
+        text = _with_pivotal_tokens(loaded, request)
+        embeds = encode_prompts(loaded.pipe, loaded.branch.family, text, request.negative_prompt)
         # 3. Text to image, one generator per image so each seed reproduces its image alone
         pipe = loaded.pipe
         cancelled = False
@@ -272,6 +278,9 @@ class Generator:
                 pipe.load_lora_weights(str(spec.weights_file), adapter_name=name)
                 loaded.adapters[name] = str(spec.weights_file)
                 loaded.lora_loads += 1
+                if (spec.path / EMBEDDINGS_NAME).is_file():  # pivotal tuning: its tokens, under names of its own
+                    tokens = [f"<{name}_{i}>" for i in range(_token_count(spec.path))]
+                    loaded.pivotal[name] = load_pivotal(pipe, spec.path, tokens=tokens)
             loaded.adapters.move_to_end(name)
         if loras:
             pipe.enable_lora()
@@ -290,6 +299,8 @@ class Generator:
             if name not in keep:
                 loaded.pipe.delete_adapters(name)
                 del loaded.adapters[name]
+                if name in loaded.pivotal:
+                    unload_pivotal(loaded.pipe, loaded.pivotal.pop(name))
 
     def _use_scheduler(self, loaded: _Loaded, name: str) -> None:
         import diffusers
@@ -422,6 +433,23 @@ def encode_prompts(pipe: Any, family: str, prompt: str, negative_prompt: str = "
         out = CompelForSD(pipe)(to_compel_syntax(prompt), negative_prompt=negative or "")
         return {"prompt_embeds": out.embeds, "negative_prompt_embeds": out.negative_embeds}
     raise ValidationError("family", family, "has no prompt encoder; supported: sd15, sdxl, flux")
+
+
+def _with_pivotal_tokens(loaded: _Loaded, request: GenerationRequest) -> str:
+    """The prompt with each pivotal-tuning LoRA's tune token replaced by its loaded token embeddings."""
+    text = request.text
+    for spec in request.loras:
+        tokens = loaded.pivotal.get(spec.adapter_name)
+        if tokens and spec.token:
+            text = pivotal_prompt(text, spec.token, tokens)
+    return text
+
+
+def _token_count(lora_dir: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(lora_dir / EMBEDDINGS_NAME), framework="pt") as file:
+        return file.get_slice("clip_l").get_shape()[0]
 
 
 def _sampled(request: GenerationRequest, family: str) -> GenerationRequest:

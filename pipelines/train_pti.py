@@ -125,6 +125,15 @@ def load_pivotal(pipe: Any, lora_dir: Path | str, *, tokens: Sequence[str] | Non
     return tokens
 
 
+def unload_pivotal(pipe: Any, tokens: Sequence[str]) -> None:
+    """Take tokens loaded by `load_pivotal` out of both text encoders again (their rows and tokenizer entries)."""
+    for _, encoder_name, tokenizer_name in TEXT_ENCODERS:
+        text_encoder, tokenizer = getattr(pipe, encoder_name), getattr(pipe, tokenizer_name)
+        present = [token for token in tokens if token in tokenizer.get_vocab()]
+        if present:
+            pipe.unload_textual_inversion(tokens=present, text_encoder=text_encoder, tokenizer=tokenizer)
+
+
 @dataclass
 class _NewTokens:
     """The trainable rows of the new tokens in one text encoder, spliced into its embedding lookup by a hook."""
