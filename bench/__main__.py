@@ -64,7 +64,8 @@ def plan(sections: list[str], *, quick: bool, device: str, workdir: Path, thread
 
 
 def _tiny_training_jobs(workdir: Path, *, quick: bool, common: list[str]) -> list[Job]:
-    """Batch 1 and 4, each with cached latents and re-encoded ones; 2 warm-up steps."""
+    """Tiny SD: batch 1 and 4, each with cached latents and re-encoded ones; tiny FLUX: batch 1, both ways; 2
+    warm-up steps."""
     tiny_dir = str(workdir / "tiny-sd15")  # built by the first job, then shared
     jobs = []
     for index, (batch, cache) in enumerate((b, c) for b in (1, 4) for c in (True, False)):
@@ -73,6 +74,13 @@ def _tiny_training_jobs(workdir: Path, *, quick: bool, common: list[str]) -> lis
         argv += ["--steps", "8" if quick else "30", "--warmup", "2", "--batch-size", str(batch), *common]
         argv += ["--cache-latents" if cache else "--no-cache-latents", *(["--params"] if index == 0 else [])]
         jobs.append(Job(f"tiny training, batch {batch}, {_mode(cache)}", tuple(argv)))
+    flux_dir = str(workdir / "tiny-flux")  # FLUX: text (T5 + CLIP) and latents cached, or re-encoded every step
+    for index, cache in enumerate((True, False)):
+        argv = ["bench.train_step", "--model", "tiny-flux", "--model-dir", flux_dir]
+        argv += ["--workdir", str(workdir / f"tiny-flux-{index}")]
+        argv += ["--steps", "8" if quick else "30", "--warmup", "2", "--batch-size", "1", *common]
+        argv += ["--cache-latents" if cache else "--no-cache-latents", *(["--params"] if index == 0 else [])]
+        jobs.append(Job(f"tiny FLUX training, batch 1, {_mode(cache)}", tuple(argv)))
     return jobs
 
 

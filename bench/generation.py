@@ -2,8 +2,9 @@
 
     python -m bench.generation --workdir /tmp/b
 
-Figures: building the tiny model, the first load of the base pipeline, seconds per image (with and
-without a LoRA), and the time a LoRA switch adds to a generation, with the adapter cached (warm) and
+Figures: building the tiny model, the first load of the base pipeline, seconds per image (without a LoRA,
+with one fused into the base weights, and with it unfused), what a LoRA costs over the base (target for one
+fused LoRA: at most 1.05x), and the time a LoRA switch adds to a generation, with the adapter cached (warm) and
 read from its file (cold). All times are wall-clock medians of repeated runs in one warm process.
 """
 
@@ -120,26 +121,25 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     warm = median([_timed(lambda: generator.generate(BRANCH, one_step)) for _ in range(3)])
     add("generate.base_load", first - warm, "s", first_call_s=round(first, 4), warm_call_s=round(warm, 4))
 
-    # 4. Seconds per image
-    for loras in ((), (lora_a,)):
+    # 4. Seconds per image: the base; one LoRA (fused into the base weights); the same LoRA unfused (beside a
+    # second one at weight 0, which draws the same image: what one LoRA cost before fusing)
+    from pipelines.generate import LoraSpec
+
+    variants = {"none": (), "fused": (lora_a,), "unfused": (lora_a, LoraSpec(lora_b.name, lora_b.path, weight=0.0))}
+    base_time: dict[int, float] = {}
+    for variant, loras in variants.items():
         for num_images in (1, 4):
             request = GenerationRequest(
                 text=PROMPT, seed=0, steps=args.steps, num_images=num_images, loras=loras, **size
             )
-            progress(f"generate: {num_images} image(s), {args.steps} steps, {len(loras)} LoRA")
+            progress(f"generate: {num_images} image(s), {args.steps} steps, LoRA {variant}")
             generator.generate(BRANCH, request)  # warm-up (loads the LoRA the first time)
             per_image = [_timed(lambda r=request: generator.generate(BRANCH, r)) / num_images for _ in range(args.reps)]
-            add(
-                "generate.image_time",
-                median(per_image),
-                "s/image",
-                num_images=num_images,
-                steps=args.steps,
-                **size,
-                scheduler=request.scheduler,
-                lora=bool(loras),
-                **spread(per_image),
-            )
+            params = {"num_images": num_images, "steps": args.steps, **size, "lora": variant}
+            add("generate.image_time", median(per_image), "s/image", **params, **spread(per_image))
+            base_time.setdefault(num_images, median(per_image))
+            if variant != "none":
+                add("generate.lora_cost", median(per_image) / base_time[num_images], "x base", **params)
 
     # 5. LoRA switches: warm (both adapters cached) and cold (a cache of one: every switch reads the file)
     def switch_request(spec: Any) -> Any:

@@ -26,7 +26,7 @@ from bench.common import (
     training_images,
 )
 
-MODELS = ("tiny", "sd15-arch")
+MODELS = ("tiny", "tiny-flux", "sd15-arch")
 SD15_ARCH_RESOLUTION = 256
 
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         records.append(record(bench, value, unit, device=args.device, **params))
 
     # 1. The model and the config
-    config, source = _tiny(args) if args.model == "tiny" else _sd15_arch(args, label, add)
+    config, source = _tiny(args) if args.model.startswith("tiny") else _sd15_arch(args, label, add)
     params = {
         "model": args.model,
         "batch_size": args.batch_size,
@@ -146,13 +146,15 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _tiny(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The `tiny` branch's config and model folder (built if missing)."""
+    """The `tiny` (SD-1.5-shaped) or `tiny-flux` (FLUX.1-shaped) branch's config and model folder (built if
+    missing)."""
     from pipelines.registry import get_branch
-    from pipelines.tiny import build_tiny_sd15
+    from pipelines.tiny import build_tiny_flux, build_tiny_sd15
     from pipelines.train import TrainConfig
 
-    model_dir = build_tiny_sd15(Path(args.model_dir or Path(args.workdir) / "tiny-sd15"))
-    config = TrainConfig.for_branch(get_branch("tiny"), class_name="thing", base_model="tiny-sd15", **_overrides(args))
+    build, name = (build_tiny_flux, "tiny-flux") if args.model == "tiny-flux" else (build_tiny_sd15, "tiny-sd15")
+    model_dir = build(Path(args.model_dir or Path(args.workdir) / name))
+    config = TrainConfig.for_branch(get_branch(args.model), class_name="thing", base_model=name, **_overrides(args))
     return config, {"model_dir": model_dir}
 
 
