@@ -26,6 +26,7 @@ DEFAULT_PROMPT = "portrait photo of {{subject}}, soft studio lighting, 85mm, det
 DEFAULT_NEGATIVE = "blurry, lowres, deformed, extra fingers, watermark, text"
 POLL_EVERY_S = 1.5
 SD_SAMPLING = FAMILY_SAMPLING["sd15"]  # shown before a tune is picked
+NEGATIVE_UNUSED = "FLUX is guidance-distilled: it does not use a negative prompt"
 KEEP_ZIPS = 32  # "Download all" zips kept on disk; Gradio copies each into its own cache when it is shown
 
 
@@ -161,14 +162,16 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     def tune_picked(tune_id: int | None, request: gr.Request):
         """The tune's styles and intro, and its model family's samplers and guidance (FLUX has its own)."""
         if tune_id is None:
-            return gr.update(choices=[], value=None), intro_text(None), gr.update(), gr.update()
+            return gr.update(choices=[], value=None), intro_text(None), gr.update(), gr.update(), gr.update()
         chosen = studio.get_tune(ctx.user(request), int(tune_id))
-        sampling = FAMILY_SAMPLING.get(get_branch(chosen.branch).family, SD_SAMPLING)
+        family = get_branch(chosen.branch).family
+        sampling = FAMILY_SAMPLING.get(family, SD_SAMPLING)
         return (
             gr.update(choices=studio.list_styles(chosen.name), value=None),
             intro_text(chosen),
             gr.update(choices=list(sampling.schedulers), value=sampling.scheduler),
             gr.update(value=sampling.cfg_scale),
+            gr.update(info=NEGATIVE_UNUSED if family == "flux" else None),
         )
 
     def style_picked(key: str | None):
@@ -254,7 +257,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
     app.load(tunes_changed, tune, [tune, history], **private)
     tune.focus(tunes_changed, tune, [tune, history], **quiet)
-    tune.change(tune_picked, tune, [style, intro, scheduler, cfg], **private)
+    tune.change(tune_picked, tune, [style, intro, scheduler, cfg, negative], **private)
     style.input(style_picked, style, [prompt, negative, num_images, aspect, steps, scheduler], **private)
     inputs = [tune, prompt, negative, num_images, seed, aspect, steps, cfg, scheduler, inpaint_faces, hires_fix]
     run.click(generate, [*inputs, super_resolution], [*errors.outputs, current, timer], **private).then(
