@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ValidationError
-from pipelines.prompt_spec import FIELDS, MAX_SIDE, PromptOptions
+from pipelines.prompt_spec import FIELDS, MAX_SIDE, PromptOptions, sampling_for
 from pipelines.registry import BRANCHES
 
 LIBRARY_DIR = Path(__file__).resolve().parent / "library"
@@ -290,6 +290,7 @@ def parse_pack(data: object, *, source: str) -> Pack:
     if extra:
         raise PackError(source, f"prompts.{extra[0]}", "...", "is not in `classes`; add the class or remove these")
     parsed = {name: tuple(_prompts(source, f"prompts.{name}", prompts[name])) for name in classes}
+    _check_samplers(source, parsed, branch)
     return Pack(
         id=pack_id,
         title=_text(source, "title", obj["title"], MAX_TITLE_CHARS),
@@ -345,6 +346,19 @@ def _bool(source: str, path: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise PackError(source, path, value, "must be true or false")
     return value
+
+
+def _check_samplers(source: str, prompts: dict[str, tuple[PackPrompt, ...]], branch: str) -> None:
+    """Every `scheduler` a prompt names must run on the pack's default branch (FLUX runs only its own)."""
+    family = BRANCHES[branch].family
+    for name, items in prompts.items():
+        for index, item in enumerate(items):
+            path = f"prompts.{name}[{index}].scheduler"
+            try:
+                sampling_for(family, item.scheduler, item.cfg_scale, field=path)
+            except ValidationError as error:
+                message = f"{error.message} (the pack's default_branch is {branch}); leave it out for the model's own"
+                raise PackError(source, path, item.scheduler, message) from None
 
 
 def _prompts(source: str, path: str, items: object) -> list[PackPrompt]:

@@ -36,6 +36,8 @@ class Branch:
     rank: int
     trainable: bool
     description: str
+    # what a tune trains when the request names none: "lora", or "pti" (SDXL pivotal tuning, Astria's SDXL default)
+    model_type: str = "lora"
 
     @property
     def is_mock(self) -> bool:
@@ -73,6 +75,7 @@ BRANCHES: dict[str, Branch] = {
             rank=32,
             trainable=True,
             description="Stable Diffusion XL 1.0, 1024 px. Best quality among the UNet models (16-24 GB GPU).",
+            model_type="pti",
         ),
         Branch(
             name="flux1",

@@ -22,11 +22,35 @@ from pipelines.photos import (
     load_photos,
     prepare_training_images,
 )
-from pipelines.registry import Branch, get_branch, model_reference, resolve_model_dir
+from pipelines.registry import BRANCHES, Branch, get_branch, model_reference, resolve_model_dir
 from pipelines.settings import Settings
-from pipelines.train import ProgressCallback, TrainConfig, TrainResult, train_lora
+from pipelines.train import MODEL_TYPES, ProgressCallback, TrainConfig, TrainResult, train_lora
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+PIVOTAL_FAMILIES = ("sdxl",)  # where "pti" trains: new tokens in both CLIP encoders (pipelines.train_pti)
+
+
+def model_types(branch: Branch) -> tuple[str, ...]:
+    """What a branch can train: "lora" everywhere, and "pti" (pivotal tuning) on the SDXL family."""
+    return MODEL_TYPES if branch.family in PIVOTAL_FAMILIES else ("lora",)
+
+
+def check_model_type(branch: Branch, model_type: str | None) -> str:
+    """The model type a tune of `branch` trains: `model_type`, or the branch's default when None.
+
+    Raises:
+        ValidationError: `model_type` is not one the branch can train; the message lists those it can.
+    """
+    if model_type is None:
+        return branch.model_type
+    allowed = model_types(branch)
+    if model_type not in allowed:
+        message = f"must be {' or '.join(allowed)} on branch {branch.name}"
+        if "pti" not in allowed:
+            pivotal = ", ".join(name for name, b in BRANCHES.items() if b.family in PIVOTAL_FAMILIES)
+            message += f"; pti (pivotal tuning) trains on SDXL branches only ({pivotal})"
+        raise ValidationError("model_type", model_type, message)
+    return model_type
 
 
 @dataclass(frozen=True)
@@ -40,6 +64,7 @@ class TuneRequest:
     face_crop: bool = True
     seed: int = 0
     prior_preservation: bool = False
+    model_type: str | None = None  # "lora" or "pti" (SDXL only); None: the branch's default (`Branch.model_type`)
 
     def __post_init__(self) -> None:
         name = self.class_name.strip().lower() if isinstance(self.class_name, str) else self.class_name
@@ -51,6 +76,7 @@ class TuneRequest:
             raise ValidationError("branch", self.branch, "cannot be trained here")
         if self.token is not None and not (2 <= len(self.token) <= 12 and set(self.token) <= _TOKEN_CHARS):
             raise ValidationError("token", self.token, "must be 2-12 lowercase letters or digits, e.g. ohwx")
+        check_model_type(branch, self.model_type)
 
     @property
     def branch_info(self) -> Branch:
@@ -59,6 +85,10 @@ class TuneRequest:
     @property
     def resolved_token(self) -> str:
         return self.token or self.branch_info.token
+
+    @property
+    def resolved_model_type(self) -> str:
+        return check_model_type(self.branch_info, self.model_type)
 
 
 @dataclass(frozen=True)
@@ -178,6 +208,7 @@ def train_on_images(
         seed=request.seed,
         prior_preservation=request.prior_preservation,
         checkpoint_every=settings.checkpoint_every,
+        model_type=request.resolved_model_type,
     )
     return train_lora(
         config,

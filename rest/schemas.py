@@ -53,7 +53,10 @@ class TuneFields(BaseModel):
     face_crop: bool | None = None
     training_face_correct: bool = False
     base_tune_id: TuneId | None = None
-    model_type: str | None = None
+    model_type: str | None = Field(
+        None,
+        description="lora, or pti (pivotal tuning: new tokens + a LoRA, sdxl1 only); empty: pti on sdxl1, else lora.",
+    )
     auto_extend: bool = False
     preset: str | None = None
     characteristics: dict[str, str] = Field(default_factory=dict)

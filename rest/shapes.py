@@ -30,7 +30,7 @@ class Shapes:
             "name": tune.name,
             "token": tune.token,
             "branch": tune.branch,
-            "model_type": extra.get("model_type", "lora"),
+            "model_type": tune.model_type,
             "base_tune_id": extra.get("base_tune_id"),
             "preset": extra.get("preset"),
             "training_face_correct": extra.get("training_face_correct", False),

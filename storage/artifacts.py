@@ -35,8 +35,10 @@ from huggingface_hub.utils import set_client_factory
 from huggingface_hub.utils._http import default_client_factory  # no public way to keep its hooks (pinned 2.4.0)
 
 from pipelines.errors import ArtifactError, SettingsError, ValidationError
+from pipelines.registry import BRANCHES
 from pipelines.settings import Settings
-from pipelines.train import LORA_WEIGHTS_NAME, METADATA_NAME
+from pipelines.train import LORA_WEIGHTS_NAME, METADATA_NAME, MODEL_TYPES
+from pipelines.train_pti import EMBEDDINGS_NAME, TEXT_ENCODERS
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ T = TypeVar("T")
 
 HUB_SCHEME = "hub://"
 README_NAME = "README.md"
+# what generation needs of a stored artifact: the LoRA, its metadata and (pti tunes) the token embeddings
+ARTIFACT_FILES = (LORA_WEIGHTS_NAME, METADATA_NAME, EMBEDDINGS_NAME)
 SAMPLES_DIR = "samples"
 HUB_TAGS = ("lora", "diffusers", "text-to-image", "tune-studio")
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -61,6 +65,8 @@ class ModelCard:
     """What a stored LoRA says about itself (README.md): base model, trigger prompt, title, sample images.
 
     `license` defaults to the base model's license where the branch's is known (`BRANCH_LICENSES`).
+    `model_type` "pti" (SDXL pivotal tuning) stores `embeddings.safetensors` beside the LoRA: the card shows how to
+    load both, and `instance_prompt` uses the trained `tokens` (`<s0><s1> woman`).
     """
 
     base_model: str
@@ -69,6 +75,8 @@ class ModelCard:
     title: str
     sample_images: tuple[Path, ...] = ()
     license: str | None = None
+    model_type: str = "lora"
+    tokens: tuple[str, ...] = ()  # pti: the new tokens, in order
 
     def __post_init__(self) -> None:
         for name in ("base_model", "instance_prompt", "branch"):
@@ -79,10 +87,35 @@ class ModelCard:
             if path.suffix.lower() not in SAMPLE_SUFFIXES:
                 raise ValidationError(f"card.sample_images[{index}]", str(path), f"must be one of {SAMPLE_SUFFIXES}")
         object.__setattr__(self, "sample_images", samples)
+        if self.model_type not in MODEL_TYPES:
+            raise ValidationError("card.model_type", self.model_type, f"must be one of {', '.join(MODEL_TYPES)}")
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        if (self.model_type == "pti") != bool(self.tokens):
+            raise ValidationError("card.tokens", self.tokens, "must list the new tokens of a pti tune, and only then")
+
+    @classmethod
+    def from_metadata(
+        cls, metadata: dict, *, base_model: str, title: str, sample_images: Sequence[Path] = ()
+    ) -> ModelCard:
+        """The card of a training's output, from its `lora_metadata.json` (branch, prompt, model type, tokens)."""
+        return cls(
+            base_model=base_model,
+            instance_prompt=metadata["instance_prompt"],
+            branch=metadata["branch"],
+            title=title,
+            sample_images=tuple(sample_images),
+            model_type=metadata.get("model_type", "lora"),
+            tokens=tuple(metadata.get("pti_tokens") or ()),
+        )
 
     @property
     def resolved_license(self) -> str | None:
         return self.license or BRANCH_LICENSES.get(self.branch)
+
+    @property
+    def family(self) -> str | None:
+        branch = BRANCHES.get(self.branch)
+        return branch.family if branch else None
 
 
 @runtime_checkable
@@ -179,21 +212,45 @@ def render_model_card(card: ModelCard, *, load_from: str, sample_paths: Sequence
         widget=[{"text": card.instance_prompt, "output": {"url": path}} for path in sample_paths] or None,
     )
     pipeline_from = json.dumps(card.base_model if is_hub_model else "<the base model folder>")
+    what = "A DreamBooth LoRA"
+    if card.model_type == "pti":
+        what = f"An SDXL pivotal tuning (new tokens {''.join(card.tokens)} in both text encoders, and a LoRA)"
     return (
         f"---\n{metadata.to_yaml()}\n---\n\n"
         f"# {card.title or 'Tune Studio LoRA'}\n\n"
-        f"A DreamBooth LoRA trained with Tune Studio on `{card.base_model}` (branch `{card.branch}`). "
+        f"{what} trained with Tune Studio on `{card.base_model}` (branch `{card.branch}`). "
         f"Put `{card.instance_prompt}` in a prompt to bring in the subject.\n\n"
         "## Use it with diffusers\n\n"
-        "```python\n"
-        "import torch\n"
-        "from diffusers import AutoPipelineForText2Image\n\n"
-        f"pipe = AutoPipelineForText2Image.from_pretrained({pipeline_from}, torch_dtype=torch.float16).to('cuda')\n"
-        f"pipe.load_lora_weights({json.dumps(load_from)}, weight_name={json.dumps(LORA_WEIGHTS_NAME)})\n"
-        f"image = pipe({json.dumps(card.instance_prompt + ', portrait photo')}).images[0]\n"
-        "```\n\n"
-        "The repository is private: log in first (`hf auth login`) or pass `token=` to `load_lora_weights`.\n"
+        f"```python\n{_usage(card, pipeline_from, load_from)}```\n\n"
+        "The repository is private: log in first (`hf auth login`) or pass `token=` to `load_lora_weights`"
+        f"{' and `hf_hub_download`' if card.model_type == 'pti' else ''}.\n"
     )
+
+
+def _usage(card: ModelCard, pipeline_from: str, load_from: str) -> str:
+    """The model card's Python: load the base pipeline, the LoRA (and a pti tune's embeddings), make an image."""
+    pipeline, dtype = "AutoPipelineForText2Image", "float16"
+    if card.family == "flux":  # FLUX.1 [dev] runs in bf16 (fp16 overflows in its transformer)
+        pipeline, dtype = "FluxPipeline", "bfloat16"
+    imports = f"from diffusers import {pipeline}\n"
+    lines = [f"pipe = {pipeline}.from_pretrained({pipeline_from}, torch_dtype=torch.{dtype}).to('cuda')"]
+    lines.append(f"pipe.load_lora_weights({json.dumps(load_from)}, weight_name={json.dumps(LORA_WEIGHTS_NAME)})")
+    if card.model_type == "pti":  # the tokens go into both text encoders, as diffusers' advanced SDXL script does
+        if _HUB_ID.fullmatch(load_from):  # else a folder of the local store
+            imports += "from huggingface_hub import hf_hub_download\n"
+            embeddings = f"hf_hub_download({json.dumps(load_from)}, {json.dumps(EMBEDDINGS_NAME)})"
+        else:
+            embeddings = json.dumps(str(Path(load_from) / EMBEDDINGS_NAME))
+        imports += "from safetensors.torch import load_file\n"
+        lines.append(f"state_dict = load_file({embeddings})")
+        tokens = json.dumps(list(card.tokens))
+        for key, encoder, tokenizer in TEXT_ENCODERS:
+            lines.append(
+                f"pipe.load_textual_inversion(state_dict[{json.dumps(key)}], token={tokens}, "
+                f"text_encoder=pipe.{encoder}, tokenizer=pipe.{tokenizer})"
+            )
+    lines.append(f"image = pipe({json.dumps(card.instance_prompt + ', portrait photo')}).images[0]")
+    return f"import torch\n{imports}\n" + "".join(line + "\n" for line in lines)
 
 
 class LocalArtifactStore:
@@ -208,7 +265,7 @@ class LocalArtifactStore:
         return f"LocalArtifactStore(root={str(self.root)!r})"
 
     def put(self, tune_id: str, lora_dir: Path, card: ModelCard) -> str:
-        """Copy the LoRA weights, its metadata, a README.md card and sample images into the store.
+        """Copy the LoRA weights, its metadata, a pti tune's embeddings, a README.md card and samples into the store.
 
         The copy is made in a hidden staging folder and renamed into place, so readers see the old artifact or
         the new one, never half of one; an existing artifact is only removed once the new one is in place.
@@ -222,7 +279,7 @@ class LocalArtifactStore:
             The artifact folder's absolute path, as a string.
 
         Raises:
-            ValidationError: `lora_dir` has no weights, or a sample image does not exist.
+            ValidationError: `lora_dir` has no weights (or a pti tune no embeddings), or a sample image does not exist.
             ArtifactError: the files could not be written (disk full, permissions...).
         """
         files = _lora_files(lora_dir, card)
@@ -344,7 +401,7 @@ class HubArtifactStore:
         return f"{self.namespace}/tune-{artifact_name(tune_id)}"
 
     def put(self, tune_id: str, lora_dir: Path, card: ModelCard) -> str:
-        """Upload the LoRA to its private repo in one commit: weights, metadata, README.md, `samples/`.
+        """Upload the LoRA to its private repo in one commit: weights, metadata, embeddings (pti), card, `samples/`.
 
         The repo is created private if missing; an existing repo is checked, and made private if it is public.
 
@@ -386,7 +443,7 @@ class HubArtifactStore:
         return location
 
     def fetch(self, location: str) -> Path:
-        """Download the weights and metadata (cached under `data_dir/hub_cache`) and return their folder.
+        """Download the weights, metadata and embeddings (pti) (cached under `data_dir/hub_cache`); return their folder.
 
         When the Hub cannot be reached, a copy already in the cache is returned.
 
@@ -423,7 +480,7 @@ class HubArtifactStore:
             endpoint=self.endpoint,
             cache_dir=self.cache_dir,
             etag_timeout=self.timeout,
-            allow_patterns=[LORA_WEIGHTS_NAME, METADATA_NAME],
+            allow_patterns=list(ARTIFACT_FILES),
         )
 
     def _cached(self, repo_id: str) -> Path | None:
@@ -581,8 +638,11 @@ def _lora_files(lora_dir: Path, card: ModelCard) -> dict[str, Path]:
     if not weights.is_file():
         raise ValidationError("lora_dir", str(lora_dir), f"has no {LORA_WEIGHTS_NAME}: has training finished?")
     files = {LORA_WEIGHTS_NAME: weights}
-    if (lora_dir / METADATA_NAME).is_file():
-        files[METADATA_NAME] = lora_dir / METADATA_NAME
+    for name in (METADATA_NAME, EMBEDDINGS_NAME):
+        if (lora_dir / name).is_file():
+            files[name] = lora_dir / name
+    if card.model_type == "pti" and EMBEDDINGS_NAME not in files:
+        raise ValidationError("lora_dir", str(lora_dir), f"has no {EMBEDDINGS_NAME}, which a pti tune needs")
     for index, path in enumerate(card.sample_images):
         if not path.is_file():
             raise ValidationError(f"card.sample_images[{index}]", str(path), "does not exist")

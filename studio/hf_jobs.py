@@ -216,6 +216,7 @@ class JobsBackend:
             token=tune.token,
             steps=tune.steps,
             seed=tune.seed,
+            model_type=tune.model_type,
             **job,
         )
 
@@ -248,7 +249,12 @@ class JobsBackend:
         trains on exactly these, so the photos' faces are found once, here, with the studio's checks."""
         photos = sorted(self.studio.photos_dir(tune.id).glob("*.png"))
         request = TuneRequest(
-            class_name=tune.name, branch=tune.branch, token=tune.token, steps=tune.steps, face_crop=tune.face_crop
+            class_name=tune.name,
+            branch=tune.branch,
+            token=tune.token,
+            steps=tune.steps,
+            face_crop=tune.face_crop,
+            model_type=tune.model_type,
         )
         return training_images(check_photos(self.settings, photos, class_name=tune.name), request)
 

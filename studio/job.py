@@ -46,6 +46,7 @@ class JobSpec:
     training_set: str | None = None  # a training: the private dataset repo with the crops
     artifact_name: str | None = None  # a training: the model repo is `<namespace>/tune-<artifact_name>`
     lora: str | None = None  # a batch of renders: the trained LoRA's location (`hub://…`)
+    model_type: str = "lora"  # a training: "lora" or "pti" (`Tune.model_type`)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -86,7 +87,12 @@ def _train(settings, spec: JobSpec, scratch: Path) -> tuple[Path, str]:
     rows = load_training_set(spec.training_set, token=settings.hf_token)  # the crops the studio made, captioned
     images = [TrainingImage(image, caption, f"{i:02d}.png", "full") for i, (image, caption) in enumerate(rows)]
     request = TuneRequest(
-        class_name=spec.class_name, branch=spec.branch, token=spec.token, steps=spec.steps, seed=spec.seed
+        class_name=spec.class_name,
+        branch=spec.branch,
+        token=spec.token,
+        steps=spec.steps,
+        seed=spec.seed,
+        model_type=spec.model_type,
     )
 
     def progress(update: TrainProgress) -> None:
@@ -94,12 +100,7 @@ def _train(settings, spec: JobSpec, scratch: Path) -> tuple[Path, str]:
             emit("progress", step=update.step, total=update.total_steps, loss=update.loss, eta_s=update.eta_seconds)
 
     result = train_on_images(settings, images, request, scratch / "training", on_progress=progress)
-    card = ModelCard(
-        base_model=spec.base_model,
-        instance_prompt=result.metadata["instance_prompt"],
-        branch=spec.branch,
-        title=spec.title,
-    )
+    card = ModelCard.from_metadata(result.metadata, base_model=spec.base_model, title=spec.title)
     location = open_store(settings).put(spec.artifact_name, result.output_dir, card)
     return result.output_dir, location
 
@@ -114,7 +115,7 @@ def _render(settings, spec: JobSpec, lora_dir: Path, location: str, folder: Path
     results: dict[str, list[dict[str, Any]]] = {}
     for prompt in spec.prompts:
         options = {name: prompt[name] for name in STORED_FIELDS if name in prompt}
-        request = GenerationRequest(**options, loras=(LoraSpec(f"tune-{spec.tune_id}", lora_dir),))
+        request = GenerationRequest(**options, loras=(LoraSpec(f"tune-{spec.tune_id}", lora_dir, token=spec.token),))
         generated = generator.generate(spec.branch, request)
         images = []
         for index, item in enumerate(generated.images):

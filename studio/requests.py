@@ -9,6 +9,7 @@ from pipelines.errors import ValidationError
 from pipelines.photos import PhotoInput
 from pipelines.prompt_spec import FIELDS, MAX_SEED, PromptOptions, rule_of
 from pipelines.prompts import check_characteristics, split_lora_tags
+from pipelines.train import MODEL_TYPES
 
 MAX_TITLE = 200
 MAX_TUNES_PER_PAGE = 100
@@ -46,8 +47,10 @@ class PromptCreate(PromptOptions):
 class TuneCreate:
     """A new tune: photos (files and/or URLs) of one subject, and optionally prompts to run once trained.
 
-    The Astria compatibility fields are checked, stored (`Tune.api_fields`) and echoed back:
-    `model_type` (only "lora"), `preset` (a label of at most 60 characters), `base_tune_id` and
+    `model_type` is what trains: "lora", or "pti" (pivotal tuning: new tokens plus a LoRA, SDXL branches only);
+    None is the branch's default (`pti` on sdxl1, as Astria does; `lora` elsewhere). The service checks it against
+    the branch and stores it on the tune (`Tune.model_type`). The other Astria compatibility fields are checked,
+    stored (`Tune.api_fields`) and echoed back: `preset` (a label of at most 60 characters), `base_tune_id` and
     `training_face_correct`. The last two have no effect on training here: the base model is chosen by
     `branch`, and no face-restoration weights ship with the studio. `prompt_callback` is the callback of
     every prompt created with this request (its `prompts`, or a pack's) that has none of its own.
@@ -106,8 +109,10 @@ class TuneCreate:
             isinstance(self.base_tune_id, bool) or not isinstance(self.base_tune_id, int) or self.base_tune_id < 1
         ):
             raise ValidationError("base_tune_id", self.base_tune_id, "must be a positive integer")
-        if self.model_type not in (None, "lora"):
-            raise ValidationError("model_type", self.model_type, "only lora tunes are supported")
+        if self.model_type == "":
+            object.__setattr__(self, "model_type", None)
+        if self.model_type is not None and self.model_type not in MODEL_TYPES:
+            raise ValidationError("model_type", self.model_type, f"must be one of {', '.join(MODEL_TYPES)}")
         if self.preset == "":
             object.__setattr__(self, "preset", None)
         if self.preset is not None and (
@@ -121,10 +126,9 @@ class TuneCreate:
 
     @property
     def api_fields(self) -> dict[str, object]:
-        """The Astria compatibility fields as stored on the tune (`model_type` is always "lora")."""
+        """The Astria compatibility fields as stored on the tune (`model_type` has a column of its own)."""
         return {
             "base_tune_id": self.base_tune_id,
-            "model_type": "lora",
             "preset": self.preset,
             "training_face_correct": self.training_face_correct,
         }

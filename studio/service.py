@@ -21,12 +21,12 @@ from typing import Any
 from packs.loader import LIBRARY_DIR, Pack
 from pipelines.errors import ValidationError
 from pipelines.photos import PhotoInput
-from pipelines.prompt_spec import STORED_FIELDS, option_values, sampling_for
+from pipelines.prompt_spec import FAMILY_SAMPLING, STORED_FIELDS, option_values, sampling_for
 from pipelines.prompts import LoraTag, check_characteristics, render_prompt, split_lora_tags
-from pipelines.registry import get_branch, model_reference
+from pipelines.registry import BRANCHES, Branch, get_branch, model_reference
 from pipelines.settings import Settings
 from pipelines.train import LORA_WEIGHTS_NAME
-from pipelines.tuning import CheckedPhotos, TuneRequest, check_photos, preview_photos
+from pipelines.tuning import CheckedPhotos, TuneRequest, check_model_type, check_photos, preview_photos
 from storage.artifacts import HUB_SCHEME, SAMPLE_SUFFIXES, SAMPLES_DIR
 from storage.db import Database
 from storage.hub_packs import open_pack_mirror
@@ -123,12 +123,11 @@ class Studio:
         branch = get_branch(request.branch or self.settings.default_branch)
         tune_request = self._tune_request(request, branch.name)
         token = tune_request.resolved_token if not branch.is_mock else (request.token or branch.token)
+        model_type = check_model_type(branch, request.model_type)  # the mock's own: its twin may train others
         callbacks = {name: self._checked_url(getattr(request, name), name) for name in ("callback", "prompts_callback")}
         prompts = (*request.prompts, *self.style_prompts(request.styles, branch.name))
         prompts = _with_default_callback(prompts, self._checked_url(request.prompt_callback, "prompt_callback"))
-        prompts = [
-            _with_sampling(p, branch.family, f"prompts_attributes[{i}].scheduler") for i, p in enumerate(prompts)
-        ]
+        prompts = [_with_sampling(p, branch, f"prompts_attributes[{i}].scheduler") for i, p in enumerate(prompts)]
         for index, prompt in enumerate(prompts):
             self._checked_url(prompt.callback, f"prompts_attributes[{index}].callback")
         _require_contents(request.images)
@@ -151,6 +150,7 @@ class Studio:
             "token": token,
             "branch": branch.name,
             "base_model": "mock" if branch.is_mock else model_reference(self.settings, branch),
+            "model_type": model_type,
             "steps": request.steps if request.steps is not None else (None if branch.is_mock else branch.steps),
             "face_crop": int(request.face_crop),
             "characteristics": dict(request.characteristics),
@@ -300,7 +300,7 @@ class Studio:
             raise ConflictError(f"tune {tune.id} is {tune.status}; prompts need a trained (or training) tune")
         branch = get_branch(tune.branch)
         requests = [
-            _with_sampling(r.sized_for(branch.resolution), branch.family, _indexed("scheduler", i, requests))
+            _with_sampling(r.sized_for(branch.resolution), branch, _indexed("scheduler", i, requests))
             for i, r in enumerate(requests)
         ]
         rendered = [self._render(request, tune.token, tune.name, tune.characteristics) for request in requests]
@@ -428,10 +428,17 @@ class Studio:
         return [self.create_tune(owner, from_pack)]
 
     def _pack_branch(self, pack: Pack) -> str:
-        """The branch a pack tune trains on when the request names none: the pack's, unless this server runs the
-        CPU demo or the mock by default (`TUNES_DEFAULT_BRANCH`), which cannot fetch or run the pack's model."""
-        server = self.settings.default_branch
-        return server if get_branch(server).is_builtin else pack.default_branch
+        """The branch a pack tune trains on when the request names none: the pack's, unless this server runs a
+        CPU demo or the mock by default (`TUNES_DEFAULT_BRANCH`), which cannot fetch or run the pack's model: then
+        the server's, or its demo twin of the pack's architecture (a `flux1` pack on a `tiny` server: `tiny-flux`)."""
+        server = get_branch(self.settings.default_branch)
+        if not server.is_builtin:
+            return pack.default_branch
+        family = get_branch(pack.default_branch).family
+        if server.is_mock or server.family == family:
+            return server.name
+        twins = [b.name for b in BRANCHES.values() if b.is_builtin and b.trainable and b.family == family]
+        return twins[0] if twins else server.name
 
     def preview_pack_prompt(
         self,
@@ -714,10 +721,26 @@ def _with_default_callback(prompts: Sequence[PromptCreate], callback: str | None
     return [replace(p, callback=callback) if callback and not p.callback else p for p in prompts]
 
 
-def _with_sampling(prompt: PromptCreate, family: str, field: str) -> PromptCreate:
-    """The prompt with the scheduler and guidance it will run with on `family` (its own, or the family's defaults),
-    so the record says what ran. Raises ValidationError (`field`) for a scheduler the family cannot run."""
-    scheduler, cfg_scale = sampling_for(family, prompt.scheduler, prompt.cfg_scale, field=field)
+def _with_sampling(prompt: PromptCreate, branch: Branch, field: str) -> PromptCreate:
+    """The prompt with the scheduler and guidance it will run with on `branch` (its own, or the model family's
+    defaults), so the record says what ran.
+
+    Raises:
+        ValidationError: a scheduler the branch's models cannot run, naming `field`; for a pack prompt (which the
+            caller did not write) naming `branch`, the pack and the prompt.
+    """
+    try:
+        scheduler, cfg_scale = sampling_for(branch.family, prompt.scheduler, prompt.cfg_scale, field=field)
+    except ValidationError:
+        if not prompt.pack_id:
+            raise
+        class_name, _, index = (prompt.pack_prompt or "").partition("/")
+        runs = ", ".join(FAMILY_SAMPLING.get(branch.family, FAMILY_SAMPLING["sd15"]).schedulers)
+        message = (
+            f"cannot run prompt {class_name}[{index}] of pack {prompt.pack_id!r}: it names the sampler "
+            f"{prompt.scheduler}, and this branch's models run only {runs}; use the pack on another branch"
+        )
+        raise ValidationError("branch", branch.name, message) from None
     return replace(prompt, scheduler=scheduler, cfg_scale=cfg_scale)
 
 

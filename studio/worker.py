@@ -264,6 +264,7 @@ class InProcessWorker:
             steps=tune.steps,
             face_crop=tune.face_crop,
             seed=tune.seed,
+            model_type=tune.model_type,
         )
         output = self.studio.training_dir(tune.id)
         writer = ProgressWriter(self.db, tune, held_by=self.worker_id)
@@ -285,13 +286,13 @@ class InProcessWorker:
         result = train_tune(
             self.settings, checked, request, output, on_progress=on_progress, should_cancel=should_cancel
         )
-        instance_prompt = result.metadata["instance_prompt"]
-        card = ModelCard(
+        # the tune's own words: a pivotal LoRA's trained tokens are loaded under names of the generator's choosing
+        subject = f"{tune.token} {tune.name}"
+        card = ModelCard.from_metadata(
+            result.metadata,
             base_model=tune.base_model,
-            instance_prompt=instance_prompt,
-            branch=tune.branch,
             title=tune.title,
-            sample_images=self._samples(tune, result.output_dir, instance_prompt),
+            sample_images=self._samples(tune, result.output_dir, subject),
         )
         # a random suffix: a reset database or a second deployment never writes onto an old tune's repo
         return self.store.put(f"{tune.id}-{secrets.token_hex(4)}", result.output_dir, card)
@@ -304,7 +305,7 @@ class InProcessWorker:
                 num_images=SAMPLE_IMAGES,
                 seed=tune.seed,
                 steps=SAMPLE_STEPS,
-                loras=(LoraSpec(f"tune-{tune.id}", lora_dir),),
+                loras=(LoraSpec(f"tune-{tune.id}", lora_dir, token=tune.token),),
             )
             result = self.generator.generate(tune.branch, request)
         except Exception:
@@ -415,7 +416,7 @@ class InProcessWorker:
             if not each.artifact_location:
                 raise ConflictError(f"tune {each.id} has no LoRA any more (expired or deleted)")
             path = self.store.fetch(each.artifact_location)
-            specs.append(LoraSpec(f"tune-{each.id}", path, weight=weights.get(each.id, 1.0)))
+            specs.append(LoraSpec(f"tune-{each.id}", path, weight=weights.get(each.id, 1.0), token=each.token))
         return tuple(specs)
 
     def _tagged_tune(self, prompt: Prompt, tune_id: int) -> Tune:

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
+from PIL import Image
 
 from packs.loader import parse_pack
 from pipelines.errors import ValidationError
@@ -22,13 +23,14 @@ from tests.conftest import astronaut_photos, served_app, settings_with_tiny, wai
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_sd15_dir):
+def server(tmp_path_factory, tiny_sd15_dir, tiny_flux_dir):
     settings = replace(
         settings_with_tiny(tmp_path_factory.mktemp("parity"), tiny_sd15_dir),
         default_branch="fast",
         accounts=("alice:alice-pw",),
         api_rate_per_minute=100_000,
     )
+    (settings.models_dir / "tiny-flux").symlink_to(tiny_flux_dir, target_is_directory=True)  # built once per session
     with served_app(settings) as url:
         key = Studio(settings, Database(settings.data_dir / "tunes.db")).create_api_key("alice")
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as rest:
@@ -43,6 +45,17 @@ def rest(server):
 @pytest.fixture(scope="module")
 def gradio(server):
     return server[1]
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory) -> list:
+    """The photos as files the Gradio API uploads."""
+    folder = tmp_path_factory.mktemp("photos")
+    files = []
+    for i, photo in enumerate(astronaut_photos()):
+        photo.save(folder / f"me-{i}.jpg", quality=90)
+        files.append(handle_file(str(folder / f"me-{i}.jpg")))
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +168,58 @@ def test_the_same_prompt_through_both_is_stored_the_same(rest, gradio, tune_id):
     kept = ("text", "num_images", "w", "h", "inpaint_faces", "seed", "steps", "scheduler", "cfg_scale")
     assert {k: by_rest[k] for k in kept} == {k: by_gradio[k] for k in kept}
     assert by_rest["inpaint_faces"] is True and by_rest["h"] > by_rest["w"]  # face_correct and 9:16 took effect
+
+
+BAD_MODEL_TYPES = [
+    ("fast", "pti", "must be lora on branch fast; pti (pivotal tuning) trains on SDXL branches only (sdxl1)"),
+    ("tiny", "pti", "must be lora on branch tiny; pti (pivotal tuning) trains on SDXL branches only (sdxl1)"),
+    ("sdxl1", "dora", "must be one of lora, pti"),
+]
+
+
+@pytest.mark.parametrize(("branch", "model_type", "expected"), BAD_MODEL_TYPES)
+def test_a_model_type_the_branch_cannot_train_gets_the_same_error_from_both(rest, gradio, branch, model_type, expected):
+    tune = {"title": f"Type {branch}", "name": "woman", "branch": branch, "model_type": model_type}
+    answer = rest.post("/tunes", json={"tune": tune})
+    assert answer.status_code == 422 and list(answer.json()["errors"]) == ["model_type"], answer.text
+    message = answer.json()["errors"]["model_type"][0]
+    assert message.startswith(expected), message
+    with pytest.raises(Exception) as refused:
+        gradio.predict(**tune, api_name="/create_tune")
+    assert f"`model_type` {message}" in str(refused.value)
+
+
+def test_sdxl1_tunes_train_by_pivotal_tuning_by_default_through_both(rest, gradio, photo_files):
+    by_gradio = gradio.predict(photos=photo_files, title="SDXL by Gradio", name="woman", branch="sdxl1",
+                               api_name="/create_tune")  # fmt: skip
+    asked_lora = gradio.predict(photos=photo_files, title="SDXL LoRA by Gradio", name="woman", branch="sdxl1",
+                                model_type="lora", api_name="/create_tune")  # fmt: skip
+    try:
+        assert (by_gradio["model_type"], asked_lora["model_type"]) == ("pti", "lora")
+        assert rest.get(f"/tunes/{by_gradio['id']}").json()["model_type"] == "pti"  # one record, one answer
+    finally:  # no SDXL weights here: the worker would fail them
+        for tune in (by_gradio, asked_lora):
+            gradio.predict(tune_id=tune["id"], api_name="/delete_tune")
+
+
+def test_a_tiny_flux_tune_trains_and_generates_through_the_gradio_api(gradio, photo_files):
+    prompts = [{"text": "{{subject}} smiling", "num_images": 1, "steps": 2}]
+    tune = gradio.predict(photos=photo_files, title="Tiny FLUX by Gradio", name="woman", branch="tiny-flux", steps=2,
+                          prompts_attributes=prompts, api_name="/create_tune")  # fmt: skip
+    assert (tune["branch"], tune["model_type"]) == ("tiny-flux", "lora")
+    trained = wait_for(
+        lambda: gradio.predict(tune_id=tune["id"], api_name="/get_tune"), lambda t: t["status"] in ("trained", "failed")
+    )
+    assert trained["status"] == "trained", trained["error"]
+    [prompt] = wait_for(
+        lambda: gradio.predict(tune_id=tune["id"], api_name="/list_prompts"),
+        lambda ps: ps and ps[0]["status"] in ("done", "failed"),
+    )
+    assert prompt["status"] == "done", prompt["error"]
+    assert (prompt["scheduler"], prompt["cfg_scale"], prompt["rendered_text"]) == (
+        "flow_match_euler",
+        3.5,
+        "ohwx woman smiling",
+    )
+    record, gallery = gradio.predict(prompt_id=prompt["id"], api_name="/get_prompt")
+    assert len(record["images"]) == 1 and Image.open(gallery[0]["image"]).size == (128, 128)

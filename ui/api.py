@@ -175,7 +175,7 @@ def _tune_components() -> dict[str, gr.components.Component]:
         "prompts_attributes": gr.JSON(label="prompts_attributes", value=[]),
         "prompt_attributes": gr.JSON(label="prompt_attributes", value={}),
         "base_tune_id": gr.Number(label="base_tune_id", value=0, precision=0, info="0: none"),
-        "model_type": gr.Textbox(label="model_type", value=""),
+        "model_type": gr.Textbox(label="model_type", value="", info="lora or pti (sdxl1); empty: the branch's default"),
         "preset": gr.Textbox(label="preset", value=""),
         "training_face_correct": gr.Checkbox(label="training_face_correct", value=False),
     }

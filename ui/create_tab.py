@@ -11,7 +11,8 @@ import gradio as gr
 
 from packs.loader import Pack
 from pipelines.errors import PhotoRejectedError, ValidationError
-from pipelines.tuning import CheckedPhotos
+from pipelines.registry import BRANCHES
+from pipelines.tuning import CheckedPhotos, model_types
 from storage.records import PROMPT_PENDING, TUNE_ACTIVE, Tune, TuneStatus
 from studio.requests import TuneCreate
 from studio.service import Studio
@@ -98,6 +99,24 @@ def parse_steps(text: str | None) -> int | None:
         raise ValidationError("steps", text, "must be a whole number, e.g. 500, or empty for the default") from None
 
 
+def _offers_pivotal(branch: str | None) -> bool:
+    return branch in BRANCHES and "pti" in model_types(BRANCHES[branch])
+
+
+def pivotal_box(branch: str | None) -> dict:
+    """The "Pivotal tuning" checkbox for a branch: shown where pti trains (SDXL), ticked where it is the default."""
+    offered = _offers_pivotal(branch)
+    return gr.update(visible=offered, value=offered and BRANCHES[branch].model_type == "pti")
+
+
+def chosen_model_type(branch: str | None, pivotal: bool) -> str | None:
+    """What the form asks to train: on a branch that offers pivotal tuning, "pti" or "lora" as ticked; elsewhere
+    None (the branch's own, a LoRA)."""
+    if not _offers_pivotal(branch):
+        return None
+    return "pti" if pivotal else "lora"
+
+
 def _pack_updates(studio: Studio, class_name: str, pack_id: str | None) -> tuple:
     """(guidance, pack picker, style picker, pack note, pending pack) for a class with `pack_id` asked for: chosen
     when it has prompts for the class; otherwise left pending, with a note that says why."""
@@ -181,6 +200,13 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                 )
                 token = gr.Textbox(label="Token", placeholder="ohwx", info="2-12 lowercase letters or digits")
                 face_crop = gr.Checkbox(value=True, label="Face crop", info="Also train on tight face crops")
+                pivotal = gr.Checkbox(
+                    value=pivotal_box(settings.default_branch)["value"],
+                    visible=_offers_pivotal(settings.default_branch),
+                    label="Pivotal tuning (new tokens + LoRA; best likeness on SDXL)",
+                    info="Learns new tokens <s0><s1> in both text encoders besides the LoRA; untick for a plain LoRA",
+                    elem_id="tune-pivotal",
+                )
                 characteristics = gr.Textbox(
                     label="Characteristics",
                     lines=3,
@@ -218,6 +244,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             "branch": branch,
             "steps": steps,
             "token": token,
+            "model_type": pivotal,
             "characteristics": characteristics,
             "styles": styles,
             "pack_id": pack,
@@ -254,7 +281,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         return previews, table, (errors.clear() if problem is None else errors.show(problem))[banner]
 
     def create_tune(paths, title_, chosen, branch_, steps_, token_, face_crop_, characteristics_, pack_, styles_,
-                    request: gr.Request):  # fmt: skip
+                    pivotal_, request: gr.Request):  # fmt: skip
         try:
             owner = ctx.acting_user(request)
             tune_request = TuneCreate(
@@ -265,6 +292,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                 token=(token_ or "").strip() or None,
                 steps=parse_steps(steps_),
                 face_crop=bool(face_crop_),
+                model_type=chosen_model_type(branch_, bool(pivotal_)),
                 characteristics=parse_characteristics(characteristics_),
                 prompts=studio.style_prompts(styles_ or [], branch_),
             )
@@ -323,7 +351,8 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     class_name.input(class_changed, [class_name, pending_pack, pack], pack_outputs, **private)
     pack.input(lambda: (gr.update(visible=False), None), None, [pack_note, pending_pack], **private)
     photos.change(photos_changed, [photos, class_name], [previews, report, banner], **private)
-    inputs = [photos, title, class_name, branch, steps, token, face_crop, characteristics, pack, styles]
+    branch.change(pivotal_box, branch, pivotal, **private)
+    inputs = [photos, title, class_name, branch, steps, token, face_crop, characteristics, pack, styles, pivotal]
     create.click(create_tune, inputs, [*errors.outputs, watched], **private).then(
         refresh, watched, watch_outputs, **quiet
     )

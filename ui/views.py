@@ -9,13 +9,15 @@ from typing import Any
 import pandas as pd
 
 from pipelines.errors import PhotoProblem
+from pipelines.prompt_spec import FAMILY_SAMPLING
 from pipelines.registry import BRANCHES
+from pipelines.tuning import model_types
 from storage.records import Prompt, PromptStatus, Tune, TuneStatus
 from studio.service import Studio
 from ui.files import UIFiles
 
 CLASSES = ("man", "woman", "boy", "girl", "couple", "cat", "dog")
-# branches a person can pick: trainable ones plus the mock; flux1 appears once it has a trainer
+# branches a person can pick: trainable ones plus the mock
 USER_BRANCHES = tuple(name for name, branch in BRANCHES.items() if branch.trainable or branch.is_mock)
 CLASS_GUIDANCE = {
     "person": (
@@ -41,8 +43,25 @@ def class_guidance(class_name: str | None) -> str:
     return CLASS_GUIDANCE["pet" if class_name in ("cat", "dog") else "person"]
 
 
+PIVOTAL_HELP = (
+    "Trains by *pivotal tuning* unless you untick it in Advanced settings: new tokens `<s0><s1>` learnt in both "
+    "text encoders, plus a LoRA; binds a face better than a plain LoRA."
+)
+MODEL_TYPE_HELP = (
+    "Every tune gives a LoRA in the standard diffusers format; a pivotal tune also gives its tokens' embeddings "
+    f"(`embeddings.safetensors`). FLUX prompts run with FLUX's own sampler ({FAMILY_SAMPLING['flux'].scheduler}) "
+    f"and, unless they set `cfg_scale`, guidance {FAMILY_SAMPLING['flux'].cfg_scale:g}."
+)
+
+
 def branch_help() -> str:
-    return "\n".join(f"- **{name}**: {BRANCHES[name].description}" for name in USER_BRANCHES)
+    """The base models a person can pick, each with its description (and pivotal tuning where it trains)."""
+    lines = []
+    for name in USER_BRANCHES:
+        branch = BRANCHES[name]
+        extra = f" {PIVOTAL_HELP}" if "pti" in model_types(branch) else ""
+        lines.append(f"- **{name}**: {branch.description}{extra}")
+    return "\n".join(lines) + "\n\n" + MODEL_TYPE_HELP
 
 
 def duration(seconds: float | None) -> str:

@@ -83,6 +83,16 @@ def broken(change):
         (lambda d: d["prompts"]["man"][0].update(text="a castle at dusk"), "prompts.man[0].text", "{{subject}}"),
         (lambda d: d.update(id="Test Pack"), "id", "lowercase"),
         (lambda d: d.update(cover="missing.png"), "cover", "image file"),
+        (
+            lambda d: d.update(default_branch="flux1"),
+            "prompts.woman[0].scheduler",
+            "must be one of flow_match_euler on flux models (the pack's default_branch is flux1)",
+        ),
+        (
+            lambda d: d["prompts"]["man"][0].update(scheduler="flow_match_euler"),
+            "prompts.man[0].scheduler",
+            "must be one of euler, euler_a",
+        ),
     ],
 )
 def test_each_kind_of_bad_file_names_the_file_the_key_and_the_value(tmp_path, change, path, words):
@@ -100,3 +110,15 @@ def test_unparseable_yaml_and_a_mismatched_file_name_are_named(tmp_path):
         load_pack_file(bad)
     with pytest.raises(PackError, match="must equal the file name"):
         load_pack_file(write(tmp_path, GOOD, "other-name.yaml"))
+
+
+def test_a_pack_can_be_made_for_flux_leaving_the_sampler_to_the_model(tmp_path):
+    data = broken(lambda d: d.update(default_branch="flux1"))
+    data["prompts"]["woman"][0].pop("scheduler")
+    data["prompts"]["man"][0]["scheduler"] = "flow_match_euler"
+    pack = load_pack_file(write(tmp_path, data))
+    assert pack.default_branch == "flux1"
+    assert [pack.prompts[name][0].scheduler for name in ("man", "woman")] == ["flow_match_euler", None]
+    demo = broken(lambda d: d.update(default_branch="tiny-flux"))
+    demo["prompts"]["woman"][0].pop("scheduler")
+    assert load_pack_file(write(tmp_path, demo)).default_branch == "tiny-flux"

@@ -15,12 +15,13 @@ from tests.conftest import astronaut_photos, served_app, settings_with_tiny, wai
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_sd15_dir):
+def server(tmp_path_factory, tiny_sd15_dir, tiny_flux_dir):
     settings = replace(
         settings_with_tiny(tmp_path_factory.mktemp("rest"), tiny_sd15_dir),
         default_branch="fast",
         api_rate_per_minute=600,
     )
+    (settings.models_dir / "tiny-flux").symlink_to(tiny_flux_dir, target_is_directory=True)  # built once per session
     with served_app(settings) as url:
         keys = Studio(settings, Database(settings.data_dir / "tunes.db"))
         yield url, keys.create_api_key("alice"), keys.create_api_key("bob"), keys
@@ -214,6 +215,11 @@ def test_bad_fields_get_422_naming_them_and_nothing_is_created(alice, photos):
         ({"tune[title]": "Steps", "tune[name]": "woman", "tune[steps]": "many"}, upload(photos), "steps"),
         ({"tune[title]": "Type", "tune[name]": "woman", "tune[model_type]": "faceid"}, upload(photos), "model_type"),
         (
+            {"tune[title]": "Pivotal", "tune[name]": "woman", "tune[branch]": "tiny", "tune[model_type]": "pti"},
+            upload(photos),
+            "model_type",
+        ),
+        (
             {"tune[title]": "Hook", "tune[name]": "woman", "tune[callback]": "http://127.0.0.1/x"},
             upload(photos),
             "callback",
@@ -265,9 +271,64 @@ def test_openapi_describes_every_route(alice):
     assert alice.get("/docs").status_code == 200
 
 
+@pytest.mark.usefixtures("no_card_samples")
 def test_the_tiny_branch_serves_its_lora_through_a_signed_link(alice, photos):
     tune = trained_tune(alice, photos, "Tiny REST", **{"tune[branch]": "tiny", "tune[steps]": "2"})
     assert tune["status"] == "trained", tune["error"]
     assert tune["ckpt_url"] and tune["ckpt_urls"] == [tune["ckpt_url"]] and tune["expires_at"]
     download = httpx.get(tune["ckpt_url"])
     assert download.status_code == 200 and download.content[:8] != b"" and len(download.content) > 1000
+
+
+def test_model_type_pti_is_sdxl1s_default_echoed_as_stored_and_refused_elsewhere(alice, photos):
+    def create(title, model_type=None, branch="sdxl1"):
+        data = {"tune[title]": title, "tune[name]": "woman", "tune[branch]": branch}
+        if model_type is not None:
+            data["tune[model_type]"] = model_type
+        return alice.post("/tunes", data=data, files=upload(photos))
+
+    asked, default, plain = create("PTI", "pti"), create("SDXL"), create("SDXL LoRA", "lora")
+    try:
+        assert [r.status_code for r in (asked, default, plain)] == [201, 201, 201], asked.text
+        assert [r.json()["model_type"] for r in (asked, default, plain)] == ["pti", "pti", "lora"]
+        assert alice.get(f"/tunes/{default.json()['id']}").json()["model_type"] == "pti"
+    finally:  # no SDXL weights here: the worker would fail them
+        for response in (asked, default, plain):
+            if response.status_code == 201:
+                alice.delete(f"/tunes/{response.json()['id']}")
+    for branch in ("sd15", "flux1"):
+        refused = create(f"PTI on {branch}", "pti", branch)
+        assert refused.status_code == 422 and list(refused.json()["errors"]) == ["model_type"], refused.text
+        assert (
+            f"must be lora on branch {branch}; pti (pivotal tuning) trains on SDXL branches only (sdxl1)"
+            in (refused.json()["errors"]["model_type"][0])
+        )
+
+
+def test_a_tiny_flux_tune_trains_generates_and_serves_its_lora(alice, photos):
+    tune = trained_tune(alice, photos, "Tiny FLUX", **{"tune[branch]": "tiny-flux", "tune[steps]": "2"})
+    assert tune["status"] == "trained", tune["error"]
+    assert (tune["branch"], tune["model_type"], tune["token"]) == ("tiny-flux", "lora", "ohwx")
+    prompt = alice.post(
+        f"/tunes/{tune['id']}/prompts", json={"prompt": {"text": "{{subject}} smiling", "num_images": 1, "steps": 2}}
+    )
+    assert prompt.status_code == 201, prompt.text
+    assert (prompt.json()["scheduler"], prompt.json()["cfg_scale"]) == ("flow_match_euler", 3.5)
+    done = wait_for(
+        lambda: alice.get(f"/tunes/{tune['id']}/prompts/{prompt.json()['id']}").json(),
+        lambda p: p["status"] in ("done", "failed"),
+    )
+    assert done["status"] == "done", done["error"]
+    assert Image.open(io.BytesIO(httpx.get(done["images"][0]).content)).size == (128, 128)
+    lora = httpx.get(tune["ckpt_url"])
+    assert lora.status_code == 200 and any(key.startswith("transformer.") for key in safetensors_keys(lora.content))
+    sd_sampler = alice.post(
+        f"/tunes/{tune['id']}/prompts", json={"prompt": {"text": "{{subject}}", "scheduler": "euler_a"}}
+    )
+    assert sd_sampler.status_code == 422 and "flow_match_euler" in sd_sampler.json()["errors"]["scheduler"][0]
+
+
+def safetensors_keys(content: bytes) -> list[str]:
+    from safetensors.torch import load
+
+    return list(load(content))

@@ -314,7 +314,7 @@ PHOTO_INPUTS = {
     "create_tune": tune_inputs,
     "create_tune_from_pack": lambda photos: [PACK, [], *tune_inputs(photos)],
     "photos_changed": lambda photos: [photos, "woman"],  # the Create tab's preview (a private event)
-    "create_tune_1": lambda photos: [photos, "Stolen", "woman", "fast", 0, "", True, "", "(no pack)", []],
+    "create_tune_1": lambda photos: [photos, "Stolen", "woman", "fast", 0, "", True, "", "(no pack)", [], False],
 }
 
 

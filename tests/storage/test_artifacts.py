@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from pipelines.errors import ArtifactError, SettingsError, ValidationError
 from pipelines.settings import Settings
 from pipelines.train import LORA_WEIGHTS_NAME, METADATA_NAME
+from pipelines.train_pti import EMBEDDINGS_NAME
 from storage.artifacts import (
     HubArtifactStore,
     LocalArtifactStore,
@@ -390,3 +391,104 @@ def assert_secret_nowhere(secret: str, error: BaseException, caplog: pytest.LogC
     assert secret not in shown
     assert secret not in caplog.text
     assert all(secret not in record.getMessage() for record in caplog.records)
+
+
+# -- pivotal tuning (pti) and FLUX tunes ---------------------------------------------------------------------------
+
+TOKENS = ("<s0>", "<s1>")
+
+
+def make_pivotal(folder: Path) -> Path:
+    """A pti training's output: the UNet LoRA, the tokens' embeddings (`clip_l`, `clip_g`) and the metadata."""
+    make_lora(folder)
+    generator = torch.Generator().manual_seed(1)
+    embeddings = {
+        "clip_l": torch.randn(2, 768, generator=generator),
+        "clip_g": torch.randn(2, 1280, generator=generator),
+    }
+    save_file(embeddings, folder / EMBEDDINGS_NAME, metadata={"pti_tokens": json.dumps(list(TOKENS))})
+    metadata = json.loads((folder / METADATA_NAME).read_text())
+    metadata |= {"model_type": "pti", "pti_tokens": list(TOKENS), "instance_prompt": "<s0><s1> man"}
+    (folder / METADATA_NAME).write_text(json.dumps(metadata))
+    return folder
+
+
+def pivotal_card(lora: Path) -> ModelCard:
+    return ModelCard.from_metadata(json.loads((lora / METADATA_NAME).read_text()), base_model=BASE_MODEL, title="Me")
+
+
+def test_the_hub_store_uploads_and_fetches_a_pti_tunes_embeddings_with_its_lora(tmp_path, fake_hub, sleeps):
+    store = hub_store(tmp_path, fake_hub, sleeps)
+    lora = make_pivotal(tmp_path / "training")
+
+    location = store.put("42", lora, pivotal_card(lora))
+
+    repo_id = f"{NAMESPACE}/tune-42"
+    (commit,) = fake_hub.user_commits(repo_id)
+    assert set(commit.changed) == {LORA_WEIGHTS_NAME, METADATA_NAME, EMBEDDINGS_NAME, "README.md"}
+    assert fake_hub.repos[repo_id].files[EMBEDDINGS_NAME] == (lora / EMBEDDINGS_NAME).read_bytes()
+    shutil.rmtree(lora)
+    folder = store.fetch(location)
+    fetched = load_file(folder / EMBEDDINGS_NAME)
+    assert fetched["clip_l"].shape == (2, 768) and fetched["clip_g"].shape == (2, 1280)
+    assert (folder / LORA_WEIGHTS_NAME).is_file()
+
+
+def test_a_pti_card_shows_the_stock_two_call_load_with_the_trained_tokens(tmp_path, fake_hub, sleeps):
+    store = hub_store(tmp_path, fake_hub, sleeps)
+    lora = make_pivotal(tmp_path / "training")
+    store.put("42", lora, pivotal_card(lora))
+
+    repo_id = f"{NAMESPACE}/tune-42"
+    readme = fake_hub.repos[repo_id].files["README.md"].decode()
+    assert front_matter(readme)["instance_prompt"] == "<s0><s1> man"
+    assert f'pipe.load_lora_weights("{repo_id}", weight_name="{LORA_WEIGHTS_NAME}")' in readme
+    assert f'state_dict = load_file(hf_hub_download("{repo_id}", "{EMBEDDINGS_NAME}"))' in readme
+    tokens = '["<s0>", "<s1>"]'
+    assert (
+        f'load_textual_inversion(state_dict["clip_l"], token={tokens}, text_encoder=pipe.text_encoder, '
+        "tokenizer=pipe.tokenizer)"
+    ) in readme
+    assert (
+        f'load_textual_inversion(state_dict["clip_g"], token={tokens}, text_encoder=pipe.text_encoder_2, '
+        "tokenizer=pipe.tokenizer_2)"
+    ) in readme
+    assert 'pipe("<s0><s1> man, portrait photo")' in readme
+    code = readme.split("```python\n")[1].split("```")[0]
+    compile(code, "README.md", "exec")  # the snippet is valid Python
+
+
+def test_the_local_store_keeps_the_embeddings_and_its_card_loads_them_from_the_folder(tmp_path):
+    lora = make_pivotal(tmp_path / "training")
+    store = LocalArtifactStore(Settings(data_dir=tmp_path / "data"))
+
+    folder = Path(store.put("7", lora, pivotal_card(lora)))
+
+    assert (folder / EMBEDDINGS_NAME).read_bytes() == (lora / EMBEDDINGS_NAME).read_bytes()
+    assert f'load_file("{folder / EMBEDDINGS_NAME}")' in (folder / "README.md").read_text()
+
+
+def test_a_pti_folder_without_embeddings_is_refused(tmp_path):
+    lora = make_pivotal(tmp_path / "training")
+    card = pivotal_card(lora)
+    (lora / EMBEDDINGS_NAME).unlink()
+    with pytest.raises(ValidationError, match=EMBEDDINGS_NAME) as error:
+        LocalArtifactStore(Settings(data_dir=tmp_path / "data")).put("7", lora, card)
+    assert error.value.field == "lora_dir"
+
+
+def test_a_card_names_the_tokens_of_a_pti_tune_and_only_then():
+    with pytest.raises(ValidationError) as error:
+        ModelCard(BASE_MODEL, "<s0><s1> man", "sdxl1", "Me", model_type="pti")
+    assert error.value.field == "card.tokens"
+    with pytest.raises(ValidationError) as error:
+        ModelCard(BASE_MODEL, "ohwx man", "sdxl1", "Me", model_type="dora")
+    assert error.value.field == "card.model_type"
+
+
+def test_a_flux_card_loads_the_lora_into_a_flux_pipeline():
+    card = ModelCard("black-forest-labs/FLUX.1-dev", "ohwx woman", "flux1", "Me")
+    readme = render_model_card(card, load_from="studio/tune-9")
+    assert 'FluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", torch_dtype=torch.bfloat16)' in readme
+    assert 'pipe.load_lora_weights("studio/tune-9"' in readme and "load_textual_inversion" not in readme
+    assert front_matter(readme)["base_model"] == "black-forest-labs/FLUX.1-dev"

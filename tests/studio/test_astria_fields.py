@@ -1,4 +1,6 @@
-"""Astria compatibility fields: stored on the tune and echoed back; a tune's default prompt callback; face_correct."""
+"""Astria compatibility fields: stored on the tune and echoed back; a tune's default prompt callback; face_correct.
+
+`model_type` is stored in a column of its own (`Tune.model_type`): see tests/studio/test_model_types.py."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from studio.runtime import open_runtime
 from studio.service import Studio
 from tests.studio.test_service import PHOTOS, Receiver, tune_request
 
-DEFAULTS = {"base_tune_id": None, "model_type": "lora", "preset": None, "training_face_correct": False}
+DEFAULTS = {"base_tune_id": None, "preset": None, "training_face_correct": False}
 
 
 @pytest.fixture
@@ -39,12 +41,8 @@ def test_the_fields_are_stored_and_echoed_back(runtime):
     )
     tune = runtime.studio.create_tune("alice", request).tune
 
-    expected = {
-        "base_tune_id": 690204,
-        "model_type": "lora",
-        "preset": "flux-lora-portrait",
-        "training_face_correct": True,
-    }
+    expected = {"base_tune_id": 690204, "preset": "flux-lora-portrait", "training_face_correct": True}
+    assert tune.model_type == "lora"
     assert tune.api_fields == expected
     assert json.loads(json.dumps(tune.to_dict()))["api_fields"] == expected
     reopened = Database(runtime.db.path)
@@ -81,7 +79,7 @@ def test_bad_values_name_the_field_and_value(field, value):
         TuneCreate(title="me", name="woman", images=PHOTOS, **{field: value})
     assert error.value.field == field and error.value.value == value
     if field == "model_type":
-        assert "only lora tunes are supported" in str(error.value)
+        assert "must be one of lora, pti" in str(error.value)
 
 
 def test_prompts_without_a_callback_get_the_tunes_prompt_callback(runtime, receiver):

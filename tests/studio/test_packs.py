@@ -55,6 +55,7 @@ def request(**changes) -> TuneCreate:
     return TuneCreate(**{"title": "me", "name": "woman", "images": PHOTOS, **changes})
 
 
+@pytest.mark.usefixtures("no_card_samples")
 def test_a_tiny_tune_from_a_pack_yields_the_pack_images_with_rendered_prompts(runtime):
     studio = runtime.studio
     [created] = studio.create_tune_from_pack(
@@ -95,6 +96,22 @@ def test_a_pack_tune_without_a_branch_trains_on_what_this_server_runs(runtime):
     studio.settings = studio.settings.with_overrides(default_branch="sd15")
     [on_gpu] = studio.create_tune_from_pack("alice", "mini", request(title="gpu"))
     assert on_gpu.tune.branch == "sdxl1"
+
+
+def test_a_flux_pack_on_the_cpu_demo_server_trains_on_the_flux_demo(runtime, tmp_path):
+    """A pack made for `flux1` keeps its architecture where the server runs a CPU demo: `tiny-flux`, not `tiny`."""
+    studio = runtime.studio
+    folder = tmp_path / "flux-packs"
+    folder.mkdir()
+    pack = {**MINI_PACK, "id": "mini-flux", "default_branch": "flux1"}
+    (folder / "mini-flux.yaml").write_text(yaml.safe_dump(pack))
+    studio.packs = PackLibrary(folder)
+    [on_cpu] = studio.create_tune_from_pack("alice", "mini-flux", request(title="cpu"))
+    assert on_cpu.tune.branch == "tiny-flux"
+    assert {p.scheduler for p in studio.list_prompts("alice", tune_id=on_cpu.tune.id)} == {"flow_match_euler"}
+    studio.settings = studio.settings.with_overrides(default_branch="sd15")
+    [on_gpu] = studio.create_tune_from_pack("alice", "mini-flux", request(title="gpu"))
+    assert on_gpu.tune.branch == "flux1"
 
 
 def test_an_unsupported_class_is_refused_naming_the_supported_ones(runtime):
