@@ -95,13 +95,13 @@ class ModelCard:
 
     @classmethod
     def from_metadata(
-        cls, metadata: dict, *, base_model: str, title: str, sample_images: Sequence[Path] = ()
+        cls, metadata: dict, *, branch: str, base_model: str, title: str, sample_images: Sequence[Path] = ()
     ) -> ModelCard:
-        """The card of a training's output, from its `lora_metadata.json` (branch, prompt, model type, tokens)."""
+        """The card of a tune's training output, from its `lora_metadata.json` (prompt, model type, tokens)."""
         return cls(
             base_model=base_model,
             instance_prompt=metadata["instance_prompt"],
-            branch=metadata["branch"],
+            branch=branch,
             title=title,
             sample_images=tuple(sample_images),
             model_type=metadata.get("model_type", "lora"),

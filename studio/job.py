@@ -100,7 +100,7 @@ def _train(settings, spec: JobSpec, scratch: Path) -> tuple[Path, str]:
             emit("progress", step=update.step, total=update.total_steps, loss=update.loss, eta_s=update.eta_seconds)
 
     result = train_on_images(settings, images, request, scratch / "training", on_progress=progress)
-    card = ModelCard.from_metadata(result.metadata, base_model=spec.base_model, title=spec.title)
+    card = ModelCard.from_metadata(result.metadata, branch=spec.branch, base_model=spec.base_model, title=spec.title)
     location = open_store(settings).put(spec.artifact_name, result.output_dir, card)
     return result.output_dir, location
 

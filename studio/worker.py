@@ -228,6 +228,8 @@ class InProcessWorker:
         except (ValidationError, PhotoRejectedError, ModelUnavailableError) as error:  # would fail the same way again
             self._fail_tune(tune, str(error))
             return
+        except LeaseLostError:  # another worker runs it now: not a failed attempt, and nothing is written
+            raise
         except Exception as error:
             log.error("training of tune %s failed: %s", tune.id, traceback.format_exc(limit=5))
             reason = _describe(error, self.studio.settings.data_dir)
@@ -290,6 +292,7 @@ class InProcessWorker:
         subject = f"{tune.token} {tune.name}"
         card = ModelCard.from_metadata(
             result.metadata,
+            branch=tune.branch,
             base_model=tune.base_model,
             title=tune.title,
             sample_images=self._samples(tune, result.output_dir, subject),

@@ -30,20 +30,31 @@ from pipelines.settings import Settings
 from pipelines.tiny import build_tiny_flux, build_tiny_sd15, build_tiny_sdxl
 from pipelines.tiny import synthetic_subject as subject_image
 
-# Files whose tests run real processes or long trainings: collected first, so `--dist loadfile` starts them first
-# and the quick files fill in around them (last, one of them kept a worker busy a minute after the other was done).
+# Files whose tests run real processes or long trainings, longest first: collected first, so `--dist loadfile`
+# starts them first and the quick files fill in around them (last, one of them kept a worker busy a minute after
+# the other was done).
 SLOW_FILES = (
+    "tests/studio/test_hf_jobs.py",
     "tests/faults/test_server_kill.py",
     "tests/faults/test_worker_processes.py",
-    "tests/studio/test_crash.py",
-    "tests/studio/test_hf_jobs.py",
-    "tests/test_browser",
     "tests/pipelines/test_train.py",
+    "tests/test_browser",
+    "tests/faults/test_hf_jobs_restart.py",
+    "tests/studio/test_crash.py",
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist hands out files by their number of tests unless told not to, which put these few-test files last
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not item.nodeid.startswith(SLOW_FILES))  # stable: file order kept otherwise
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, slow in enumerate(SLOW_FILES) if item.nodeid.startswith(slow)), len(SLOW_FILES))
+
+    items.sort(key=rank)  # stable: file order kept otherwise
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +83,16 @@ def settings_with_tiny(folder: Path, tiny_sd15_dir: Path) -> Settings:
 @pytest.fixture
 def settings(tmp_path, tiny_sd15_dir) -> Settings:
     return settings_with_tiny(tmp_path, tiny_sd15_dir)
+
+
+@pytest.fixture
+def no_card_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process worker writes model cards without sample images. The two 25-step samples are most of the
+    time of a short tiny training on CPU; for tests that prove nothing about the card (their failure never fails
+    a tune). Tests of the card and its images (the Hub, the Create tab) keep them."""
+    from studio.worker import InProcessWorker
+
+    monkeypatch.setattr(InProcessWorker, "_samples", lambda self, tune, lora_dir, prompt: ())
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from tests.studio.test_service import PHOTOS
 
+pytestmark = pytest.mark.usefixtures("no_card_samples")  # expiry deletes the LoRA whatever its card holds
+
 
 class FakeClock:
     def __init__(self) -> None:

@@ -16,6 +16,7 @@ from skimage import data
 
 from pipelines.device import pick_placement
 from pipelines.generate import SCHEDULERS, GenerationRequest, Generator, encode_prompts
+from pipelines.prompt_spec import FAMILY_SAMPLING
 from pipelines.prompts import plain_prompt_text, to_compel_syntax
 from pipelines.registry import load_pipeline
 
@@ -111,7 +112,7 @@ def test_a_short_prompt_encodes_as_the_pipeline_encodes_it(pipes, family, negati
 def test_a_short_prompt_gives_the_images_the_pipeline_gave_before(generator, pipes):
     ours = generator.generate("tiny", request("sks thing, a photo", negative_prompt=NEGATIVE, num_images=2))
     pipe = pipes["sd15"]
-    class_name, extra = SCHEDULERS[GenerationRequest(text="x").scheduler]
+    class_name, extra = SCHEDULERS[FAMILY_SAMPLING["sd15"].scheduler]  # what a prompt without one runs with
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
     before = pipe(  # the call generate() made before compel: prompt strings, one per image
         prompt=["sks thing, a photo"] * 2,

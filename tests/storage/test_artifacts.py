@@ -414,7 +414,8 @@ def make_pivotal(folder: Path) -> Path:
 
 
 def pivotal_card(lora: Path) -> ModelCard:
-    return ModelCard.from_metadata(json.loads((lora / METADATA_NAME).read_text()), base_model=BASE_MODEL, title="Me")
+    metadata = json.loads((lora / METADATA_NAME).read_text())
+    return ModelCard.from_metadata(metadata, branch=metadata["branch"], base_model=BASE_MODEL, title="Me")
 
 
 def test_the_hub_store_uploads_and_fetches_a_pti_tunes_embeddings_with_its_lora(tmp_path, fake_hub, sleeps):

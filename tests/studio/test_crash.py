@@ -10,6 +10,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from studio import queue
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
@@ -28,6 +30,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.usefixtures("no_card_samples")
 def test_a_killed_worker_loses_nothing_and_resumes_training(settings):
     settings = settings.with_overrides(checkpoint_every=5)
     runtime = open_runtime(settings, start_worker=False)

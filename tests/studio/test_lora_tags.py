@@ -166,6 +166,7 @@ def test_a_prompt_whose_tagged_tune_was_deleted_fails_with_the_reason(runtime):
     assert failed.error == f"<lora:{friend.id}> names tune {friend.id}, which is deleted; it has no LoRA to add"
 
 
+@pytest.mark.usefixtures("no_card_samples")
 def test_on_tiny_a_tagged_tune_changes_the_images_and_each_lora_gets_its_weight(runtime, monkeypatch):
     studio = runtime.studio
     me = trained(runtime, "alice", "me", branch="tiny", steps=8, seed=1)
