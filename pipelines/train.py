@@ -726,9 +726,16 @@ def _train_step(
 
 
 def _save_checkpoint(
-    path: Path, fingerprint: str, step: int, denoiser: Any, optimizer: Any, losses: list[float]
+    path: Path,
+    fingerprint: str,
+    step: int,
+    denoiser: Any,
+    optimizer: Any,
+    losses: list[float],
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the LoRA and optimizer state atomically, so a crash mid-write keeps the previous checkpoint."""
+    """Write the LoRA and optimizer state (and a trainer's `extra` state) atomically, so a crash mid-write keeps
+    the previous checkpoint."""
     import torch
     from peft.utils import get_peft_model_state_dict
 
@@ -738,6 +745,7 @@ def _save_checkpoint(
         "lora": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(denoiser).items()},
         "optimizer": optimizer.state_dict(),
         "losses": list(losses),
+        **(extra or {}),
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -26,7 +26,6 @@ replicate's cog-sdxl), with these choices:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -55,6 +54,9 @@ from pipelines.train import (
     _UNetFamily,
     _write_json_atomically,
     ensure_class_images,
+)
+from pipelines.train import (
+    _save_checkpoint as _save_lora_checkpoint,
 )
 
 if TYPE_CHECKING:
@@ -360,23 +362,8 @@ def _save_checkpoint(
     pivot: int,
 ) -> None:
     """The LoRA trainer's checkpoint plus the new rows and the pivot step, written atomically."""
-    import torch
-    from peft.utils import get_peft_model_state_dict
-
-    state = {
-        "fingerprint": fingerprint,
-        "step": step,
-        "lora": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(unet).items()},
-        "optimizer": optimizer.state_dict(),
-        "losses": list(losses),
-        "embeddings": {new.key: new.rows.detach().cpu() for new in new_tokens},
-        "ti_steps": pivot,
-    }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    extra = {"embeddings": {new.key: new.rows.detach().cpu() for new in new_tokens}, "ti_steps": pivot}
+    _save_lora_checkpoint(path, fingerprint, step, unet, optimizer, losses, extra)
 
 
 def _load_checkpoint(
