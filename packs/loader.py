@@ -8,6 +8,7 @@ creative team can fix a pack without reading code. Unknown keys are errors, neve
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import reprlib
@@ -157,17 +158,24 @@ def load_pack_file(path: Path) -> Pack:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise PackError(source, "(file)", str(path.name), f"cannot be read: {error}") from None
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError) as error:
-            raise PackError(source, "(file)", str(path.name), f"cannot be read as YAML/JSON: {error}") from None
-    else:
-        data = read_pack_text(text, source=source)
-    pack = parse_pack(data, source=source)
+    pack = _parse_file_text(text, source=source, is_json=path.suffix == ".json")
     if pack.id != path.stem:
         raise PackError(source, "id", pack.id, f"must equal the file name ({path.stem!r})")
     return pack
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_file_text(text: str, *, source: str, is_json: bool) -> Pack:
+    """One pack file's text, parsed and checked. Every studio opened reads the whole library and the parse is
+    most of the cost (~20 ms a file), so a file's pack is kept by its exact text: an edited file parses again,
+    and a file that fails is not remembered. Packs are frozen and never changed by their readers."""
+    if not is_json:
+        return parse_pack(read_pack_text(text, source=source), source=source)
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise PackError(source, "(file)", source, f"cannot be read as YAML/JSON: {error}") from None
+    return parse_pack(data, source=source)
 
 
 def read_pack_text(text: str, *, source: str) -> object:

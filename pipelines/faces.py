@@ -7,7 +7,9 @@ that was passed in, whatever its size.
 
 from __future__ import annotations
 
+import collections
 import functools
+import hashlib
 import threading
 from dataclasses import dataclass
 
@@ -55,6 +57,8 @@ _DETECTORS: dict[str, _Detector] = {
 # OpenCV does not promise that one CascadeClassifier may run in several threads at once, and the UI runs
 # callbacks on worker threads; detection takes ~0.1-0.3 s, so serialising it costs little.
 _DETECT_LOCK = threading.Lock()
+_RECENT_BOXES: collections.OrderedDict[tuple, tuple[tuple[int, int, int, int], ...]] = collections.OrderedDict()
+_RECENT_BOXES_KEPT = 512
 
 
 @dataclass(frozen=True)
@@ -147,15 +151,29 @@ def _work_gray(image: Image.Image) -> tuple[np.ndarray, float]:
 
 
 def _run_detector(detector: _Detector, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-    min_size = (_MIN_FACE_WORK_PX, _MIN_FACE_WORK_PX)
+    # A photo is checked when it is uploaded, again when the tune is created, and again when a job's training
+    # set is cut: the boxes of the last few hundred images are kept by the work image's digest.
+    key = (detector, gray.shape, hashlib.blake2b(gray.tobytes(), digest_size=16).digest())
     with _DETECT_LOCK:
-        found = _cascade(detector.cascade).detectMultiScale(
-            gray, scaleFactor=_SCALE_FACTOR, minNeighbors=detector.min_neighbors, minSize=min_size
-        )
-        boxes = [_as_box(b) for b in found]
-        if detector.confirm_cascade is None:
-            return boxes
-        return [box for box in boxes if _confirmed(detector, gray, box)]
+        if key in _RECENT_BOXES:
+            _RECENT_BOXES.move_to_end(key)
+            return list(_RECENT_BOXES[key])
+        boxes = _detect(detector, gray)
+        _RECENT_BOXES[key] = tuple(boxes)
+        if len(_RECENT_BOXES) > _RECENT_BOXES_KEPT:
+            _RECENT_BOXES.popitem(last=False)
+        return boxes
+
+
+def _detect(detector: _Detector, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+    min_size = (_MIN_FACE_WORK_PX, _MIN_FACE_WORK_PX)
+    found = _cascade(detector.cascade).detectMultiScale(
+        gray, scaleFactor=_SCALE_FACTOR, minNeighbors=detector.min_neighbors, minSize=min_size
+    )
+    boxes = [_as_box(b) for b in found]
+    if detector.confirm_cascade is None:
+        return boxes
+    return [box for box in boxes if _confirmed(detector, gray, box)]
 
 
 def _confirmed(detector: _Detector, gray: np.ndarray, box: tuple[int, int, int, int]) -> bool:

@@ -11,11 +11,13 @@ chunks rather than cut, with weighting syntax, and every pass of the request get
 from __future__ import annotations
 
 import hashlib
+import itertools
+import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +29,7 @@ from pipelines.prompts import to_compel_syntax
 from pipelines.registry import Branch, get_branch, load_pipeline, resolve_model_dir
 from pipelines.settings import Settings
 from pipelines.train import LORA_WEIGHTS_NAME
-from pipelines.train_pti import EMBEDDINGS_NAME, load_pivotal, pivotal_prompt, unload_pivotal
+from pipelines.train_pti import EMBEDDINGS_NAME, load_pivotal, unload_pivotal
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -437,12 +439,36 @@ def encode_prompts(pipe: Any, family: str, prompt: str, negative_prompt: str = "
 
 def _with_pivotal_tokens(loaded: _Loaded, request: GenerationRequest) -> str:
     """The prompt with each pivotal-tuning LoRA's tune token replaced by its loaded token embeddings."""
-    text = request.text
-    for spec in request.loras:
-        tokens = loaded.pivotal.get(spec.adapter_name)
-        if tokens and spec.token:
-            text = pivotal_prompt(text, spec.token, tokens)
+    pivotal = [
+        (spec.token, loaded.pivotal[spec.adapter_name])
+        for spec in request.loras
+        if spec.token and loaded.pivotal.get(spec.adapter_name)
+    ]
+    return pivotal_text(request.text, pivotal)
+
+
+def pivotal_text(text: str, tunes: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """`text` with each tune's token replaced by its trained tokens.
+
+    Tunes that share a token (every tune is `ohwx` by default) take its occurrences in turn, in the order of the
+    prompt's `<lora:…>` tags: "<lora:1:1> ohwx man and <lora:2:1> ohwx woman" gives the first `ohwx` to tune 1
+    and the second to tune 2; any further occurrence goes to the last of them.
+
+    Args:
+        text: the prompt, its `<lora:…>` tags already taken out.
+        tunes: `(token, trained tokens)` per pivotal-tuning LoRA, in tag order.
+    """
+    by_token: dict[str, list[str]] = {}
+    for token, tokens in tunes:
+        by_token.setdefault(token.casefold(), []).append("".join(tokens))
+    for token, choices in by_token.items():
+        text = re.sub(rf"(?<!\w){re.escape(token)}(?!\w)", _in_turn(choices), text, flags=re.IGNORECASE)
     return text
+
+
+def _in_turn(choices: list[str]) -> Callable[[re.Match], str]:
+    count = itertools.count()
+    return lambda _: choices[min(next(count), len(choices) - 1)]
 
 
 def _token_count(lora_dir: Path) -> int:

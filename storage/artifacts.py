@@ -52,7 +52,14 @@ SAMPLES_DIR = "samples"
 HUB_TAGS = ("lora", "diffusers", "text-to-image", "tune-studio")
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # Licenses a LoRA inherits from its base model, for branches where it is known and has a Hub license id.
-BRANCH_LICENSES = {"sd15": "creativeml-openrail-m", "sdxl1": "openrail++"}
+BRANCH_LICENSES = {"sd15": "creativeml-openrail-m", "sdxl1": "openrail++", "flux1": "other"}
+# A base model under a license the Hub has no id for ("other") is named and linked; the card says it in words.
+OTHER_LICENSES = {
+    "flux1": (
+        "flux-1-dev-non-commercial-license",
+        "https://huggingface.co/black-forest-labs/FLUX.1-dev/blob/main/LICENSE.md",
+    )
+}
 RETRY_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
@@ -203,12 +210,15 @@ def render_model_card(card: ModelCard, *, load_from: str, sample_paths: Sequence
         built-in model), since the Hub rejects anything else there.
     """
     is_hub_model = _HUB_ID.fullmatch(card.base_model) is not None and "--" not in card.base_model
+    other = OTHER_LICENSES.get(card.branch) if card.license is None else None
     metadata = ModelCardData(
         base_model=card.base_model if is_hub_model else None,
         instance_prompt=card.instance_prompt,
         tags=list(HUB_TAGS),
         library_name="diffusers",
         license=card.resolved_license,
+        license_name=other[0] if other else None,
+        license_link=other[1] if other else None,
         widget=[{"text": card.instance_prompt, "output": {"url": path}} for path in sample_paths] or None,
     )
     pipeline_from = json.dumps(card.base_model if is_hub_model else "<the base model folder>")
@@ -220,10 +230,21 @@ def render_model_card(card: ModelCard, *, load_from: str, sample_paths: Sequence
         f"# {card.title or 'Tune Studio LoRA'}\n\n"
         f"{what} trained with Tune Studio on `{card.base_model}` (branch `{card.branch}`). "
         f"Put `{card.instance_prompt}` in a prompt to bring in the subject.\n\n"
+        f"{_license_note(other)}"
         "## Use it with diffusers\n\n"
         f"```python\n{_usage(card, pipeline_from, load_from)}```\n\n"
         "The repository is private: log in first (`hf auth login`) or pass `token=` to `load_lora_weights`"
         f"{' and `hf_hub_download`' if card.model_type == 'pti' else ''}.\n"
+    )
+
+
+def _license_note(other: tuple[str, str] | None) -> str:
+    if other is None:
+        return ""
+    name, link = other
+    return (
+        f"This LoRA is a derivative of its base model and is bound by the base model's license, "
+        f"[{name}]({link}): read it before any commercial use of the LoRA or its images.\n\n"
     )
 
 

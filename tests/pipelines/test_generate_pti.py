@@ -4,10 +4,12 @@ the tokens out again."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from pipelines.generate import GenerationRequest, Generator, LoraSpec
+from pipelines.generate import GenerationRequest, Generator, LoraSpec, pivotal_text
 from pipelines.train import train_lora
 from tests.pipelines.test_train_pti import pti_config, samples
 
@@ -49,3 +51,25 @@ def test_a_pivotal_tune_generates_with_its_tokens_in_place_of_its_token(settings
         )
     again = generator.generate("sdxl1", request(loras=(a,))).images[0].image
     assert same(with_tokens, again), "reloaded, the tune draws what it drew"
+
+
+def test_two_pivotal_tunes_sharing_a_token_take_its_occurrences_in_tag_order():
+    a, b = (("ohwx", ["<a_0>", "<a_1>"]), ("OHWX", ["<b_0>", "<b_1>"]))
+    text = "ohwx man and Ohwx woman, ohwx again; sks dog"
+    assert pivotal_text(text, [a, b]) == "<a_0><a_1> man and <b_0><b_1> woman, <b_0><b_1> again; sks dog"
+    assert pivotal_text(text, [b, a]) == "<b_0><b_1> man and <a_0><a_1> woman, <a_0><a_1> again; sks dog"
+    assert (
+        pivotal_text(text, [a, ("sks", ["<c_0>"])])
+        == "<a_0><a_1> man and <a_0><a_1> woman, <a_0><a_1> again; <c_0> dog"
+    )
+
+
+def test_a_prompt_with_two_pivotal_tunes_loads_both_token_sets(settings, tiny_sdxl_dir, pti_loras):
+    a, b = pti_loras
+    generator = Generator(settings.with_overrides(base_model_sdxl1=str(tiny_sdxl_dir), lora_cache_size=2))
+    both = request(text="ohwx thing and ohwx thing", loras=(a, b))
+    first = generator.generate("sdxl1", both).images[0].image
+    loaded = generator._loaded["sdxl1"]
+    assert set(loaded.pivotal) == {a.adapter_name, b.adapter_name}
+    swapped = generator.generate("sdxl1", replace(both, loras=(b, a))).images[0].image
+    assert not same(first, swapped), "which tune's tokens stand where follows the tag order"

@@ -493,3 +493,11 @@ def test_a_flux_card_loads_the_lora_into_a_flux_pipeline():
     assert 'FluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", torch_dtype=torch.bfloat16)' in readme
     assert 'pipe.load_lora_weights("studio/tune-9"' in readme and "load_textual_inversion" not in readme
     assert front_matter(readme)["base_model"] == "black-forest-labs/FLUX.1-dev"
+    metadata = front_matter(readme)
+    assert metadata["license"] == "other" and metadata["license_name"] == "flux-1-dev-non-commercial-license"
+    assert metadata["license_link"].endswith("FLUX.1-dev/blob/main/LICENSE.md")
+    assert "bound by the base model's license" in readme and "commercial use" in readme
+    sd_card = render_model_card(
+        ModelCard("stabilityai/stable-diffusion-xl-base-1.0", "ohwx woman", "sdxl1", ""), load_from="x/y"
+    )
+    assert "license_name" not in front_matter(sd_card) and "bound by the base model's license" not in sd_card
