@@ -14,8 +14,19 @@ $(VENV)/.runtime: requirements.txt
 	$(PIP) -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+# Real photos of two people for the identity tests: the test images of the face_recognition sdist (MIT), taken
+# from PyPI by hash; the package itself is not installed.
+FACE_PHOTOS := $(VENV)/share/face-photos
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-testdata.txt
 	$(PIP) -r requirements-dev.txt
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: --require-hashes \
+		-r requirements-testdata.txt -d $(VENV)/downloads
+	mkdir -p $(FACE_PHOTOS)
+	tar -xzf $(VENV)/downloads/face_recognition-1.3.0.tar.gz -C $(FACE_PHOTOS) --strip-components=3 \
+		face_recognition-1.3.0/tests/test_images
+	tar -xzf $(VENV)/downloads/face_recognition-1.3.0.tar.gz -C $(FACE_PHOTOS) --strip-components=1 \
+		face_recognition-1.3.0/LICENSE
 	touch $@
 
 install: $(VENV)/.runtime

@@ -112,7 +112,7 @@ class Pack:
 
     def images_for(self, class_name: str) -> int:
         """How many images the pack produces for one class (its cost)."""
-        return sum(prompt.num_images for prompt in self.prompts.get(class_name, ()))
+        return sum(prompt.images_rendered for prompt in self.prompts.get(class_name, ()))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -80,6 +80,10 @@ class GenerationRequest(PromptOptions):
         if not self.text.strip():
             raise ValidationError("text", self.text, "must be non-empty text")
 
+    def candidates(self) -> GenerationRequest:
+        """The request for every image to render: its `best_of` candidates (the caller keeps the best), or as is."""
+        return replace(self, num_images=self.images_rendered, best_of=None)
+
 
 @dataclass(frozen=True)
 class GeneratedImage:

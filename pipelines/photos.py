@@ -24,12 +24,28 @@ from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, Web
 
 from pipelines.errors import PhotoProblem, PhotoRejectedError, ValidationError
 from pipelines.faces import FaceBox, detect_faces
+from pipelines.identity import (
+    SAME_PERSON_DISTANCE,
+    Subject,
+    SubjectMatch,
+    find_subject,
+    identity_model,
+    identity_off_reason,
+    likeness,
+)
 from pipelines.settings import Settings
 
 PhotoInput = str | os.PathLike | tuple[str, bytes]
 
 HUMAN_CLASSES = frozenset({"man", "woman", "boy", "girl", "person", "couple", "baby", "child"})
 CAT_CLASSES = frozenset({"cat", "kitten"})
+COUPLE_CLASS = "couple"  # two people: the subject is two identities
+
+# Identity (person classes): the largest faces of a photo that are embedded, and how many photos must share the
+# subject before a photo of someone else is flagged (with fewer, there is no "the other photos" to compare with).
+MAX_FACES_IDENTIFIED = 4
+MIN_SUBJECT_PHOTOS = 2
+SAME_PERSON_LIKENESS = likeness(SAME_PERSON_DISTANCE)
 
 # Codes of `PhotoProblem` (refusals) and `PhotoWarning` (advice), for callers that translate or count them.
 PROBLEM_CODES = (
@@ -43,7 +59,7 @@ PROBLEM_CODES = (
     "animated",
     "too_small",
 )
-WARNING_CODES = ("no_face", "multiple_faces", "face_too_small", "blurry", "duplicate")
+WARNING_CODES = ("no_face", "multiple_faces", "face_too_small", "blurry", "duplicate", "other_person")
 SKIP_NOTE = "; it will be skipped"  # ends the warning that leaves a photo out of training
 
 # Sharpness is the variance of the Laplacian on a copy of fixed size: the face box resized to 64x64, or the
@@ -123,6 +139,7 @@ class PhotoReport:
     duplicate_of: int | None
     usable: bool
     warnings: tuple[PhotoWarning, ...]
+    likeness: float | None = None  # the photo's face against the set's subject (0-1), for person classes
 
     def to_dict(self) -> dict:
         """A JSON-ready dict, for API responses."""
@@ -138,6 +155,7 @@ class PhotoReport:
             "phash": self.phash,
             "duplicate_of": self.duplicate_of,
             "usable": self.usable,
+            "likeness": self.likeness,
             "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
         }
 
@@ -148,6 +166,19 @@ class PhotoReport:
             return None
         reasons = [w.message.removesuffix(SKIP_NOTE) for w in self.warnings if w.message.endswith(SKIP_NOTE)]
         return reasons[0] if reasons else "cannot be used"
+
+
+@dataclass(frozen=True)
+class PhotoSet:
+    """What `check_photo_set` found: one report per photo, and who the photos are of.
+
+    `subject` is None for classes without identity checks, when no face was found, or when identity checks are
+    off (`identity_off`, the reason, says so). It is biometric data: kept with the tune's LoRA only.
+    """
+
+    reports: list[PhotoReport]
+    subject: Subject | None = None
+    identity_off: str | None = None
 
 
 @dataclass(frozen=True)
@@ -384,30 +415,44 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def check_quality(photos: Sequence[Photo], *, class_name: str) -> list[PhotoReport]:
+    """The per-photo reports of `check_photo_set` (without the subject's identity)."""
+    return check_photo_set(photos, class_name=class_name).reports
+
+
+def check_photo_set(photos: Sequence[Photo], *, class_name: str) -> PhotoSet:
     """Look for problems a user may want to fix; they are warnings, not errors.
+
+    For person classes with identity checks on (`pipelines.identity`), the subject is the person most photos
+    share (two people for a couple): each report's face is the subject's (not the largest face found), and a
+    photo whose face is someone else's is flagged `other_person` and left out of training.
 
     Args:
         photos: accepted photos, from `load_photos`.
         class_name: the subject's class; decides which face check applies (see `face_kind_for_class`).
 
     Returns:
-        One report per photo, in order. Near-duplicates of an earlier usable photo (`duplicate_of` names the
-        nearest one) and very blurry photos are marked `usable=False`.
+        One report per photo, in order, and the subject. Near-duplicates of an earlier usable photo
+        (`duplicate_of` names the nearest one), very blurry photos and other people's photos are marked
+        `usable=False`.
     """
     kind = face_kind_for_class(class_name)
+    found = [detect_faces(photo.image, kind=kind) if kind else None for photo in photos]
+    identified = _identify(photos, found, class_name)
     reports: list[PhotoReport] = []
     hashes: list[tuple[int, int]] = []  # (photo index, hash) of the usable photos so far
-    for photo in photos:
+    for photo, faces, match in zip(photos, found, identified.matches, strict=True):
         image = photo.image
-        faces = detect_faces(image, kind=kind) if kind else None
-        face = faces[0] if faces else None
+        face = _subject_box(faces, match)
         sharpness = _sharpness(image, face)
         phash = _phash(image)
         duplicate_of = _find_duplicate(phash, hashes)
-        usable = duplicate_of is None and sharpness >= TOO_BLURRY_BELOW
+        someone_else = _someone_else(match, identified)
+        usable = duplicate_of is None and sharpness >= TOO_BLURRY_BELOW and someone_else is None
         if usable:  # only kept photos are compared: "the same as photo N" never names a skipped one
             hashes.append((photo.index, phash))
-        warnings = _face_warnings(kind, faces, image.size) + _blur_warnings(sharpness)
+        warnings = _face_warnings(kind, faces, face, image.size, identified.subject is not None)
+        warnings += (someone_else,) if someone_else else ()
+        warnings += _blur_warnings(sharpness)
         if duplicate_of is not None:
             earlier = next(p.name for p in photos if p.index == duplicate_of)
             warnings += (
@@ -426,12 +471,64 @@ def check_quality(photos: Sequence[Photo], *, class_name: str) -> list[PhotoRepo
                 duplicate_of=duplicate_of,
                 usable=usable,
                 warnings=warnings,
+                likeness=match.likeness if match else None,
             )
         )
-    return reports
+    return PhotoSet(reports, identified.subject, identified.off_reason)
 
 
-def _face_warnings(kind: str | None, faces: list[FaceBox] | None, size: tuple[int, int]) -> tuple[PhotoWarning, ...]:
+@dataclass(frozen=True)
+class _Identified:
+    subject: Subject | None
+    matches: list[SubjectMatch | None]
+    support: int  # how many photos show the subject
+    off_reason: str | None
+
+
+def _identify(photos: Sequence[Photo], found: Sequence[list[FaceBox] | None], class_name: str) -> _Identified:
+    """The subject of a person class's photos and each photo's match to it (all None when not applicable)."""
+    name = class_name.strip().lower()
+    nothing = [None] * len(photos)
+    if name not in HUMAN_CLASSES:
+        return _Identified(None, nothing, 0, None)
+    model = identity_model()
+    if model is None:
+        return _Identified(None, nothing, 0, identity_off_reason())
+    faces = [
+        model.embed(photo.image, (boxes or [])[:MAX_FACES_IDENTIFIED])
+        for photo, boxes in zip(photos, found, strict=True)
+    ]
+    subject, matches = find_subject(faces, people=2 if name == COUPLE_CLASS else 1)
+    support = sum(bool(match.faces) for match in matches)
+    return _Identified(subject, list(matches), support, None)
+
+
+def _subject_box(faces: list[FaceBox] | None, match: SubjectMatch | None) -> FaceBox | None:
+    """The subject's face (both faces' box for a couple); the largest face when the subject is not known."""
+    if not faces:
+        return None
+    if match is None or not match.faces:
+        return faces[0]
+    chosen = [faces[i] for i in match.faces]
+    left, top = min(b.x for b in chosen), min(b.y for b in chosen)
+    right, bottom = max(b.x + b.w for b in chosen), max(b.y + b.h for b in chosen)
+    return FaceBox(left, top, right - left, bottom - top)
+
+
+def _someone_else(match: SubjectMatch | None, identified: _Identified) -> PhotoWarning | None:
+    """The warning for a photo whose faces are all far from a subject that at least two other photos share."""
+    if match is None or match.faces or match.likeness is None or identified.support < MIN_SUBJECT_PHOTOS:
+        return None
+    return PhotoWarning(
+        "other_person",
+        f"may show someone else: its face is not the person of the other photos (likeness {match.likeness:.2f}; "
+        f"the same person scores {SAME_PERSON_LIKENESS:.1f} or more){SKIP_NOTE}",
+    )
+
+
+def _face_warnings(
+    kind: str | None, faces: list[FaceBox] | None, face: FaceBox | None, size: tuple[int, int], identified: bool
+) -> tuple[PhotoWarning, ...]:
     if kind is None or faces is None:
         return ()
     if not faces:
@@ -442,10 +539,10 @@ def _face_warnings(kind: str | None, faces: list[FaceBox] | None, size: tuple[in
         return (PhotoWarning("no_face", "no face was found; use photos where the face is clearly visible"),)
     warnings: tuple[PhotoWarning, ...] = ()
     if len(faces) > 1:
-        warnings += (
-            PhotoWarning("multiple_faces", f"{len(faces)} faces were found; the photo should show only the subject"),
-        )
-    share = max(faces[0].w, faces[0].h) / min(size)
+        advice = "the crop centres on the subject's face" if identified else "the photo should show only the subject"
+        warnings += (PhotoWarning("multiple_faces", f"{len(faces)} faces were found; {advice}"),)
+    face = face or faces[0]
+    share = max(face.w, face.h) / min(size)
     if share < MIN_FACE_SHARE:
         warnings += (
             PhotoWarning(

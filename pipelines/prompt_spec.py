@@ -202,12 +202,29 @@ class PromptOptions:
         ),
     )
     face_correct: bool = spec(False, Rule(bool, "Astria's name for inpaint_faces: true sets it.", stored=False))
+    best_of: int | None = spec(
+        None,
+        Rule(
+            int,
+            "Render this many and keep the num_images most like the subject (person tunes); empty: keep all.",
+            optional=True,
+            low=2,
+            high=MAX_IMAGES,
+        ),
+    )
 
     def __post_init__(self) -> None:
         for item in fields(PromptOptions):
             rule_of(item.name).check(item.name, getattr(self, item.name))
         if self.face_correct:
             object.__setattr__(self, "inpaint_faces", True)
+        if self.best_of is not None and self.best_of <= self.num_images:
+            raise ValidationError("best_of", self.best_of, f"must be more than num_images ({self.num_images})")
+
+    @property
+    def images_rendered(self) -> int:
+        """How many images are made (and charged): the `best_of` candidates, or `num_images`."""
+        return self.best_of or self.num_images
 
     def size_for(self, resolution: int) -> tuple[int, int]:
         """(w, h) to render at on a model of `resolution`: w and h when both are given, else `aspect_ratio` at

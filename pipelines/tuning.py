@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.errors import PhotoProblem, ValidationError
+from pipelines.identity import Subject
 from pipelines.photos import (
     Photo,
     PhotoInput,
     PhotoReport,
     TrainingImage,
     check_photo_count,
-    check_quality,
+    check_photo_set,
     load_each_photo,
     load_photos,
     prepare_training_images,
@@ -102,6 +103,8 @@ class CheckedPhotos:
     photos: list[Photo]
     reports: list[PhotoReport]
     refused: list[PhotoProblem] = field(default_factory=list)
+    subject: Subject | None = None  # who the photos are of (person classes, identity checks on); biometric
+    identity_off: str | None = None  # why identity checks are off, when they are
 
     @property
     def usable_count(self) -> int:
@@ -136,7 +139,8 @@ def check_photos(settings: Settings, inputs: Sequence[PhotoInput], *, class_name
         ValidationError: wrong number of photos. PhotoRejectedError: unusable files, all listed.
     """
     photos = load_photos(inputs, settings)
-    return CheckedPhotos(photos, check_quality(photos, class_name=class_name))
+    checked = check_photo_set(photos, class_name=class_name)
+    return CheckedPhotos(photos, checked.reports, subject=checked.subject, identity_off=checked.identity_off)
 
 
 def preview_photos(settings: Settings, inputs: Sequence[PhotoInput], *, class_name: str) -> CheckedPhotos:
@@ -148,7 +152,8 @@ def preview_photos(settings: Settings, inputs: Sequence[PhotoInput], *, class_na
     """
     check_photo_count(len(inputs), settings, minimum=0)
     photos, refused = load_each_photo(inputs, settings)
-    return CheckedPhotos(photos, check_quality(photos, class_name=class_name), refused)
+    checked = check_photo_set(photos, class_name=class_name)
+    return CheckedPhotos(photos, checked.reports, refused, checked.subject, checked.identity_off)
 
 
 def training_images(checked: CheckedPhotos, request: TuneRequest) -> list[TrainingImage]:

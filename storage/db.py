@@ -173,6 +173,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tunes ADD COLUMN job_id TEXT;
     ALTER TABLE tunes ADD COLUMN training_set TEXT;
     """,
+    # 6: likeness. The subject's face embeddings (biometric) live in their own table, never read by an interface,
+    # and go with the LoRA; each image keeps its likeness to the subject
+    """
+    CREATE TABLE subject_faces (
+        tune_id INTEGER PRIMARY KEY REFERENCES tunes(id) ON DELETE CASCADE,
+        embeddings BLOB NOT NULL,        -- float32 little-endian, 128 per person
+        created_at TEXT NOT NULL
+    );
+    ALTER TABLE images ADD COLUMN likeness REAL;
+    ALTER TABLE prompts ADD COLUMN best_of INTEGER;
+    """,
 )
 
 _TUNE_UPDATABLE = {
@@ -728,12 +739,44 @@ class Database:
         return [from_row(WorkerRecord, row) for row in rows]
 
     def insert_image(
-        self, conn: sqlite3.Connection, owner: str, prompt_id: int, *, path: str, seed: int, width: int, height: int
+        self,
+        conn: sqlite3.Connection,
+        owner: str,
+        prompt_id: int,
+        *,
+        path: str,
+        seed: int,
+        width: int,
+        height: int,
+        likeness: float | None = None,
     ) -> int:
         return conn.execute(
-            "INSERT INTO images (prompt_id, owner, path, seed, width, height, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (prompt_id, owner, path, seed, width, height, iso(self.clock())),
+            "INSERT INTO images (prompt_id, owner, path, seed, width, height, likeness, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (prompt_id, owner, path, seed, width, height, likeness, iso(self.clock())),
         ).lastrowid
+
+    # -- the subject's face embeddings (biometric: kept only while the tune has a LoRA) ------------------------
+
+    def put_subject_faces(self, conn: sqlite3.Connection, tune_id: int, embeddings: bytes, *, statuses) -> bool:
+        """Keep (or replace) a tune's subject embeddings, only while the tune is in one of `statuses`."""
+        return (
+            conn.execute(
+                "INSERT OR REPLACE INTO subject_faces (tune_id, embeddings, created_at)"
+                f" SELECT id, ?, ? FROM tunes WHERE id = ? AND status IN ({_marks(statuses)})",
+                (embeddings, iso(self.clock()), tune_id, *statuses),
+            ).rowcount
+            == 1
+        )
+
+    def subject_faces(self, tune_id: int) -> bytes | None:
+        """The stored embeddings of a tune's subject, for the worker that scores its images; None when gone."""
+        with self._lock:
+            row = self._conn.execute("SELECT embeddings FROM subject_faces WHERE tune_id = ?", (tune_id,)).fetchone()
+        return bytes(row["embeddings"]) if row else None
+
+    def delete_subject_faces(self, conn: sqlite3.Connection, tune_id: int) -> None:
+        conn.execute("DELETE FROM subject_faces WHERE tune_id = ?", (tune_id,))
 
     def insert_delivery(self, conn: sqlite3.Connection, owner: str, url: str, kind: str, record_id: int) -> int:
         """Queue a callback, due now."""

@@ -148,6 +148,7 @@ class Prompt:
     pack_id: str | None = None
     pack_prompt: str | None = None  # "class/index" of the pack prompt it came from
     loras: list[dict[str, Any]] = field(default_factory=list)  # `<lora:…>` tags: [{"tune_id", "weight"}]
+    best_of: int | None = None  # candidates rendered; the num_images most like the subject are kept
     images: list[Image] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +168,7 @@ class Image:
     height: int
     liked: bool
     created_at: str
+    likeness: float | None = None  # 0-1 likeness to the tune's subject (pipelines.identity); None: no face/check
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

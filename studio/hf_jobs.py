@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi
+from PIL import Image as PILImage
 
 from pipelines.errors import SettingsError
 from pipelines.photos import TrainingImage
 from pipelines.tuning import TuneRequest, check_photos, training_images
 from storage.artifacts import describe_hub_error
 from storage.records import TUNE_ACTIVE, JobKind, Prompt, PromptStatus, Tune, TuneStatus, iso
-from studio import queue
+from studio import likeness, queue
 from studio.job import RESULTS_NAME, JobSpec
 from studio.service import Studio
 from studio.supervisor import process_alive
@@ -256,7 +257,9 @@ class JobsBackend:
             face_crop=tune.face_crop,
             model_type=tune.model_type,
         )
-        return training_images(check_photos(self.settings, photos, class_name=tune.name), request)
+        checked = check_photos(self.settings, photos, class_name=tune.name)
+        likeness.keep_subject(self.db, tune.id, checked.subject)  # the job never sees it: renders are scored here
+        return training_images(checked, request)
 
     def _job_env(self) -> dict[str, str]:
         env = {"TUNES_HUB_NAMESPACE": self.settings.hub_namespace or self.namespace, "HF_HUB_DISABLE_TELEMETRY": "1"}
@@ -367,16 +370,30 @@ class JobsBackend:
             return {}
         rendered: dict[int, list[dict]] = {}
         for prompt_id, images in results.items():
-            target_dir = self.studio.images_dir(int(prompt_id))
-            target_dir.mkdir(parents=True, exist_ok=True)
-            stored = []
-            for image in images:
-                target = target_dir / Path(image["file"]).name
-                target.write_bytes(Path(self.api.hf_hub_download(repo_id, image["file"])).read_bytes())
-                stored.append({"path": str(target), **{k: image[k] for k in ("seed", "width", "height")}})
-            rendered[int(prompt_id)] = stored
+            prompt = self.db.get_prompt(tune.owner, int(prompt_id))
+            if prompt is None:  # deleted while the job ran
+                continue
+            rendered[prompt.id] = self._keep_renders(tune, prompt, repo_id, images)
         self.api.delete_folder(folder, repo_id=repo_id, commit_message="Tune Studio: renders fetched")
         return rendered
+
+    def _keep_renders(self, tune: Tune, prompt: Prompt, repo_id: str, images: list[dict]) -> list[dict]:
+        """Download one prompt's rendered images, score their likeness and keep its `best_of` best (or all)."""
+        target_dir = self.studio.images_dir(prompt.id)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        files = [Path(self.api.hf_hub_download(repo_id, image["file"])) for image in images]
+        pictures = []
+        for file in files:
+            with PILImage.open(file) as picture:
+                pictures.append(picture.convert("RGB"))
+        scores = likeness.score(self.db, tune.id, pictures)
+        stored = []
+        for index in likeness.kept(prompt, scores):
+            target = target_dir / Path(images[index]["file"]).name
+            target.write_bytes(files[index].read_bytes())
+            size = {k: images[index][k] for k in ("seed", "width", "height")}
+            stored.append({"path": str(target), **size, "likeness": scores[index]})
+        return stored
 
     # -- ending ----------------------------------------------------------------------------------
 

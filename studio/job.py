@@ -115,7 +115,8 @@ def _render(settings, spec: JobSpec, lora_dir: Path, location: str, folder: Path
     results: dict[str, list[dict[str, Any]]] = {}
     for prompt in spec.prompts:
         options = {name: prompt[name] for name in STORED_FIELDS if name in prompt}
-        request = GenerationRequest(**options, loras=(LoraSpec(f"tune-{spec.tune_id}", lora_dir, token=spec.token),))
+        lora = LoraSpec(f"tune-{spec.tune_id}", lora_dir, token=spec.token)
+        request = GenerationRequest(**options, loras=(lora,)).candidates()  # the studio keeps the best_of best
         generated = generator.generate(spec.branch, request)
         images = []
         for index, item in enumerate(generated.images):

@@ -397,8 +397,7 @@ def finish_remote_training(
             if not done:
                 continue
             for image in images:
-                db.insert_image(conn, tune.owner, prompt_id, path=image["path"], seed=image["seed"],
-                                width=image["width"], height=image["height"])  # fmt: skip
+                db.insert_image(conn, tune.owner, prompt_id, **_image_columns(image))
             _after_prompt_ended(db, conn, tune.owner, prompt_id)
     return True
 
@@ -456,7 +455,7 @@ def end_prompt(
     transaction: a crash keeps neither or both.
 
     Args:
-        images: the stored files, each {"path", "seed", "width", "height"}.
+        images: the stored files, each {"path", "seed", "width", "height"} and optionally "likeness".
         held_by: the worker ending its job (see `end_tune`).
 
     Returns:
@@ -481,24 +480,24 @@ def end_prompt(
         if not changed:
             return False
         for image in images:
-            db.insert_image(
-                conn,
-                owner,
-                prompt_id,
-                path=image["path"],
-                seed=image["seed"],
-                width=image["width"],
-                height=image["height"],
-            )
+            db.insert_image(conn, owner, prompt_id, **_image_columns(image))
         _after_prompt_ended(db, conn, owner, prompt_id)
     return True
+
+
+def _image_columns(image: dict) -> dict:
+    """An image row's columns from a worker's or job's image dict ({"path", "seed", "width", "height"} and, where
+    it was measured, "likeness")."""
+    return {key: image.get(key) for key in ("path", "seed", "width", "height", "likeness")}
 
 
 def _after_tune_ended(
     db: Database, conn: sqlite3.Connection, owner: str, tune_id: int, status: str, error: object
 ) -> None:
-    """A tune that will never (again) have a LoRA fails its queued prompts; some end states call back."""
+    """A tune that will never (again) have a LoRA fails its queued prompts and loses its subject's face embeddings
+    (biometric data lives only as long as the LoRA); some end states call back."""
     if status in TUNE_UNUSABLE:
+        db.delete_subject_faces(conn, tune_id)
         now = iso(db.clock())
         reason = f"the tune is {status}" + (f": {error}" if error else "")
         for prompt in db.prompts_in(conn, PromptStatus.QUEUED, tune_id=tune_id):

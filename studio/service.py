@@ -161,7 +161,7 @@ class Studio:
             "api_fields": request.api_fields,
             **callbacks,
         }
-        images = sum(p.num_images for p in prompts)
+        images = sum(p.images_rendered for p in prompts)
         tune_id = None
         try:
             with self.db.transaction() as conn:
@@ -310,7 +310,7 @@ class Studio:
         ]
         for index, request in enumerate(requests):
             self._checked_url(request.callback, _indexed("callback", index, requests))
-        images = sum(request.num_images for request in requests)
+        images = sum(request.images_rendered for request in requests)
         with self.db.transaction() as conn:
             current = self.db.find_tune(conn, owner, tune.id)
             if current is None or current.status not in TUNE_USABLE:

@@ -39,7 +39,7 @@ from pipelines.train import TrainProgress
 from pipelines.tuning import TuneRequest, check_photos, train_tune
 from storage.artifacts import ModelCard
 from storage.records import TUNE_ACTIVE, JobKind, Prompt, PromptStatus, Tune, TuneStatus, iso
-from studio import queue
+from studio import likeness, queue
 from studio.callbacks import CallbackSender, deliver_in_background
 from studio.errors import ConflictError
 from studio.service import Studio
@@ -259,6 +259,7 @@ class InProcessWorker:
     def _train(self, tune: Tune) -> str:
         photos = sorted(self.studio.photos_dir(tune.id).glob("*.png"))
         checked = check_photos(self.settings, photos, class_name=tune.name)
+        likeness.keep_subject(self.db, tune.id, checked.subject)
         request = TuneRequest(
             class_name=tune.name,
             branch=tune.branch,
@@ -376,21 +377,21 @@ class InProcessWorker:
         if seed is None:  # chosen once and kept, so a retry after a crash draws the same images
             seed = secrets.randbelow(MAX_SEED + 1)
             self.db.update_prompt(prompt.owner, prompt.id, seed=seed)
-        request = GenerationRequest(
-            **{**option_values(prompt, STORED_FIELDS), "text": prompt.rendered_text, "seed": seed}, loras=loras
-        )
+        options = {**option_values(prompt, STORED_FIELDS), "text": prompt.rendered_text, "seed": seed}
+        request = GenerationRequest(**options, loras=loras).candidates()
         result = self.generator.generate(tune.branch, request, should_cancel=self._lease_lost)
+        scores = likeness.score(self.db, tune.id, [item.image for item in result.images])
         folder = self.studio.images_dir(prompt.id)
         folder.mkdir(parents=True, exist_ok=True)
         stored = []
-        for index, item in enumerate(result.images):
+        for index in likeness.kept(prompt, scores):
+            item = result.images[index]
             path = folder / f"{index:02d}-{item.seed}.png"
             tmp = path.with_suffix(".tmp")
             item.image.save(tmp, format="PNG")
             tmp.replace(path)
-            stored.append(
-                {"path": str(path), "seed": item.seed, "width": item.image.width, "height": item.image.height}
-            )
+            size = {"width": item.image.width, "height": item.image.height}
+            stored.append({"path": str(path), "seed": item.seed, **size, "likeness": scores[index]})
         return stored
 
     def _check_lease(self) -> None:
