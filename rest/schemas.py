@@ -110,6 +110,19 @@ class TuneOut(BaseModel):
     ckpt_urls: list[str]
 
 
+class ImageOut(BaseModel):
+    id: int
+    url: str
+    seed: int
+    width: int
+    height: int
+    liked: bool
+    likeness: float | None = Field(
+        description="How much the image looks like the tune's subject, 0-1 (0.5 and more: the same person by "
+        "dlib's threshold); null without a face, for non-person tunes, or with identity checks off."
+    )
+
+
 class PromptOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: int
@@ -124,6 +137,7 @@ class PromptOut(BaseModel):
     created_at: str
     trained_at: str | None
     images: list[str]
+    image_details: list[ImageOut]
 
 
 class ErrorOut(BaseModel):

@@ -56,6 +56,12 @@ class Shapes:
 
     def prompt(self, prompt: Prompt) -> dict[str, Any]:
         images = [self._link(f"/images/{image.id}", prompt.owner) for image in prompt.images]
+        # Astria's `images` are bare links; `image_details` (ours) says more about each, in the same order
+        details = [
+            {"id": image.id, "url": url, "seed": image.seed, "width": image.width, "height": image.height,
+             "liked": image.liked, "likeness": image.likeness}
+            for image, url in zip(prompt.images, images, strict=True)
+        ]  # fmt: skip
         return {
             "id": prompt.id,
             "tune_id": prompt.tune_id,
@@ -72,6 +78,7 @@ class Shapes:
             "super_resolution": prompt.super_resolution,
             "inpaint_faces": prompt.inpaint_faces,
             "hires_fix": prompt.hires_fix,
+            "best_of": prompt.best_of,
             "callback": prompt.callback,
             "status": prompt.status,
             "error": prompt.error,
@@ -82,6 +89,7 @@ class Shapes:
             "trained_at": prompt.completed_at,
             "url": f"{self.base}/tunes/{prompt.tune_id}/prompts/{prompt.id}",
             "images": images,
+            "image_details": details,
         }
 
     def _link(self, path: str, owner: str) -> str:

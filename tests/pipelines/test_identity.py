@@ -19,11 +19,11 @@ from pipelines.photos import Photo, check_photo_set, prepare_training_images
 FACE_PHOTOS = Path(sys.prefix) / "share" / "face-photos"
 
 
-def face_photo(name: str) -> Image.Image:
+def face_photo(name: str, long_side: int = 512) -> Image.Image:
     path = FACE_PHOTOS / name
     assert path.is_file(), f"{path} is missing: `make install-dev` unpacks the test photos"
     photo = Image.open(path).convert("RGB")
-    scale = 512 / max(photo.size)
+    scale = long_side / max(photo.size)
     return photo.resize((round(photo.width * scale), round(photo.height * scale)))
 
 
