@@ -1,5 +1,6 @@
-"""The operators' use cases: tables of everything (queue, workers, tunes, prompts, users, storage, expiries) and the
-actions on any owner's records (cancel, retry, extend, expire now, delete, credits).
+"""The operators' use cases: tables of everything (queue, workers, tunes, prompts, users, storage, expiries, pack
+prompts with their likes and likeness) and the actions on any owner's records (cancel, retry, extend, expire now,
+delete, credits).
 
 Every method takes the acting user first and refuses anyone who is not an admin (`TUNES_ADMINS`). The
 tables read across owners through the database's admin-only queries; an action looks up the record's owner
@@ -77,6 +78,19 @@ WORKER_COLUMNS = [
     "host",
 ]
 ALIVE, STOPPED = "alive", "stopped"  # a worker's state in the workers table (else "dead (...)")
+PACK_PROMPT_COLUMNS = [
+    "pack",
+    "prompt",
+    "text",
+    "images",
+    "likes",
+    "with likeness",
+    "mean likeness",
+    "p10",
+    "median",
+    "p90",
+]
+LIKENESS_QUANTILES = {"p10": 0.1, "median": 0.5, "p90": 0.9}
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,7 @@ class Overview:
     users: pd.DataFrame
     storage: pd.DataFrame
     expiries: pd.DataFrame
+    pack_prompts: pd.DataFrame
 
 
 class Operations:
@@ -135,6 +150,7 @@ class Operations:
             users=self.users(admin),
             storage=self.storage(admin),
             expiries=self.expiries_due(admin, within_days=within_days),
+            pack_prompts=self.pack_prompts(admin),
         )
 
     def tunes(self, admin: str, *, status: str | None = None, limit: int = 200) -> pd.DataFrame:
@@ -333,6 +349,50 @@ class Operations:
             for tune in self.db.tunes_due_for_expiry(now + timedelta(days=within_days))
         ]
         return _frame(rows, EXPIRY_COLUMNS)
+
+    def pack_prompts(self, admin: str) -> pd.DataFrame:
+        """Per pack prompt that made images (every owner's), by pack and prompt: its images, likes, and the
+        likeness of its images (`pipelines.identity`, 0-1): how many have one, their mean, 10th percentile, median
+        and 90th percentile, two decimals (empty when none has). A low p10 or median marks a prompt that loses the
+        face.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin.
+        """
+        self._require_admin(admin)
+        summary = likeness_summary(pd.DataFrame(self.db.pack_image_likeness(), columns=_IMAGE_COLUMNS))
+        texts: dict[str, dict[str, str]] = {}
+        rows = []
+        for item in summary.itertuples(index=False):
+            if item.pack not in texts:
+                texts[item.pack] = self._pack_texts(item.pack)
+            quantiles = [_two_places(getattr(item, name)) for name in LIKENESS_QUANTILES]
+            rows.append(
+                [
+                    item.pack,
+                    item.prompt,
+                    texts[item.pack].get(item.prompt),
+                    int(item.images),
+                    int(item.likes),
+                    int(item.scored),
+                    _two_places(item.mean),
+                    *quantiles,
+                ]
+            )
+        rows.sort(key=lambda row: (row[0], *_prompt_order(row[1])))
+        return _frame(rows, PACK_PROMPT_COLUMNS)
+
+    def _pack_texts(self, pack_id: str) -> dict[str, str]:
+        """A pack's prompt texts by "class/index"; none for a pack that is gone."""
+        try:
+            pack = self.studio.packs.get(pack_id, include_unpublished=True)
+        except (NotFoundError, ValidationError):
+            return {}
+        return {
+            f"{class_name}/{index}": _cut(prompt.text)
+            for class_name, prompts in pack.prompts.items()
+            for index, prompt in enumerate(prompts)
+        }
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -555,6 +615,33 @@ def jobs_costs(hardware: list[Any], *, minutes: float = TUNE_JOB_MINUTES) -> lis
             )
         )
     return costs
+
+
+_IMAGE_COLUMNS = ["pack", "prompt", "liked", "likeness"]  # `Database.pack_image_likeness` rows
+
+
+def likeness_summary(images: pd.DataFrame) -> pd.DataFrame:
+    """Per (pack, prompt) of `images` (one row per image: pack, prompt, liked, likeness or None): `images`,
+    `likes`, `scored` (images with a likeness), and the `mean` and `LIKENESS_QUANTILES` of the known likenesses
+    (NaN when none is known; quantiles interpolate linearly, as numpy's)."""
+    images = images.assign(likeness=pd.to_numeric(images["likeness"]), liked=images["liked"].astype(int))
+    groups = images.groupby(["pack", "prompt"], sort=False)
+    summary = groups.agg(
+        images=("liked", "size"), likes=("liked", "sum"), scored=("likeness", "count"), mean=("likeness", "mean")
+    )
+    for name, quantile in LIKENESS_QUANTILES.items():
+        summary[name] = groups["likeness"].quantile(quantile)
+    return summary.reset_index()
+
+
+def _two_places(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 2)
+
+
+def _prompt_order(key: str) -> tuple[str, int]:
+    """ "woman/10" after "woman/9"."""
+    class_name, _, index = key.partition("/")
+    return class_name, int(index) if index.isdigit() else -1
 
 
 def _tune_job(tune: Tune, position: int | None, state: str) -> list[Any]:

@@ -1,5 +1,5 @@
-"""The admin tab: the queue, the workers, tunes, prompts, users and credits, storage and expiries, and the operator
-actions.
+"""The admin tab: the queue, the workers, tunes, prompts, users and credits, storage and expiries, the pack
+prompts' likes and likeness, and the operator actions.
 
 Callbacks are thin: widget values -> one `Operations` call -> widgets. Each one asks `ctx.admin(request)`
 first, so the endpoints refuse non-admins even when called directly; all are left out of the API docs
@@ -36,6 +36,10 @@ WORKERS = (
     "A worker sends a heartbeat every {beat:g} s. **dead**: none for over {lease} s (`TUNES_WORKER_LEASE_SECONDS`); "
     "it was killed or hangs, and its job goes back to the queue for another worker (or its restart) to resume. "
     "**stopped**: it shut down."
+)
+PACK_PROMPTS = (
+    "Pack prompts: images, likes, and how much the images look like their subject (likeness 0-1: 0.5 or more is "
+    "the same person; a low p10 or median marks a prompt that loses the face)"
 )
 QUESTIONS = {
     "expire": "**Expire tune {id} now?** Its LoRA is deleted and its waiting prompts fail. This cannot be undone.",
@@ -128,6 +132,7 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
             gr.Dataframe(label="Users and credits", interactive=False),
             gr.Dataframe(label="Storage", interactive=False),
             gr.Dataframe(label="Expiries due", interactive=False),
+            gr.Dataframe(label=PACK_PROMPTS, interactive=False, elem_id="admin-pack-prompts"),
         ]
     boxes = {"tune_id": record_box, "record_id": record_box, "days": days, "user": user}
     errors = FieldErrors(banner, {**boxes, "tunes": tune_credits, "images": image_credits})
@@ -267,4 +272,5 @@ def _frames(overview: Overview) -> list[Any]:
         overview.users,
         overview.storage,
         overview.expiries,
+        overview.pack_prompts,
     ]

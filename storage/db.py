@@ -809,15 +809,30 @@ class Database:
             conn.execute("DELETE FROM images WHERE created_at < ?", (iso(cutoff),))
         return [row["path"] for row in rows]
 
-    def pack_likes(self, pack_id: str) -> dict[str, dict[str, int]]:
-        """Per pack prompt ("class/index"): images generated and images liked, over every owner (team stats)."""
+    def pack_likes(self, pack_id: str) -> dict[str, dict[str, Any]]:
+        """Per pack prompt ("class/index"): images generated, images liked and the mean likeness of those with one
+        (None when none has), over every owner (team stats)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT p.pack_prompt AS key, COUNT(i.id) AS images, COALESCE(SUM(i.liked), 0) AS likes"
+                "SELECT p.pack_prompt AS key, COUNT(i.id) AS images, COALESCE(SUM(i.liked), 0) AS likes,"
+                " AVG(i.likeness) AS likeness"
                 " FROM prompts p JOIN images i ON i.prompt_id = p.id WHERE p.pack_id = ? GROUP BY p.pack_prompt",
                 (pack_id,),
             ).fetchall()
-        return {row["key"]: {"images": row["images"], "likes": row["likes"]} for row in rows}
+        return {
+            row["key"]: {"images": row["images"], "likes": row["likes"], "likeness": row["likeness"]} for row in rows
+        }
+
+    def pack_image_likeness(self) -> list[dict[str, Any]]:
+        """Every image made from a pack prompt, over every owner (admin only): its pack, pack prompt
+        ("class/index"), whether it is liked and its likeness to its subject (None: not measured). Plain rows, for
+        statistics; no biometric data."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT p.pack_id AS pack, p.pack_prompt AS prompt, i.liked AS liked, i.likeness AS likeness"
+                " FROM prompts p JOIN images i ON i.prompt_id = p.id WHERE p.pack_id IS NOT NULL ORDER BY i.id"
+            ).fetchall()
+        return [dict(row) for row in rows]
 
     # -- callback deliveries ---------------------------------------------------------------------
 

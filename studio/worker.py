@@ -20,6 +20,8 @@ import socket
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -31,7 +33,7 @@ from pipelines.errors import (
     TunesError,
     ValidationError,
 )
-from pipelines.generate import GenerationRequest, Generator, LoraSpec
+from pipelines.generate import GeneratedImage, GenerationRequest, GenerationResult, Generator, LoraSpec
 from pipelines.prompt_spec import MAX_SEED, STORED_FIELDS, option_values
 from pipelines.registry import get_branch
 from pipelines.settings import Settings
@@ -104,6 +106,9 @@ class InProcessWorker:
         # with trainings on Hugging Face Jobs (`studio.hf_jobs`), local workers mostly generate
         self.kinds = queue.local_share(self.settings.train_on, self.device)
         self.lease: Lease | None = None  # of the job running now
+        # a generated prompt whose images are scored (likeness) while the next prompt generates, then stored
+        self._finishing: _Finishing | None = None
+        self._scorer: ThreadPoolExecutor | None = None
         self._done = 0  # jobs finished since the last heartbeat
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -152,9 +157,11 @@ class InProcessWorker:
                 log.exception("worker %s: heartbeat failed", self.name)
 
     def heartbeat(self) -> None:
-        lease = self.lease
+        lease, finishing = self.lease, self._finishing
         if lease is not None:
             lease.renew()
+        if finishing is not None and finishing.lease is not None:
+            finishing.lease.renew()
         done, self._done = self._done, 0
         job = None if lease is None else f"{lease.kind} {lease.record_id}"
         self.db.worker_heartbeat(self.name, job=job, branches=self.generator.loaded_branches, done=done)
@@ -164,14 +171,22 @@ class InProcessWorker:
         self.studio.work_available.set()
         for thread in self._threads:
             thread.join(timeout)
+        if self._scorer is not None:
+            self._scorer.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self, *, parent_pid: int | None = None) -> None:
+        try:
+            self._serve_queue(parent_pid)
+        finally:
+            self._finish_pending()
+
+    def _serve_queue(self, parent_pid: int | None) -> None:
         while not self._stop.is_set():
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("worker %s: the process that started it is gone; stopping", self.name)
                 return
             try:
-                worked = self.run_once()
+                worked = self.run_once(overlap=True)
             except Exception:  # the loop must survive anything a job does
                 log.exception("worker loop error")
                 worked = False
@@ -179,18 +194,25 @@ class InProcessWorker:
                 self.studio.work_available.wait(timeout=_IDLE_POLL_S)  # set by this process's service; others poll
                 self.studio.work_available.clear()
 
-    def run_once(self) -> bool:
-        """Claim and run one job. Returns False when the queue was empty."""
-        if not queue.has_work(self.db):
-            return False
-        loaded = self.generator.loaded_branches
-        job = queue.claim_next_job(self.db, self.worker_id, lease_s=self.lease_s, loaded=loaded, kinds=self.kinds)
+    def run_once(self, *, overlap: bool = False) -> bool:
+        """Claim and run one job. Returns False when the queue was empty.
+
+        Args:
+            overlap: a prompt's images are scored for likeness while the next prompt generates, and the prompt ends
+                (images stored, status `done`) once that next prompt's images exist or the queue is empty: the
+                serving loop's way, so a pack run does not wait for the scoring. False: the prompt ends here.
+        """
+        job = None
+        if queue.has_work(self.db):
+            loaded = self.generator.loaded_branches
+            job = queue.claim_next_job(self.db, self.worker_id, lease_s=self.lease_s, loaded=loaded, kinds=self.kinds)
         if job is None:
+            self._finish_pending()
             return False
         kind, record = job
         self.lease = Lease(self.db, kind, record.id, self.worker_id, lease_s=self.lease_s)
         try:
-            self.run(kind, record)
+            self.run(kind, record, overlap=overlap)
         except LeaseLostError:
             log.warning("worker %s: lost its lease on %s %s; another worker runs it", self.name, kind, record.id)
         finally:
@@ -198,12 +220,13 @@ class InProcessWorker:
             self._done += 1
         return True
 
-    def run(self, kind: JobKind, record: Tune | Prompt) -> None:
-        """Run one claimed job ("tune" or "prompt")."""
+    def run(self, kind: JobKind, record: Tune | Prompt, *, overlap: bool = False) -> None:
+        """Run one claimed job ("tune" or "prompt"); see `run_once` for `overlap`."""
         if kind == JobKind.TUNE:
+            self._finish_pending()
             self._run_training(record)
         else:
-            self._run_prompt(record)
+            self._run_prompt(record, overlap=overlap)
 
     def drain(self, *, max_jobs: int = 1000) -> int:
         """Run jobs until the queue is empty (tests and scripts). Returns how many ran."""
@@ -348,10 +371,10 @@ class InProcessWorker:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def _run_prompt(self, prompt: Prompt) -> None:
+    def _run_prompt(self, prompt: Prompt, *, overlap: bool = False) -> None:
         tune = self.db.get_tune(prompt.owner, prompt.tune_id)
         try:
-            images = self._generate(tune, prompt)
+            result = self._generate(tune, prompt)
         except LeaseLostError:
             raise
         except Exception as error:
@@ -362,14 +385,43 @@ class InProcessWorker:
             if queue.retry_or_fail_prompt(self.db, prompt, reason, retryable=retryable, held_by=self.worker_id):
                 shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)  # images of a failed run
             return
-        self._check_lease()
+        self._finish_pending()  # the previous prompt, scored while this one generated
+        pictures = [item.image for item in result.images]
+        scores = self._scoring().submit(likeness.score, self.db, tune.id, pictures)
+        self._finishing = _Finishing(prompt, self.lease, result.images, scores)
+        if not overlap:
+            self._finish_pending()
+
+    def _scoring(self) -> ThreadPoolExecutor:
+        if self._scorer is None:
+            self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunes-likeness")
+        return self._scorer
+
+    def _finish_pending(self) -> None:
+        """End the generated prompt waiting for its likeness scores: keep its best images, store them, mark it done."""
+        finishing, self._finishing = self._finishing, None
+        if finishing is None:
+            return
+        prompt = finishing.prompt
+        try:
+            scores = finishing.scores.result()
+        except Exception:  # a scoring failure loses the scores, never the images
+            log.exception("prompt %s: its likeness could not be measured", prompt.id)
+            scores = [None] * len(finishing.images)
+        try:
+            if finishing.lease is not None:
+                finishing.lease.check()
+        except LeaseLostError:
+            log.warning("worker %s: lost its lease on prompt %s; another worker runs it", self.name, prompt.id)
+            return
+        images = self._store_images(prompt, finishing.images, scores)
         ended = queue.end_prompt(
             self.db, prompt.owner, prompt.id, PromptStatus.DONE, images=images, held_by=self.worker_id
         )
         if not ended and self.db.get_prompt(prompt.owner, prompt.id) is None:
             shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)  # deleted meanwhile: keep nothing
 
-    def _generate(self, tune: Tune | None, prompt: Prompt) -> list[dict]:
+    def _generate(self, tune: Tune | None, prompt: Prompt) -> GenerationResult:
         if tune is None or tune.status != TuneStatus.TRAINED:
             raise ConflictError(f"the tune is {tune.status if tune else 'deleted'}; its prompts cannot run")
         loras = self._loras(tune, prompt)
@@ -379,13 +431,15 @@ class InProcessWorker:
             self.db.update_prompt(prompt.owner, prompt.id, seed=seed)
         options = {**option_values(prompt, STORED_FIELDS), "text": prompt.rendered_text, "seed": seed}
         request = GenerationRequest(**options, loras=loras).candidates()
-        result = self.generator.generate(tune.branch, request, should_cancel=self._lease_lost)
-        scores = likeness.score(self.db, tune.id, [item.image for item in result.images])
+        return self.generator.generate(tune.branch, request, should_cancel=self._lease_lost)
+
+    def _store_images(self, prompt: Prompt, images: list[GeneratedImage], scores: list[float | None]) -> list[dict]:
+        """Write the images the prompt keeps (`likeness.kept`) as PNGs; their records, with their likeness."""
         folder = self.studio.images_dir(prompt.id)
         folder.mkdir(parents=True, exist_ok=True)
         stored = []
         for index in likeness.kept(prompt, scores):
-            item = result.images[index]
+            item = images[index]
             path = folder / f"{index:02d}-{item.seed}.png"
             tmp = path.with_suffix(".tmp")
             item.image.save(tmp, format="PNG")
@@ -509,6 +563,16 @@ class Lease:
             self.renew()
         if self.lost:
             raise LeaseLostError(f"{self.kind} {self.record_id} was taken over by another worker")
+
+
+@dataclass
+class _Finishing:
+    """A generated prompt waiting for its likeness scores (and its lease, renewed by the heartbeat meanwhile)."""
+
+    prompt: Prompt
+    lease: Lease | None
+    images: list[GeneratedImage]
+    scores: Future
 
 
 def _stop_with_parent(parent_pid: int) -> None:

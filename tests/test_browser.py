@@ -101,8 +101,8 @@ def test_upload_photos_and_watch_the_tune_train(page, photo_files, tmp_path):
     report = page.locator("#photo-report")
     report.get_by_text("me-3.jpg").wait_for()
     cells = [cell.inner_text().strip() for cell in report.locator("[role=gridcell]").all()]
-    rows = [cells[i : i + 6] for i in range(0, len(cells), 6)]  # photo, size, faces, sharpness, used, advice
-    assert [(row[0], row[4], row[5]) for row in rows] == [(f"me-{i}.jpg", "yes", "looks good") for i in range(4)]
+    rows = [cells[i : i + 7] for i in range(0, len(cells), 7)]  # photo, size, faces, likeness, sharpness, used, advice
+    assert [(row[0], row[5], row[6]) for row in rows] == [(f"me-{i}.jpg", "yes", "looks good") for i in range(4)]
     page.get_by_label("Title").fill("Browser tune")
     page.get_by_text("Advanced settings").click()
     page.get_by_label("Training steps").fill("3")

@@ -18,7 +18,7 @@ from tests.test_browser import CHROMIUM, browser_page, images_show
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 
-HEADERS = ["photo", "size", "faces", "sharpness", "used", "advice"]
+HEADERS = ["photo", "size", "faces", "likeness", "sharpness", "used", "advice"]
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +137,8 @@ def test_one_bad_file_is_marked_in_place_and_the_others_are_reported(page, folde
         "good-3.jpg",
         "good-4.jpg",
     ]
-    assert rows[2][4] == "no" and rows[2][5].startswith("refused: is not an image")
-    assert [row[4] for row in rows] == ["yes", "yes", "no", "yes", "yes", "no"]  # good-4 repeats good-0
+    assert rows[2][5] == "no" and rows[2][6].startswith("refused: is not an image")
+    assert [row[5] for row in rows] == ["yes", "yes", "no", "yes", "yes", "no"]  # good-4 repeats good-0
     images_show(page, "#photo-previews img", 5)  # a thumbnail for each photo; none (not a blank one) for the file
     clear_photos(page)
 
@@ -177,7 +177,7 @@ def _report_fits(page) -> None:
         "cells => cells.map(cell => cell.getBoundingClientRect().height)"
     )
     assert max(header_heights) < 60, header_heights  # "sharpness" written letter by letter is ~200 px tall
-    advice = page.locator("#photo-report [role=gridcell]").nth(5)
+    advice = page.locator("#photo-report [role=gridcell]").nth(6)
     box, table = advice.bounding_box(), page.locator("#photo-report").bounding_box()
     assert box["x"] + box["width"] <= table["x"] + table["width"] + 1, (box, table)
 

@@ -22,10 +22,13 @@ from ui.generate_tab import tune_picker
 from ui.uploads import read_uploads
 from ui.views import (
     CLASSES,
+    NEWEST,
     PHOTO_REPORT_WIDTHS,
+    SORT_ORDERS,
     USER_BRANCHES,
     branch_help,
     class_guidance,
+    identity_note,
     photo_report_table,
     progress_bar,
     tune_gallery,
@@ -235,6 +238,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         column_widths=PHOTO_REPORT_WIDTHS,
         elem_id="photo-report",
     )
+    identity = gr.Markdown(visible=False, elem_id="identity-note")  # says once when identity checks are off
     errors = FieldErrors(
         banner,
         {
@@ -261,6 +265,9 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         cancel = gr.Button("Cancel this tune", size="sm", visible=False)
         delete = gr.Button("Delete this tune", size="sm", variant="stop", visible=False)
     avatars = gr.Gallery(label="Avatars of this tune", columns=6, height=300, visible=False, elem_id="tune-avatars")
+    avatar_order = gr.Radio(
+        list(SORT_ORDERS), value=NEWEST, label="Sort avatars by", visible=False, elem_id="tune-avatars-sort"
+    )
     tunes = gr.Dataframe(label="All your tunes (select one to follow it)", interactive=False)
     timer = gr.Timer(WATCH_EVERY_S)
 
@@ -269,16 +276,20 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         return _pack_updates(studio, chosen, pending or chosen_pack)
 
     def photos_changed(paths: list[str] | None, chosen: str):
+        """(previews, report, banner, identity note) for the uploads as they stand."""
+        no_note = gr.update(value="", visible=False)
         if not paths:
-            return [], photo_report_table([]), errors.clear()[banner]
+            return [], photo_report_table([]), errors.clear()[banner], no_note
         try:
             checked = studio.check_photos(read_uploads(paths, settings), chosen, preview=True)
         except SHOWN_ERRORS as error:
-            return [], photo_report_table([]), errors.show(error)[banner]
+            return [], photo_report_table([]), errors.show(error)[banner], no_note
         previews = [(paths[photo.index], photo.name) for photo in checked.photos]  # refused files: no thumbnail
         table = photo_report_table([r.to_dict() for r in checked.reports], checked.refused)
         problem = _photo_problem(checked, settings.min_photos)
-        return previews, table, (errors.clear() if problem is None else errors.show(problem))[banner]
+        note = identity_note(checked.identity_off)
+        shown = (errors.clear() if problem is None else errors.show(problem))[banner]
+        return previews, table, shown, gr.update(value=note, visible=bool(note))
 
     def create_tune(paths, title_, chosen, branch_, steps_, token_, face_crop_, characteristics_, pack_, styles_,
                     pivotal_, request: gr.Request):  # fmt: skip
@@ -307,8 +318,9 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         gr.Info(f"Tune #{created.tune.id} queued{note}.", duration=TOAST_S)
         return {**errors.clear(), photos: None, watched: created.tune.id}
 
-    def refresh(tune_id: int | None, request: gr.Request):
-        """The followed tune's progress and avatars, and the list; polling stops once nothing is in progress."""
+    def refresh(tune_id: int | None, order: str, request: gr.Request):
+        """The followed tune's progress and avatars (in `order`), and the list; polling stops once nothing is in
+        progress."""
         owner = ctx.user(request)
         mine = studio.list_tunes(owner, limit=50)
         if tune_id is None and mine:
@@ -319,7 +331,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             return None, empty, *_tune_view(None, []), tunes_table(mine), gr.Timer(active=False)
         prompts = studio.list_prompts(owner, tune_id=current.id, limit=100)
         busy = any(t.status in TUNE_ACTIVE for t in mine) or any(p.status in PROMPT_PENDING for p in prompts)
-        images = tune_gallery(studio, ctx.files, owner, current.id, prompts)
+        images = tune_gallery(studio, ctx.files, owner, current.id, prompts, order=order)
         return (
             current.id,
             progress_bar(current, ahead=studio.jobs_ahead(owner, current.id)),
@@ -345,21 +357,23 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         return None
 
     private = {"api_visibility": "private"}
-    watch_outputs = [watched, progress, generate_with, cancel, delete, avatars, tunes, timer]
+    watch_outputs = [watched, progress, generate_with, cancel, delete, avatars, avatar_order, tunes, timer]
+    watch_inputs = [watched, avatar_order]
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
     pack_outputs = [guidance, pack, styles, pack_note, pending_pack]
     class_name.input(class_changed, [class_name, pending_pack, pack], pack_outputs, **private)
     pack.input(lambda: (gr.update(visible=False), None), None, [pack_note, pending_pack], **private)
-    photos.change(photos_changed, [photos, class_name], [previews, report, banner], **private)
+    photos.change(photos_changed, [photos, class_name], [previews, report, banner, identity], **private)
     branch.change(pivotal_box, branch, pivotal, **private)
     inputs = [photos, title, class_name, branch, steps, token, face_crop, characteristics, pack, styles, pivotal]
     create.click(create_tune, inputs, [*errors.outputs, watched], **private).then(
-        refresh, watched, watch_outputs, **quiet
+        refresh, watch_inputs, watch_outputs, **quiet
     )
-    timer.tick(refresh, watched, watch_outputs, **quiet)
-    tunes.select(follow, tunes, watched, **private).then(refresh, watched, watch_outputs, **quiet)
-    cancel.click(cancel_tune, watched, None, **private).then(refresh, watched, watch_outputs, **quiet)
-    delete.click(delete_tune, watched, watched, **private).then(refresh, watched, watch_outputs, **quiet)
+    timer.tick(refresh, watch_inputs, watch_outputs, **quiet)
+    avatar_order.change(refresh, watch_inputs, watch_outputs, **quiet)
+    tunes.select(follow, tunes, watched, **private).then(refresh, watch_inputs, watch_outputs, **quiet)
+    cancel.click(cancel_tune, watched, None, **private).then(refresh, watch_inputs, watch_outputs, **quiet)
+    delete.click(delete_tune, watched, watched, **private).then(refresh, watch_inputs, watch_outputs, **quiet)
     return CreateTab(ctx, class_name, pack_outputs, watched, generate_with)
 
 
@@ -373,11 +387,13 @@ def _photo_problem(checked: CheckedPhotos, minimum: int) -> ValidationError | No
 
 
 def _tune_view(tune: Tune | None, images: list[tuple[str, str]]) -> tuple:
-    """(generate-with, cancel, delete, avatars) updates: actions only where they apply, no empty gallery."""
+    """(generate-with, cancel, delete, avatars, avatar order) updates: actions only where they apply, no empty
+    gallery (nor its "Sort avatars by")."""
     status = tune.status if tune is not None else None
     return (
         gr.update(visible=status == TuneStatus.TRAINED),
         gr.update(visible=status in TUNE_ACTIVE),
         gr.update(visible=tune is not None),
         gr.update(value=images, visible=bool(images)),
+        gr.update(visible=bool(images)),
     )

@@ -1,6 +1,6 @@
-"""Generate: pick a trained tune, write a prompt (or pick a style), see the images with their seeds.
+"""Generate: pick a trained tune, write a prompt (or pick a style), see the images with their seeds and likeness.
 
-Likes, one-image and all-images (zip) downloads, and the history of the caller's prompts.
+Likes, sorting by likeness, one-image and all-images (zip) downloads, and the history of the caller's prompts.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from studio.requests import PromptCreate
 from studio.service import Studio
 from ui.context import UIContext
 from ui.feedback import SHOWN_ERRORS, FieldErrors, optional_int, user_errors
-from ui.views import prompt_gallery, prompts_table
+from ui.views import NEWEST, SORT_ORDERS, ordered_images, prompt_gallery, prompts_table
 
 DEFAULT_PROMPT = "portrait photo of {{subject}}, soft studio lighting, 85mm, detailed skin"
 DEFAULT_NEGATIVE = "blurry, lowres, deformed, extra fingers, watermark, text"
 POLL_EVERY_S = 1.5
 SD_SAMPLING = FAMILY_SAMPLING["sd15"]  # shown before a tune is picked
 NEGATIVE_UNUSED = "FLUX is guidance-distilled: it does not use a negative prompt"
+BEST_OF_HELP = "Render this many and keep the ones most like your subject, as many as Images (person tunes)"
 KEEP_ZIPS = 32  # "Download all" zips kept on disk; Gradio copies each into its own cache when it is shown
 
 
@@ -125,11 +126,19 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
                     inpaint_faces = gr.Checkbox(label="Re-paint faces", info="Sharper faces in wide shots")
                     hires_fix = gr.Checkbox(label="Hires fix", info="Render larger, then refine")
                     super_resolution = gr.Checkbox(label="Super resolution", info="2x upscale")
+                # a text box, as for the seed: Gradio's number box shows an empty value as 0
+                best_of = gr.Textbox(
+                    label="Keep the best of",
+                    placeholder="off",
+                    info=f"{BEST_OF_HELP}; empty or 0: keep all",
+                    elem_id="generate-best-of",
+                )
             run = gr.Button("Generate", variant="primary", elem_id="generate-run")
             banner = gr.Markdown(visible=False, elem_classes=["error-banner"], elem_id="generate-banner")
         with gr.Column(scale=4):
             status = gr.Markdown(elem_id="generate-status")
             gallery = gr.Gallery(label="Results", columns=4, height=420, elem_id="generate-gallery")
+            sort_by = gr.Radio(list(SORT_ORDERS), value=NEWEST, label="Sort by", elem_id="generate-sort")
             with gr.Row():
                 like = gr.Button("♥ Like / unlike", size="sm")
                 download_one = gr.DownloadButton("Download this image", size="sm")
@@ -151,6 +160,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             "steps": steps,
             "cfg_scale": cfg,
             "scheduler": scheduler,
+            "best_of": best_of,
         },
     )
 
@@ -183,7 +193,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
         return item.text, item.negative_prompt, item.num_images, item.aspect_ratio or "1:1", item.steps, scheduler_
 
     def generate(tune_id, text, negative_, count, seed_, aspect_, steps_, cfg_, scheduler_, inpaint, hires, superres,
-                 request: gr.Request):  # fmt: skip
+                 keep, request: gr.Request):  # fmt: skip
         try:
             owner = ctx.acting_user(request)
             if tune_id is None:
@@ -204,14 +214,15 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
                     inpaint_faces=bool(inpaint),
                     hires_fix=bool(hires),
                     super_resolution=bool(superres),
+                    best_of=optional_int(keep, "best_of") or None,  # 0 (or empty): keep all
                 ),
             )
         except SHOWN_ERRORS as error:
             return {**errors.show(error), current: gr.update(), timer: gr.Timer(active=False)}
         return {**errors.clear(), current: created.id, timer: gr.Timer(active=True)}
 
-    def show(prompt_id: int | None, request: gr.Request):
-        """The prompt's status and images; stops polling once it is done or failed."""
+    def show(prompt_id: int | None, order: str, request: gr.Request):
+        """The prompt's status and images (in `order`); stops polling once it is done or failed."""
         if prompt_id is None:
             return "", [], gr.Timer(active=False), gr.update(), gr.update(value=None)
         owner = ctx.user(request)
@@ -229,25 +240,32 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             ctx.files.show(owner, archive, of=[studio.image_file(owner, image.id) for image in shown.images])
         return (
             f"**Prompt #{shown.id}.** {line}",
-            prompt_gallery(studio, ctx.files, owner, [shown]),
+            prompt_gallery(studio, ctx.files, owner, [shown], order=order),
             gr.Timer(active=not finished),
             table,
             gr.update(value=archive),
         )
 
-    def pick_image(event: gr.SelectData, prompt_id: int | None, request: gr.Request):
+    def resort(prompt_id: int | None, order: str, request: gr.Request):
+        """The shown prompt's images in the order picked under "Sort by"."""
+        if prompt_id is None:
+            return []
         owner = ctx.user(request)
-        image = studio.get_prompt(owner, prompt_id).images[event.index]
+        return prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)], order=order)
+
+    def pick_image(event: gr.SelectData, prompt_id: int | None, order: str, request: gr.Request):
+        owner = ctx.user(request)
+        image = ordered_images([studio.get_prompt(owner, prompt_id)], order)[event.index]  # as the gallery shows
         return image.id, gr.update(value=ctx.files.show(owner, studio.image_file(owner, image.id)))
 
     @user_errors
-    def toggle_like(image_id: int | None, prompt_id: int | None, request: gr.Request):
+    def toggle_like(image_id: int | None, prompt_id: int | None, order: str, request: gr.Request):
         if image_id is None:
             raise TunesError("Click an image first, then like it.")
         owner = ctx.user(request)
         image = next(i for i in studio.get_prompt(owner, prompt_id).images if i.id == image_id)
         (studio.unlike_image if image.liked else studio.like_image)(owner, image_id)
-        gallery_ = prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)])
+        gallery_ = prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)], order=order)
         return gallery_, prompts_table(studio.list_prompts(owner, limit=50))  # its "liked" column too
 
     def history_picked(table, event: gr.SelectData):
@@ -260,16 +278,15 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     tune.change(tune_picked, tune, [style, intro, scheduler, cfg, negative], **private)
     style.input(style_picked, style, [prompt, negative, num_images, aspect, steps, scheduler], **private)
     inputs = [tune, prompt, negative, num_images, seed, aspect, steps, cfg, scheduler, inpaint_faces, hires_fix]
-    run.click(generate, [*inputs, super_resolution], [*errors.outputs, current, timer], **private).then(
-        show, current, [status, gallery, timer, history, download_all], **quiet
-    )
-    timer.tick(show, current, [status, gallery, timer, history, download_all], **quiet)
-    gallery.select(pick_image, current, [selected, download_one], **private)
-    like.click(toggle_like, [selected, current], [gallery, history], **quiet)
+    prompt_view = [status, gallery, timer, history, download_all]
+    generated = run.click(generate, [*inputs, super_resolution, best_of], [*errors.outputs, current, timer], **private)
+    generated.then(show, [current, sort_by], prompt_view, **quiet)
+    timer.tick(show, [current, sort_by], prompt_view, **quiet)
+    sort_by.change(resort, [current, sort_by], gallery, **quiet)
+    gallery.select(pick_image, [current, sort_by], [selected, download_one], **private)
+    like.click(toggle_like, [selected, current, sort_by], [gallery, history], **quiet)
     errors.clear_on_change()
-    history.select(history_picked, history, current, **private).then(
-        show, current, [status, gallery, timer, history, download_all], **quiet
-    )
+    history.select(history_picked, history, current, **private).then(show, [current, sort_by], prompt_view, **quiet)
     return tune
 
 

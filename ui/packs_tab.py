@@ -28,12 +28,12 @@ from studio.errors import PermissionDeniedError, SignInRequiredError
 from studio.service import Studio
 from ui.context import UIContext
 from ui.feedback import FieldErrors, notify, user_errors
-from ui.views import CLASSES
+from ui.views import CLASSES, likeness_text
 
 ALL = "all"
 CLASS_FILTER = (ALL, *CLASSES)
-PROMPT_HEADERS = ["#", "prompt (for a sample subject)", "images", "aspect", "scheduler", "made", "likes"]
-PROMPT_WIDTHS = ["4%", "60%", "7%", "7%", "12%", "5%", "5%"]
+PROMPT_HEADERS = ["#", "prompt (for a sample subject)", "images", "aspect", "scheduler", "made", "likes", "likeness"]
+PROMPT_WIDTHS = ["4%", "53%", "7%", "7%", "12%", "5%", "5%", "7%"]
 NO_SAMPLES = (
     "\n\n*No sample images yet. The prompts below are what the pack generates, shown for a sample subject "
     "(`ohwx`, green eyes, short brown hair); your tune's token and details take their place.*"
@@ -149,17 +149,17 @@ def model_line(pack: Pack, branch: str) -> str:
 
 
 def prompt_table(studio: Studio, pack: Pack, class_name: str) -> pd.DataFrame:
-    """One row per prompt of `class_name`: the text as rendered for a sample subject, its parameters, and how
-    many images it has made and how many of them users liked."""
+    """One row per prompt of `class_name`: the text as rendered for a sample subject, its parameters, how many
+    images it has made, how many of them users liked and their mean likeness to their subject (blank: none
+    measured)."""
     stats = {row["prompt"]: row for row in studio.pack_stats(pack.id)}
     rows = []
     for index, prompt in enumerate(pack.prompts[class_name]):
         text, _ = studio.preview_pack_prompt(pack.id, class_name, index)
         made = stats.get(f"{class_name}/{index}", {})
         aspect = f"{prompt.w}x{prompt.h}" if prompt.w and prompt.h else prompt.aspect_ratio or "1:1"
-        rows.append(
-            [index + 1, text, prompt.num_images, aspect, prompt.scheduler, made.get("images", 0), made.get("likes", 0)]
-        )
+        counts = [made.get("images", 0), made.get("likes", 0), likeness_text(made.get("likeness"))]
+        rows.append([index + 1, text, prompt.num_images, aspect, prompt.scheduler, *counts])
     return pd.DataFrame(rows, columns=PROMPT_HEADERS)
 
 

@@ -8,15 +8,17 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines.errors import PhotoProblem
+from pipelines.errors import PhotoProblem, ValidationError
 from pipelines.prompt_spec import FAMILY_SAMPLING
 from pipelines.registry import BRANCHES
 from pipelines.tuning import model_types
-from storage.records import Prompt, PromptStatus, Tune, TuneStatus
+from storage.records import Image, Prompt, PromptStatus, Tune, TuneStatus
 from studio.service import Studio
 from ui.files import UIFiles
 
 CLASSES = ("man", "woman", "boy", "girl", "couple", "cat", "dog")
+NEWEST, MOST_ALIKE = "newest", "most alike"
+SORT_ORDERS = (NEWEST, MOST_ALIKE)  # how the galleries can be sorted ("Sort by")
 # branches a person can pick: trainable ones plus the mock
 USER_BRANCHES = tuple(name for name, branch in BRANCHES.items() if branch.trainable or branch.is_mock)
 CLASS_GUIDANCE = {
@@ -150,9 +152,9 @@ def prompts_table(prompts: Sequence[Prompt]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "tune", "prompt", "status", "images", "liked", "created"])
 
 
-PHOTO_REPORT_HEADERS = ["photo", "size", "faces", "sharpness", "used", "advice"]
+PHOTO_REPORT_HEADERS = ["photo", "size", "faces", "likeness", "sharpness", "used", "advice"]
 # the advice is the long column; the short ones stay wide enough that their headers never wrap
-PHOTO_REPORT_WIDTHS = ["18%", "10%", "8%", "11%", "7%", "46%"]
+PHOTO_REPORT_WIDTHS = ["15%", "9%", "7%", "10%", "11%", "7%", "41%"]
 
 
 def photo_report_table(reports: Sequence[dict[str, Any]], refused: Sequence[PhotoProblem] = ()) -> pd.DataFrame:
@@ -167,6 +169,7 @@ def _report_row(report: dict[str, Any]) -> dict[str, Any]:
         "photo": report["name"],
         "size": f"{report['width']}x{report['height']}",
         "faces": "-" if report["faces"] is None else str(report["faces"]),
+        "likeness": likeness_text(report.get("likeness")),
         "sharpness": str(round(report["sharpness"])),
         "used": "yes" if report["usable"] else "no",
         "advice": "; ".join(w["message"] for w in report["warnings"]) or "looks good",
@@ -178,32 +181,74 @@ def _refused_row(problem: PhotoProblem) -> dict[str, Any]:
         "photo": problem.name,
         "size": "-",
         "faces": "-",
+        "likeness": "-",
         "sharpness": "-",
         "used": "no",
         "advice": f"refused: {problem.message}",
     }
 
 
-def prompt_gallery(studio: Studio, files: UIFiles, owner: str, prompts: Sequence[Prompt]) -> list[tuple[str, str]]:
-    """(image file, caption) for every image of the prompts; captions carry the seed that regenerates it.
-    The owner alone may fetch the copies Gradio makes, while the images exist (`UIFiles.show`)."""
+def identity_note(identity_off: str | None) -> str:
+    """The note under the photo report when identity checks are off (`CheckedPhotos.identity_off`, the reason);
+    empty when they are on."""
+    if not identity_off:
+        return ""
+    reason = identity_off[0].upper() + identity_off[1:]
+    return (
+        f"ⓘ {escape(reason, quote=False)}. Photos of someone else are not flagged, and avatars get no likeness score."
+    )
+
+
+def likeness_text(likeness: float | None) -> str:
+    """A likeness (0-1, `pipelines.identity`) as shown, two decimals; blank when not known."""
+    return "" if likeness is None else f"{likeness:.2f}"
+
+
+def image_caption(image: Image) -> str:
+    """`#12 · seed 42 · likeness 0.82 · ♥`: the seed regenerates the image; likeness and like when known."""
+    parts = [f"#{image.id}", f"seed {image.seed}"]
+    if image.likeness is not None:
+        parts.append(f"likeness {likeness_text(image.likeness)}")
+    if image.liked:
+        parts.append("♥")
+    return " · ".join(parts)
+
+
+def ordered_images(prompts: Sequence[Prompt], order: str = NEWEST) -> list[Image]:
+    """The prompts' images in gallery order: as the prompts list them (`newest`), or the most alike first
+    (`most alike`; images without a likeness last, ties in their listed order).
+
+    Raises:
+        ValidationError: `order` is not one of `SORT_ORDERS`.
+    """
+    if order not in SORT_ORDERS:
+        raise ValidationError("sort_by", order, f"must be one of {', '.join(SORT_ORDERS)}")
+    images = [image for prompt in prompts for image in prompt.images]
+    if order == MOST_ALIKE:
+        images.sort(key=lambda image: (image.likeness is None, -(image.likeness or 0.0)))
+    return images
+
+
+def prompt_gallery(
+    studio: Studio, files: UIFiles, owner: str, prompts: Sequence[Prompt], *, order: str = NEWEST
+) -> list[tuple[str, str]]:
+    """(image file, caption) for every image of the prompts in `order` (see `ordered_images`); captions carry the
+    seed that regenerates it and its likeness. The owner alone may fetch the copies Gradio makes, while the images
+    exist (`UIFiles.show`)."""
     return [
-        (
-            files.show(owner, studio.image_file(owner, image.id)),
-            f"#{image.id} · seed {image.seed}" + (" · ♥" if image.liked else ""),
-        )
-        for prompt in prompts
-        for image in prompt.images
+        (files.show(owner, studio.image_file(owner, image.id)), image_caption(image))
+        for image in ordered_images(prompts, order)
     ]
 
 
 def tune_gallery(
-    studio: Studio, files: UIFiles, owner: str, tune_id: int, prompts: Sequence[Prompt]
+    studio: Studio, files: UIFiles, owner: str, tune_id: int, prompts: Sequence[Prompt], *, order: str = NEWEST
 ) -> list[tuple[str, str]]:
-    """(image file, caption) for a tune's sample images (made right after training), then its avatars; each
-    shown only to its owner (`UIFiles.show`)."""
+    """(image file, caption) for a tune's sample images (made right after training), then its avatars; sorted
+    `most alike`, the avatars come first and the samples (no likeness) last. Each shown only to its owner."""
     samples = [
         (files.show(owner, path), f"sample {number}")
         for number, path in enumerate(studio.tune_samples(owner, tune_id), start=1)
     ]
-    return samples + prompt_gallery(studio, files, owner, prompts)
+    avatars = prompt_gallery(studio, files, owner, prompts, order=order)
+    return avatars + samples if order == MOST_ALIKE else samples + avatars

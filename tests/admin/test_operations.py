@@ -233,6 +233,59 @@ def test_users_show_what_they_own_and_their_credits(runtime, ops):
     assert (users["bob"]["tunes"], users["bob"]["tune credits"], users["bob"]["image credits"]) == (0, 3, "unlimited")
 
 
+def made_images(runtime, owner: str, tune_id: int, likeness: list[float | None], *, pack: str | None = None,
+                key: str | None = None, liked: int = 0) -> None:  # fmt: skip
+    """A prompt (from pack prompt `key` of `pack`, when given) with images of these likenesses, the first `liked`
+    of them liked by their owner: the records a worker leaves."""
+    request = PromptCreate("{{subject}} at work", num_images=1, pack_id=pack, pack_prompt=key)
+    prompt = runtime.studio.create_prompt(owner, tune_id, request)
+    with runtime.db.transaction() as conn:
+        ids = [
+            runtime.db.insert_image(
+                conn, owner, prompt.id, path=f"made-{prompt.id}-{i}.png", seed=i, width=64, height=64, likeness=value
+            )
+            for i, value in enumerate(likeness)
+        ]
+    for image_id in ids[:liked]:
+        runtime.studio.like_image(owner, image_id)
+
+
+def test_pack_prompts_show_images_likes_and_the_likeness_of_every_owners_images(runtime, ops):
+    headshots = "corporate-headshots"
+    alice, bob = new_tune(runtime, "alice", "me").id, new_tune(runtime, "bob", "me").id
+    made_images(runtime, "alice", alice, [i / 10 for i in range(11)] + [None], pack=headshots, key="woman/0", liked=2)
+    made_images(runtime, "alice", alice, [0.9, 0.3], pack=headshots, key="woman/2")
+    made_images(runtime, "bob", bob, [0.8, 0.6], pack=headshots, key="woman/2", liked=1)  # same prompt, two owners
+    made_images(runtime, "bob", bob, [None, None], pack=headshots, key="woman/10")  # no face found; prompt removed
+    made_images(runtime, "bob", bob, [0.4], pack="fantasy", key="woman/1")
+    made_images(runtime, "alice", alice, [0.95])  # a free prompt: not a pack's
+
+    table = ops.pack_prompts(ADMIN)
+
+    assert list(table.columns) == [
+        "pack", "prompt", "text", "images", "likes", "with likeness", "mean likeness", "p10", "median", "p90"
+    ]  # fmt: skip
+    rows = {(row["pack"], row["prompt"]): row for row in table.to_dict("records")}
+    order = [(headshots, "woman/0"), (headshots, "woman/2"), (headshots, "woman/10"), ("fantasy", "woman/1")]
+    assert list(rows) == order, "by pack, then prompt number (10 after 2)"
+    spread = [rows[headshots, "woman/0"][name] for name in ("images", "likes", "with likeness")]
+    assert spread == [12, 2, 11]
+    # 0.0, 0.1 … 1.0: the 10th, 50th and 90th percentiles are the 2nd, 6th and 10th values
+    summary = [rows[headshots, "woman/0"][name] for name in ("mean likeness", "p10", "median", "p90")]
+    assert summary == [0.5, 0.1, 0.5, 0.9]
+    # 0.3 0.6 0.8 0.9 from two owners: linear interpolation between the sorted values
+    mixed = rows[headshots, "woman/2"]
+    assert [mixed[name] for name in ("images", "likes", "with likeness")] == [4, 1, 4]
+    assert [mixed[name] for name in ("mean likeness", "p10", "median", "p90")] == [0.65, 0.39, 0.7, 0.87]
+    unscored = rows[headshots, "woman/10"]
+    assert (unscored["images"], unscored["with likeness"], unscored["text"]) == (2, 0, None)
+    assert [unscored[name] for name in ("mean likeness", "p10", "median", "p90")] == [None] * 4, "blank, not NaN"
+    text = runtime.studio.get_pack(headshots).prompts["woman"][0].text
+    assert rows[headshots, "woman/0"]["text"] == (text if len(text) <= 80 else text[:79] + "…")
+    assert rows["fantasy", "woman/1"]["median"] == 0.4
+    assert ops.overview(ADMIN).pack_prompts.equals(table)
+
+
 def test_storage_adds_up_the_files_under_the_data_folder(runtime, ops, tmp_path):
     tune = new_tune(runtime, "alice", "me", prompts=1)
     photos_bytes = sum(path.stat().st_size for path in runtime.studio.photos_dir(tune.id).iterdir())
@@ -413,6 +466,7 @@ CALLS = {
     "users": lambda ops, user: ops.users(user),
     "storage": lambda ops, user: ops.storage(user),
     "expiries_due": lambda ops, user: ops.expiries_due(user),
+    "pack_prompts": lambda ops, user: ops.pack_prompts(user),
     "cancel": lambda ops, user: ops.cancel(user, 1),
     "retry": lambda ops, user: ops.retry(user, "tune", 1),
     "extend": lambda ops, user: ops.extend(user, 1, 5),

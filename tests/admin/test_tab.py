@@ -106,7 +106,7 @@ def test_root_grants_credits_and_cancels_another_users_tune(served, root):
     assert message == f"Cancelled tune {tune.id} ('me' of alice); its queued prompts failed."
     assert runtime.studio.get_tune("alice", tune.id).status == "cancelled"
 
-    queue, _, tunes, prompts, users, storage, expiries = root.predict("all", 7, api_name="/admin_refresh")
+    queue, _, tunes, prompts, users, storage, expiries, _ = root.predict("all", 7, api_name="/admin_refresh")
     assert [row[:6] for row in tunes["data"]] == [[tune.id, "alice", "me", "woman", "fast", "cancelled"]]
     assert [row[5] for row in prompts["data"]] == ["failed"]
     assert queue["data"] == [] and expiries["data"] == []

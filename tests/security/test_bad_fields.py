@@ -547,6 +547,7 @@ GENERATE_TAB_FIELDS = {
     "prompt {{unknown}}": ({"text": "{{subject}} with {{hat}}"}, "text"),
     "negative prompt of 1 MB": ({"negative_prompt": MB}, "negative_prompt"),
     "seed 2**70": ({"seed": 2**70}, "seed"),
+    "keep the best 3 of 4": ({"num_images": 4, "best_of": "3"}, "best_of"),
 }
 
 # the label of the widget that sets each field, as the tabs show it
@@ -563,6 +564,7 @@ LABELS = {
     "seed": "Seed",
     "cfg_scale": "CFG scale",
     "scheduler": "Scheduler",
+    "best_of": "Keep the best of",
 }
 
 
@@ -618,7 +620,7 @@ def test_the_create_tab_refuses_bad_fields_naming_them(alice_browser, uploaded_p
 def test_the_generate_tab_refuses_bad_fields_naming_them(alice_browser, tune_id, fields, field):
     values = {"text": "{{subject}}", "negative_prompt": "", "num_images": 1, "seed": -1, "aspect_ratio": "1:1",
               "steps": 4, "cfg_scale": 7.0, "scheduler": "euler_a", **fields}  # fmt: skip
-    inputs = [tune_id, *(values[k] for k in GENERATE_TAB), False, False, False]
+    inputs = [tune_id, *(values[k] for k in GENERATE_TAB), False, False, False, values.get("best_of", "")]
     session = uuid.uuid4().hex
     loaded = call_in_session(alice_browser, session, "tunes_changed", [None])  # the tab fills its tune picker on load
     assert loaded[0] == "complete", loaded

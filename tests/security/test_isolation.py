@@ -359,7 +359,7 @@ def test_the_uis_events_over_plain_http_act_as_the_caller(served: Served, record
         for name in ("cancel_tune_1", "delete_tune_1", "refresh"):
             kind, answer = call_raw(session, name, [records.tune])
             assert kind in ("complete", "error") and "alice" not in str(answer) and TITLE not in str(answer)
-        inputs = [records.tune, "{{subject}}", "", 1, -1, "1:1", 30, 7, "dpm++2m_karras", False, False, False]
+        inputs = [records.tune, "{{subject}}", "", 1, -1, "1:1", 30, 7, "dpm++2m_karras", False, False, False, ""]
         kind, answer = call_raw(session, "generate", inputs)
         assert kind in ("complete", "error") and TITLE not in str(answer)
     with served.rest("alice") as alice:  # her key still works

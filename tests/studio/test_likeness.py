@@ -19,6 +19,7 @@ from pipelines.generate import Generator
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
 from tests.admin.test_scheduler import FakeClock
+from tests.conftest import wait_for
 from tests.pipelines.test_identity import face_photo, obamas
 
 pytestmark = pytest.mark.usefixtures("no_card_samples")
@@ -129,3 +130,42 @@ def test_a_dog_has_no_subject_and_its_avatars_no_likeness(runtime):
     prompt = runtime.studio.create_prompt("alice", dog.id, PromptCreate("{{subject}}", num_images=1, steps=1))
     runtime.worker.drain()
     assert runtime.studio.get_prompt("alice", prompt.id).images[0].likeness is None
+
+
+def test_the_serving_worker_scores_a_prompt_while_the_next_one_generates(runtime, monkeypatch):
+    """A pack run does not wait for the scoring: prompt 1's likeness is measured while prompt 2 generates."""
+    import threading
+
+    import studio.likeness
+
+    tune = trained(runtime, "obama")
+    second_generating, overlapped = threading.Event(), []
+    real_score, real_generate = studio.likeness.score, DrawsThesePhotos.generate
+    generated: list[int] = []
+
+    def generate(self, branch_name, request, **kwargs):
+        generated.append(request.seed)
+        if len(generated) == 2:
+            second_generating.set()
+        return real_generate(self, branch_name, request, **kwargs)
+
+    def score(db, tune_id, images):
+        if not overlapped:  # prompt 1: finishes only once prompt 2 is generating (a worker that waited never does)
+            overlapped.append(second_generating.wait(timeout=30))
+        return real_score(db, tune_id, images)
+
+    monkeypatch.setattr(DrawsThesePhotos, "generate", generate)
+    monkeypatch.setattr(studio.likeness, "score", score)
+    runtime.worker.generator.photos = [face_photo("obama2.jpg")]
+    prompts = [
+        runtime.studio.create_prompt("alice", tune.id, PromptCreate("{{subject}}", num_images=1, steps=1, seed=s))
+        for s in (10, 20)
+    ]
+    runtime.worker.start()
+    done = wait_for(
+        lambda: [runtime.studio.get_prompt("alice", p.id) for p in prompts],
+        lambda ps: all(p.status == "done" for p in ps),
+        what="both prompts done",
+    )
+    assert overlapped == [True], "prompt 1 was scored while prompt 2 generated"
+    assert [p.images[0].seed for p in done] == [10, 20] and all(p.images[0].likeness >= 0.6 for p in done)

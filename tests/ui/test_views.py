@@ -22,7 +22,8 @@ def report(index: int, name: str, *, usable: bool = True, warnings: tuple[str, .
 def test_an_empty_report_has_the_real_headers():
     table = photo_report_table([])
 
-    assert list(table.columns) == PHOTO_REPORT_HEADERS == ["photo", "size", "faces", "sharpness", "used", "advice"]
+    assert list(table.columns) == PHOTO_REPORT_HEADERS
+    assert PHOTO_REPORT_HEADERS == ["photo", "size", "faces", "likeness", "sharpness", "used", "advice"]
     assert len(PHOTO_REPORT_WIDTHS) == len(PHOTO_REPORT_HEADERS) and table.empty
 
 
@@ -35,4 +36,4 @@ def test_a_refused_file_is_marked_in_its_place_among_the_checked_photos():
     assert table["photo"].tolist() == ["a.jpg", "notes.jpg", "b.jpg"]
     assert table["used"].tolist() == ["yes", "no", "no"]
     assert table["advice"].tolist() == ["looks good", "refused: is not an image (a text file?)", skipped]
-    assert table.iloc[1][["size", "faces", "sharpness"]].tolist() == ["-", "-", "-"]
+    assert table.iloc[1][["size", "faces", "likeness", "sharpness"]].tolist() == ["-", "-", "-", "-"]
