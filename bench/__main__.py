@@ -1,4 +1,4 @@
-"""Run the benchmark suite: `python -m bench [--only train|generate|real|service|load|jobs] [--quick]`.
+"""Run the benchmark suite: `python -m bench [--only train|generate|real|service|load|jobs|likeness] [--quick]`.
 
 Each configuration runs in a subprocess (`bench.train_step`, `bench.generation`, `bench.service`, …) so
 that its peak memory is its own; this process only schedules them, relays their records to stdout (one
@@ -23,7 +23,7 @@ from typing import Any
 from bench.common import ROOT, child_env, progress
 from bench.report import write_table
 
-SECTIONS = ("train", "generate", "real", "service", "load", "jobs")
+SECTIONS = ("train", "generate", "real", "service", "load", "jobs", "likeness")
 DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
 CHILD_TIMEOUT_S = 20 * 60
 
@@ -60,6 +60,10 @@ def plan(sections: list[str], *, quick: bool, device: str, workdir: Path, thread
         argv = ["bench.jobs", "--workdir", str(workdir / "jobs"), *common]
         argv += ["--jobs", "1", "--steps", "6", "--images", "2"] if quick else []
         jobs.append(Job("studio overhead per Hugging Face job, tiny tunes on the fake Hub", tuple(argv)))
+    if "likeness" in sections:
+        argv = ["bench.likeness", "--workdir", str(workdir / "likeness"), "--device", device]
+        argv += ["--reps", "3", "--prompts", "2", "--images", "4", "--steps", "4"] if quick else []
+        jobs.append(Job("likeness: identity per photo and avatar, a scored pack run on tiny", tuple(argv)))
     return jobs
 
 
@@ -148,7 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run only this section (repeatable): train = tiny training, generate = tiny generation, "
         "real = training the SD-1.5 architecture at 256 px, service = in-process service calls (fast branch), "
         "load = polling over HTTP (REST and gradio_client) while a tiny training runs, "
-        "jobs = the studio's own cost per Hugging Face job (against the test fake Hub)",
+        "jobs = the studio's own cost per Hugging Face job (against the test fake Hub), "
+        "likeness = face identity per photo and avatar and a scored 64-avatar pack run",
     )
     parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions: a smoke run")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
