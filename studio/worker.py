@@ -414,7 +414,14 @@ class InProcessWorker:
         except LeaseLostError:
             log.warning("worker %s: lost its lease on prompt %s; another worker runs it", self.name, prompt.id)
             return
-        images = self._store_images(prompt, finishing.images, scores)
+        try:
+            images = self._store_images(prompt, finishing.images, scores)
+        except Exception as error:  # a full disk: the prompt runs again, or fails with no partial images kept
+            log.error("prompt %s: its images could not be stored: %s", prompt.id, traceback.format_exc(limit=5))
+            reason = _describe(error, self.studio.settings.data_dir)
+            if queue.retry_or_fail_prompt(self.db, prompt, reason, held_by=self.worker_id):
+                shutil.rmtree(self.studio.images_dir(prompt.id), ignore_errors=True)  # images of a failed run
+            return
         ended = queue.end_prompt(
             self.db, prompt.owner, prompt.id, PromptStatus.DONE, images=images, held_by=self.worker_id
         )

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Before anything imports huggingface_hub or gradio: no network, no telemetry.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Each test process has its own Gradio file cache (servers it starts inherit it). Gradio names an upload's copy by
+# its content, so two processes uploading the same photo shared one file, and one's sweep of old copies
+# (`ui.files.UIFiles`) deleted the other's upload mid-test.
+os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="gradio-tests-")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two workers on two cores: one torch thread each, or their threads fight for the cores
     # (a tiny training ran 10x slower); servers and workers the tests start inherit it
@@ -34,13 +39,17 @@ from pipelines.tiny import synthetic_subject as subject_image
 # starts them first and the quick files fill in around them (last, one of them kept a worker busy a minute after
 # the other was done).
 SLOW_FILES = (
-    "tests/studio/test_hf_jobs.py",
     "tests/faults/test_server_kill.py",
+    "tests/studio/test_hf_jobs.py",
     "tests/faults/test_worker_processes.py",
-    "tests/pipelines/test_train.py",
-    "tests/test_browser",
+    "tests/test_browser_hf_jobs.py",
+    "tests/test_browser.py",
     "tests/faults/test_hf_jobs_restart.py",
-    "tests/studio/test_crash.py",
+    "tests/test_browser_create.py",
+    "tests/pipelines/test_train.py",
+    "tests/test_browser",  # the other browser files
+    "tests/test_app.py",
+    "tests/admin/test_scheduler.py",
 )
 
 

@@ -101,7 +101,7 @@ def test_every_rest_tune_field_is_a_gradio_parameter_and_the_other_way_round(res
 def test_every_rest_prompt_field_but_the_callback_can_be_set_by_a_pack_prompt(rest):
     values = {"num_images": 2, "seed": 5, "cfg_scale": 6.5, "steps": 20, "scheduler": "euler", "aspect_ratio": "4:5"}
     values |= {"negative_prompt": "blurry", "super_resolution": True, "inpaint_faces": True, "hires_fix": True}
-    values |= {"face_correct": True}
+    values |= {"face_correct": True, "best_of": 4}
     fields = rest_fields(rest, "PromptFields") - {"callback", "text", "w", "h"}  # w/h: instead of aspect_ratio
     assert set(values) == fields  # a new REST field must be added here, and to the pack schema
     pack = {

@@ -63,7 +63,10 @@ def test_the_jobs_section_is_planned_and_reported_with_the_part_it_measures(tmp_
     assert "jobs" in SECTIONS
     [job] = plan(["jobs"], quick=True, device="cpu", workdir=tmp_path)
     assert job.argv[0] == "bench.jobs" and "--jobs" in job.argv and str(tmp_path / "jobs") in job.argv
-    assert [j.argv[0] for j in plan(list(SECTIONS), quick=True, device="cpu", workdir=tmp_path)][-1] == "bench.jobs"
+    planned = [j.argv[0] for j in plan(list(SECTIONS), quick=True, device="cpu", workdir=tmp_path)]
+    assert planned[-2:] == ["bench.jobs", "bench.likeness"]
+    [likeness] = plan(["likeness"], quick=True, device="cpu", workdir=tmp_path)
+    assert "--prompts" in likeness.argv and str(tmp_path / "likeness") in likeness.argv
     submit, follow = table([JOBS, FOLLOW]).splitlines()[-2:]
     assert "| part=push_training_set | 0.214 s |" in submit and "`python -m bench --only jobs`" in submit
     assert "cpu_ms_per_min 177, log_ms_per_line 0.4" in follow

@@ -1,5 +1,7 @@
 """SIGKILL the whole server (`python app.py`) mid-training and mid-generation, restart it on the same data folder:
-the tune resumes from its checkpoint, every prompt ends with exactly its images, nothing is duplicated."""
+the tune resumes from its checkpoint, every prompt ends with exactly its images, nothing is duplicated. The web
+process never loads torch (its worker process trains and generates), and its worker stops with it, on Ctrl-C or
+when the web process alone is killed."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import pytest
 from tests.conftest import astronaut_photos, settings_with_tiny, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS, CHECKPOINT_EVERY = 24, 4
+STEPS, CHECKPOINT_EVERY = 16, 4  # killed after the first checkpoint, 12 steps before the end
 
 
 def _jpeg(image) -> bytes:
@@ -123,7 +125,9 @@ def row(data_dir: Path, query: str, *params: object) -> sqlite3.Row | None:
         return conn.execute(query, params).fetchone()
 
 
-def test_a_killed_server_resumes_training_and_finishes_every_prompt_exactly_once(server, tmp_path):
+def test_a_killed_server_resumes_training_and_finishes_every_prompt_exactly_once_and_its_worker_stops_with_it(
+    server, tmp_path
+):
     key = server.create_key("alice")
     auth = {"Authorization": f"Bearer {key}"}
     photos = [("tune[images][]", (f"me-{i}.jpg", _jpeg(p), "image/jpeg")) for i, p in enumerate(astronaut_photos())]
@@ -222,3 +226,41 @@ def test_a_killed_server_resumes_training_and_finishes_every_prompt_exactly_once
     assert (images["n"], images["paths"]) == (2 + 3 + 3, 2 + 3 + 3), "every image stored once"
     files = sorted(path.name for path in (server.data_dir / "images" / str(prompt_id)).iterdir())
     assert len(files) == 3 and all(name.endswith(".png") for name in files), "no half-written files left"
+
+    # 4. All the training and generating was done by the server's worker process: the web process never loaded
+    # torch. Ctrl-C stops the worker with it; a web process SIGKILLed alone does not leave its worker behind.
+    web = server.process.pid
+    assert "libtorch" not in Path(f"/proc/{web}/maps").read_text(), "the web process loaded torch"
+    [worker_pid] = [int(pid) for pid in _children(web)]
+    server.process.send_signal(signal.SIGINT)  # Ctrl-C
+    server.process.wait(30)
+    wait_for(lambda: _running(worker_pid), lambda alive: not alive, timeout=30, what="the worker to stop")
+    assert row(server.data_dir, "SELECT stopped_at FROM workers WHERE id = 'w0'")["stopped_at"] is not None
+
+    server.start(key)
+    [worker_pid] = [int(pid) for pid in _children(server.process.pid)]
+    wait_for(
+        lambda: row(server.data_dir, "SELECT pid FROM workers WHERE id = 'w0' AND stopped_at IS NULL"),
+        lambda found: found is not None and found["pid"] == worker_pid,
+        timeout=120,
+        what="the new worker to serve",
+    )
+    os.kill(server.process.pid, signal.SIGKILL)  # the web process alone, not its group
+    server.process.wait(30)
+    wait_for(lambda: _running(worker_pid), lambda alive: not alive, timeout=30, what="the orphan worker to stop")
+
+
+def _children(pid: int) -> list[str]:
+    return wait_for(
+        lambda: Path(f"/proc/{pid}/task/{pid}/children").read_text().split(),
+        lambda found: len(found) == 1,
+        what="the worker process",
+    )
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"

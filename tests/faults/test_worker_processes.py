@@ -1,6 +1,6 @@
 """Worker processes (`python -m studio.worker`) over one data folder, as `python app.py` starts them: they share the
-queue without running a job twice, a SIGKILLed or paused worker's training is taken over once its lease lapses and
-resumes from its checkpoint, and the web process serves without torch and stops its workers with it."""
+queue without running a job twice, and a SIGKILLed or paused worker's training is taken over once its lease lapses
+and resumes from its checkpoint. (The web process and its workers: tests/faults/test_server_kill.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pipelines.settings import Settings
@@ -22,12 +21,13 @@ from storage.records import DeliveryKind, PromptStatus, TuneStatus
 from studio.requests import PromptCreate
 from studio.runtime import open_runtime
 from tests.conftest import settings_with_tiny, wait_for
-from tests.faults.test_server_kill import Server, _jpeg
 from tests.studio.test_service import tune_request
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 3
-STEPS, CHECKPOINT_EVERY = 12, 4  # a checkpoint at 4 and 8: the kill lands mid-training
+# a checkpoint every 4 steps: w1 is paused after one (about step 5 to 10, once its ETA is written), w2 is killed
+# after one of its own, and w1 still has steps left when it resumes
+STEPS, CHECKPOINT_EVERY = 24, 4
 
 
 class Workers:
@@ -130,34 +130,79 @@ def _tiny_tune(runtime) -> int:
     return runtime.studio.create_tune("alice", request).tune.id
 
 
-def _training_on_w1(runtime, workers: Workers, tune_id: int) -> subprocess.Popen:
-    first = workers.start("w1")
+def _checkpoint_version(path: Path) -> tuple[int, int] | None:
+    """Which checkpoint file is there (checkpoints are replaced atomically: a new one is a new file)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
+def test_a_paused_worker_loses_its_job_and_a_killed_ones_training_is_taken_over_and_resumes_from_its_checkpoint(
+    runtime, workers
+):
+    """One training, three holders: w1 is paused (SIGSTOP) past its lease and w2 takes the training over; w1 wakes,
+    finds it lost its lease and stops that job without writing; w2 is SIGKILLed after a checkpoint of its own, and
+    w1, alive and idle, takes the training over once w2's lease lapses and finishes it from w2's checkpoint."""
+    tune_id = _tiny_tune(runtime)
     data = runtime.settings.data_dir
-    wait_for(
-        lambda: column(data, "SELECT status FROM tunes WHERE id = ?", tune_id),
-        lambda status: status == TuneStatus.TRAINING,
-        every=0.05,
-        what="w1 to claim the training",
-    )
-    return first
-
-
-def _passed_a_checkpoint(runtime, tune_id: int) -> None:
     checkpoint = runtime.studio.training_dir(tune_id) / "checkpoint.pt"
-    wait_for(checkpoint.exists, bool, every=0.02, timeout=180, what="a training checkpoint")
 
+    def holder() -> str:
+        return str(column(data, "SELECT worker_id FROM tunes WHERE id = ?", tune_id))
 
-def _trained_once_resumed(runtime, tune_id: int) -> None:
-    """The tune trained in two attempts from the checkpoint, its prompt has exactly its images, one callback each."""
+    # 1. w1 trains past a checkpoint with its progress and time left on the record; w2 idles (w1's lease is live)
+    first = workers.start("w1")
+    wait_for(holder, lambda held: held.startswith("w1."), every=0.05, what="w1 to claim the training")
+    workers.start("w2")
+    wait_for(
+        lambda: runtime.studio.get_tune("alice", tune_id),
+        lambda t: checkpoint.exists() and t.eta_seconds is not None,
+        every=0.02,
+        timeout=180,
+        what="a training checkpoint and an ETA",
+    )
+    first.send_signal(signal.SIGSTOP)  # a hung worker: alive, but no heartbeat
+    paused = runtime.studio.get_tune("alice", tune_id)
+    assert paused.status == TuneStatus.TRAINING and paused.progress > 0 and paused.eta_seconds > 0, paused
+    assert (paused.attempts, holder()[:3]) == (1, "w1."), "w2 left w1's job alone while its lease was live"
+
+    # 2. w2 takes it over once the lease lapses; w1 wakes, notices, and writes nothing more
+    wait_for(holder, lambda held: held.startswith("w2."), timeout=60, what="w2 to take the training over")
+    taken_over_at = _checkpoint_version(checkpoint)
+    first.send_signal(signal.SIGCONT)
+    wait_for(lambda: workers.log("w1"), lambda text: "lost its lease" in text, timeout=60, what="w1 to notice")
+
+    # 3. w2 is killed once it saved a checkpoint of its own: w1 takes over after w2's lease and resumes from it
+    wait_for(
+        lambda: _checkpoint_version(checkpoint),
+        lambda version: version not in (taken_over_at, None),
+        every=0.02,
+        timeout=180,
+        what="a checkpoint of w2's",
+    )
+    second = workers.processes["w2"]
+    second.kill()
+    second.wait(30)
+    killed = runtime.studio.get_tune("alice", tune_id)
+    assert (killed.status, killed.attempts, holder()[:3]) == (TuneStatus.TRAINING, 2, "w2."), "the kill interrupted it"
+    assert first.poll() is None, "w1 lives on after losing its job"
+
     trained = wait_for(
         lambda: runtime.studio.get_tune("alice", tune_id),
         lambda t: t.status in (TuneStatus.TRAINED, TuneStatus.FAILED),
         timeout=240,
         what="the tune to train",
     )
-    assert (trained.status, trained.attempts) == (TuneStatus.TRAINED, 2), trained.error
+    assert (trained.status, trained.attempts) == (TuneStatus.TRAINED, 3), trained.error
     metadata = json.loads((Path(trained.artifact_location) / "lora_metadata.json").read_text())
-    assert metadata["steps"] == STEPS and metadata["resumed_from_step"] >= CHECKPOINT_EVERY, metadata
+    # w2 resumed from w1's checkpoint (at 4 or 8) and saved one later on: w1 went on from there, not from the start,
+    # and the loss curve of the killed attempts came along
+    resumed_from = metadata["resumed_from_step"]
+    assert resumed_from >= 2 * CHECKPOINT_EVERY and resumed_from % CHECKPOINT_EVERY == 0, metadata
+    assert metadata["steps"] == len(metadata["loss_curve"]["values"]) == STEPS, metadata
+    assert "w1 INFO stored the LoRA" in workers.log("w1") and "stored the LoRA" not in workers.log("w2")
     [prompt] = wait_for(
         lambda: runtime.studio.list_prompts("alice", tune_id=tune_id),
         lambda ps: ps[0].status in (PromptStatus.DONE, PromptStatus.FAILED),
@@ -167,98 +212,3 @@ def _trained_once_resumed(runtime, tune_id: int) -> None:
     assert prompt.status == PromptStatus.DONE and len(prompt.images) == 2, prompt.error
     assert len(runtime.db.deliveries_for("alice", DeliveryKind.TUNE, tune_id)) == 1
     assert len(runtime.db.deliveries_for("alice", DeliveryKind.PROMPT, prompt.id)) == 1
-
-
-def test_a_killed_workers_training_is_taken_over_after_its_lease_and_resumes_from_the_checkpoint(runtime, workers):
-    tune_id = _tiny_tune(runtime)
-    first = _training_on_w1(runtime, workers, tune_id)
-    workers.start("w2")  # idle meanwhile: the only job is w1's, under a live lease
-    _passed_a_checkpoint(runtime, tune_id)
-    first.kill()
-    first.wait(30)
-    data = runtime.settings.data_dir
-    assert column(data, "SELECT attempts FROM tunes WHERE id = ?", tune_id) == 1
-    assert str(column(data, "SELECT worker_id FROM tunes WHERE id = ?", tune_id)).startswith("w1.")
-
-    # w1 is dead but has another name: w2 takes over once the lease lapses, and resumes from the checkpoint
-    _trained_once_resumed(runtime, tune_id)
-
-
-def test_a_paused_worker_loses_its_job_and_on_waking_stops_it_without_writing(runtime, workers):
-    tune_id = _tiny_tune(runtime)
-    first = _training_on_w1(runtime, workers, tune_id)
-    workers.start("w2")
-    _passed_a_checkpoint(runtime, tune_id)
-    first.send_signal(signal.SIGSTOP)  # a hung worker: alive, but no heartbeat
-    data = runtime.settings.data_dir
-    wait_for(
-        lambda: str(column(data, "SELECT worker_id FROM tunes WHERE id = ?", tune_id)),
-        lambda holder: holder.startswith("w2."),
-        timeout=60,
-        what="w2 to take the training over",
-    )
-    first.send_signal(signal.SIGCONT)
-    wait_for(lambda: workers.log("w1"), lambda text: "lost its lease" in text, timeout=60, what="w1 to notice")
-    _trained_once_resumed(runtime, tune_id)
-    assert first.poll() is None, "w1 lives on and takes other work"
-
-
-def test_the_web_process_serves_without_torch_and_its_workers_stop_with_it(folder, tmp_path):
-    server = Server(folder.data_dir, tmp_path)
-    server.env |= {"TUNES_DEFAULT_BRANCH": "fast", "TUNES_WORKER_LEASE_SECONDS": str(LEASE_S)}
-    key = server.create_key("alice")
-    url = server.start(key)
-    auth = {"Authorization": f"Bearer {key}"}
-    photos = [("tune[images][]", (f"me-{i}.jpg", _jpeg(p), "image/jpeg")) for i, p in enumerate(_photos())]
-    with httpx.Client(base_url=url, headers=auth, timeout=60) as client:
-        created = client.post("/tunes", data={"tune[title]": "Me", "tune[name]": "woman"}, files=photos)
-        assert created.status_code == 201, created.text
-        trained = wait_for(
-            lambda: client.get(f"/tunes/{created.json()['id']}").json(),
-            lambda t: t["status"] == "trained",
-            what="the worker process to train the tune",
-        )
-        assert client.get("/").status_code == 200 and trained["status"] == "trained"
-    web = server.process.pid
-    maps = Path(f"/proc/{web}/maps").read_text()
-    assert "libtorch" not in maps, "the web process loaded torch"
-    [worker_pid] = [int(pid) for pid in _children(web)]
-
-    server.process.send_signal(signal.SIGINT)  # Ctrl-C
-    server.process.wait(30)
-    wait_for(lambda: _running(worker_pid), lambda alive: not alive, timeout=30, what="the worker to stop")
-    assert column(folder.data_dir, "SELECT stopped_at FROM workers WHERE id = 'w0'") is not None
-
-    url = server.start(key)  # again, then SIGKILL the web process alone: its worker does not outlive it
-    [worker_pid] = [int(pid) for pid in _children(server.process.pid)]
-    wait_for(
-        lambda: column(folder.data_dir, "SELECT pid FROM workers WHERE id = 'w0' AND stopped_at IS NULL"),
-        lambda pid: pid == worker_pid,
-        timeout=120,
-        what="the new worker to serve",
-    )
-    os.kill(server.process.pid, signal.SIGKILL)
-    server.process.wait(30)
-    wait_for(lambda: _running(worker_pid), lambda alive: not alive, timeout=30, what="the orphan worker to stop")
-
-
-def _photos():
-    from tests.conftest import astronaut_photos
-
-    return astronaut_photos()
-
-
-def _children(pid: int) -> list[str]:
-    return wait_for(
-        lambda: Path(f"/proc/{pid}/task/{pid}/children").read_text().split(),
-        lambda found: len(found) == 1,
-        what="the worker process",
-    )
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"

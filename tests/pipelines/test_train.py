@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -79,10 +73,10 @@ def test_training_learns_the_subject(tmp_path, tiny_sd15_dir, subject_samples):
 
     Metric: mean squared distance between generated latents (4 seeds, 10 DDIM steps, no guidance) and the
     mean latent of the training images. Margin: the LoRA's distance is at most 75% of the base model's
-    (measured about 50% with these settings). The loss also falls: the mean of the last 20 steps is
-    below 80% of the mean of the first 20 (measured about 57%).
+    (measured about 56% with these settings; 49% after 100 steps). The loss also falls: the mean of the last
+    20 steps is below 80% of the mean of the first 20 (measured about 67%; 58% after 100 steps).
     """
-    config = tiny_config(steps=100, learning_rate=1e-2, batch_size=1)
+    config = tiny_config(steps=60, learning_rate=1e-2, batch_size=1)
     result = train_lora(config, subject_samples, tmp_path, model_dir=tiny_sd15_dir, device="cpu")
 
     losses = result.metadata["loss_curve"]["values"]
@@ -166,45 +160,6 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, tiny_sd15_dir, sub
     interrupted_run(tmp_path / "other")
     other = train_lora(tiny_config(steps=4, seed=99), subject_samples, tmp_path / "other", model_dir=tiny_sd15_dir)
     assert other.resumed_from_step is None, "another seed must start over, not continue someone else's weights"
-
-
-def test_a_killed_training_process_resumes_from_its_last_checkpoint(tmp_path, tiny_sd15_dir):
-    """SIGKILL a real training process after its first checkpoint; the next run continues from there."""
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.path.insert(0, {str(os.getcwd())!r})
-        from tests.pipelines.test_train import killable_run
-        killable_run({str(tiny_sd15_dir)!r}, {str(tmp_path / "lora")!r})
-        """
-    )
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
-    checkpoint = tmp_path / "lora" / CHECKPOINT_NAME
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert checkpoint.exists(), (
-        process.stderr.read().decode()[-2000:] if process.poll() is not None else "no checkpoint"
-    )
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-    samples = [Sample(subject_image(i), "sks thing") for i in range(4)]
-    result = train_lora(_kill_config(), samples, tmp_path / "lora", model_dir=tiny_sd15_dir)
-    assert result.resumed_from_step is not None and result.resumed_from_step % 3 == 0
-    assert result.resumed_from_step >= 3
-    assert len(result.metadata["loss_curve"]["values"]) == 30
-
-
-def _kill_config() -> TrainConfig:
-    return tiny_config(steps=30, checkpoint_every=3)  # the kill lands after step 3, ~27 steps (seconds) before the end
-
-
-def killable_run(model_dir: str, output_dir: str) -> None:
-    """Entry point of the subprocess above (long enough to be killed mid-way)."""
-    samples = [Sample(subject_image(i), "sks thing") for i in range(4)]
-    train_lora(_kill_config(), samples, output_dir, model_dir=model_dir)
 
 
 def test_sdxl_lora_trains_and_loads_in_a_stock_sdxl_pipeline(tmp_path, tiny_sdxl_dir, subject_samples):

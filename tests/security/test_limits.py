@@ -106,7 +106,7 @@ def test_the_uis_own_actions_draw_from_the_same_bucket(limited):
         for _ in range(2):
             kind, _answer = call_in_session(browser, session, "create_key", [])
             assert kind == "complete"
-        inputs = [None, "{{subject}}", "", 1, -1, "1:1", 30, 7, "dpm++2m_karras", False, False, False]
+        inputs = [None, "{{subject}}", "", 1, -1, "1:1", 30, 7, "dpm++2m_karras", False, False, False, ""]
         kind, answer = call_in_session(browser, session, "generate", inputs)
         assert kind == "complete" and "rate limit" not in str(answer), "the third request is allowed"
         kind, message = call_in_session(browser, session, "create_key", [])
