@@ -8,7 +8,11 @@ where the images are made (a local worker) or fetched (the Hugging Face Jobs bac
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from PIL import Image
 
@@ -29,14 +33,57 @@ def keep_subject(db: Database, tune_id: int, subject: Subject | None) -> None:
 
 
 def score(db: Database, tune_id: int, images: Sequence[Image.Image]) -> list[float | None]:
-    """The likeness (0-1) of each image to the tune's subject; all None when the tune has no stored subject (not a
-    person, expired) or identity checks are off."""
-    stored = db.subject_faces(tune_id)
-    model = identity_model() if stored else None
+    """The likeness (0-1) of each image to the tune's subject, measured here; all None when the tune has no stored
+    subject (not a person, expired) or identity checks are off."""
+    return score_images(db.subject_faces(tune_id), list(images))
+
+
+def score_images(subject: bytes | None, images: list[Image.Image]) -> list[float | None]:
+    """`score` for a stored subject (`Subject.to_bytes`): what the scoring process runs."""
+    model = identity_model() if subject else None
     if model is None:
         return [None] * len(images)
-    subject = Subject.from_bytes(stored)
-    return [image_likeness(model, subject, image) for image in images]
+    found = Subject.from_bytes(subject)
+    return [image_likeness(model, found, image) for image in images]
+
+
+class Scorer:
+    """Scores a worker's images in a process of its own, started on first use and kept.
+
+    Not a thread: dlib holds Python's GIL while it embeds a face (a pure-Python loop ran 12x slower beside it), and
+    the generation that runs meanwhile launches its GPU work from Python. A scoring process that dies is started
+    again for the next prompt; the prompt it was scoring keeps its images without likeness.
+    """
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, db: Database, tune_id: int, images: Sequence[Image.Image]) -> Future:
+        """A future of `score(db, tune_id, images)`; already done (all None) when there is nothing to measure."""
+        subject = db.subject_faces(tune_id)
+        if subject is None or identity_model() is None:
+            done: Future = Future()
+            done.set_result([None] * len(images))
+            return done
+        with self._lock:
+            try:
+                return self._process().submit(score_images, subject, list(images))
+            except BrokenProcessPool:  # it died (out of memory, killed): a new one for this and later prompts
+                log.warning("the likeness scoring process died; starting another")
+                self._pool = None
+                return self._process().submit(score_images, subject, list(images))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def _process(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
 
 
 def kept(prompt: Prompt, scores: Sequence[float | None]) -> list[int]:

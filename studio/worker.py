@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -108,7 +108,7 @@ class InProcessWorker:
         self.lease: Lease | None = None  # of the job running now
         # a generated prompt whose images are scored (likeness) while the next prompt generates, then stored
         self._finishing: _Finishing | None = None
-        self._scorer: ThreadPoolExecutor | None = None
+        self._scorer = likeness.Scorer()
         self._done = 0  # jobs finished since the last heartbeat
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -171,8 +171,7 @@ class InProcessWorker:
         self.studio.work_available.set()
         for thread in self._threads:
             thread.join(timeout)
-        if self._scorer is not None:
-            self._scorer.shutdown(wait=False, cancel_futures=True)
+        self._scorer.close()
 
     def _loop(self, *, parent_pid: int | None = None) -> None:
         try:
@@ -387,15 +386,12 @@ class InProcessWorker:
             return
         self._finish_pending()  # the previous prompt, scored while this one generated
         pictures = [item.image for item in result.images]
-        scores = self._scoring().submit(likeness.score, self.db, tune.id, pictures)
+        scores = self._scorer.submit(self.db, tune.id, pictures)
         self._finishing = _Finishing(prompt, self.lease, result.images, scores)
         if not overlap:
             self._finish_pending()
 
-    def _scoring(self) -> ThreadPoolExecutor:
-        if self._scorer is None:
-            self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunes-likeness")
-        return self._scorer
+        scores = self._scorer.submit(self.db, tune.id, pictures)
 
     def _finish_pending(self) -> None:
         """End the generated prompt waiting for its likeness scores: keep its best images, store them, mark it done."""
@@ -574,7 +570,7 @@ class Lease:
 
 @dataclass
 class _Finishing:
-    """A generated prompt waiting for its likeness scores (and its lease, renewed by the heartbeat meanwhile)."""
+    """A generated prompt waiting for its likeness scores (`likeness.Scorer`), its lease renewed by the heartbeat."""
 
     prompt: Prompt
     lease: Lease | None

@@ -133,14 +133,16 @@ def test_a_dog_has_no_subject_and_its_avatars_no_likeness(runtime):
 
 
 def test_the_serving_worker_scores_a_prompt_while_the_next_one_generates(runtime, monkeypatch):
-    """A pack run does not wait for the scoring: prompt 1's likeness is measured while prompt 2 generates."""
+    """A pack run does not wait for the scoring: prompt 1's likeness is measured (in the scoring process) while
+    prompt 2 generates."""
     import threading
+    from concurrent.futures import Future
 
     import studio.likeness
 
     tune = trained(runtime, "obama")
-    second_generating, overlapped = threading.Event(), []
-    real_score, real_generate = studio.likeness.score, DrawsThesePhotos.generate
+    second_generating, overlapped, submitted = threading.Event(), [], []
+    real_submit, real_generate = studio.likeness.Scorer.submit, DrawsThesePhotos.generate
     generated: list[int] = []
 
     def generate(self, branch_name, request, **kwargs):
@@ -149,13 +151,22 @@ def test_the_serving_worker_scores_a_prompt_while_the_next_one_generates(runtime
             second_generating.set()
         return real_generate(self, branch_name, request, **kwargs)
 
-    def score(db, tune_id, images):
-        if not overlapped:  # prompt 1: finishes only once prompt 2 is generating (a worker that waited never does)
+    def submit(self, db, tune_id, images):
+        scores = real_submit(self, db, tune_id, images)
+        submitted.append(tune_id)
+        if len(submitted) > 1:
+            return scores
+        gated: Future = Future()  # prompt 1's scores come once prompt 2 is generating (never, if the worker waited)
+
+        def release() -> None:
             overlapped.append(second_generating.wait(timeout=30))
-        return real_score(db, tune_id, images)
+            gated.set_result(scores.result())
+
+        threading.Thread(target=release, daemon=True).start()
+        return gated
 
     monkeypatch.setattr(DrawsThesePhotos, "generate", generate)
-    monkeypatch.setattr(studio.likeness, "score", score)
+    monkeypatch.setattr(studio.likeness.Scorer, "submit", submit)
     runtime.worker.generator.photos = [face_photo("obama2.jpg")]
     prompts = [
         runtime.studio.create_prompt("alice", tune.id, PromptCreate("{{subject}}", num_images=1, steps=1, seed=s))
