@@ -86,6 +86,7 @@ class JobsBackend:
         self.api = api or HfApi(token=self.settings.hf_token)
         self.namespace = self.settings.jobs_owner
         self.holder = queue.holder_id(NAME, os.getpid())
+        self.scorer = likeness.Scorer()  # the renders' likeness, measured in a process of its own
         self.share = queue.jobs_share(self.settings.local_workers)
         self.followed: dict[str, Followed] = {}  # by job id
         self._start_error = ""
@@ -108,6 +109,7 @@ class JobsBackend:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.scorer.close()
 
     def check_flavor(self) -> None:
         """Raises SettingsError naming the allowed flavors when `TUNES_JOBS_FLAVOR` is not one of the Hub's."""
@@ -386,7 +388,7 @@ class JobsBackend:
         for file in files:
             with PILImage.open(file) as picture:
                 pictures.append(picture.convert("RGB"))
-        scores = likeness.score(self.db, tune.id, pictures)
+        scores = self.scorer.submit(self.db, tune.id, pictures).result()  # dlib holds the GIL: not in this process
         stored = []
         for index in likeness.kept(prompt, scores):
             target = target_dir / Path(images[index]["file"]).name
