@@ -93,6 +93,10 @@ def column(data_dir: Path, query: str, *params: object) -> object:
 
 def test_two_workers_drain_ten_mixed_jobs_with_no_job_run_twice(runtime, workers):
     studio = runtime.studio
+    workers.start("w1")
+    workers.start("w2")
+    # both serving before any job exists: a worker that came up late found the ten quick jobs all taken
+    wait_for(lambda: {w.id for w in runtime.db.list_workers()}, lambda ids: ids == {"w1", "w2"}, what="both workers")
     tunes = []
     for index, count in enumerate((2, 1, 2, 1)):  # 4 trainings and 6 prompts
         prompts = [
@@ -101,8 +105,6 @@ def test_two_workers_drain_ten_mixed_jobs_with_no_job_run_twice(runtime, workers
         ]
         request = tune_request(f"tune {index}", prompts=prompts, callback="http://127.0.0.1:9/t")
         tunes.append(studio.create_tune("alice", request).tune)
-    workers.start("w1")
-    workers.start("w2")
 
     def finished():
         prompts = studio.list_prompts("alice", limit=100)
