@@ -52,8 +52,11 @@ def test_a_studio_killed_while_its_job_trains_reattaches_and_the_lora_loads_in_s
             tune = created.json()
             job = wait_for(fake_hub.submitted_jobs, bool, timeout=60, what="the job to be submitted")[0]
             job.wait("RUNNING", timeout=60)
+        # the studio writes the job id once `run_job` has answered, which can be just after the job runs
+        query = "SELECT status, job_id, training_set FROM tunes WHERE id = ?"
+        wait_for(lambda: row(server.data_dir, query, tune["id"])["job_id"], bool, what="the job id on the record")
         server.kill()
-        killed = row(server.data_dir, "SELECT status, job_id, training_set FROM tunes WHERE id = ?", tune["id"])
+        killed = row(server.data_dir, query, tune["id"])
         assert (killed["status"], killed["job_id"]) == ("training", job.id), "the job id is on the record"
 
         # 2. Restart: the studio follows the same job to its end, fetches the images, deletes the photos
