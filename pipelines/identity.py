@@ -18,8 +18,11 @@ An embedding is biometric data: it is never logged or returned by an API (`Face`
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +92,12 @@ class IdentityModel:
         self._lock = threading.Lock()
 
     def embed(self, image: Image.Image, boxes: Sequence[FaceBox]) -> list[Face]:
-        """The embedding of each face box of `image` (boxes in the image's own coordinates), in order."""
+        """The embedding of each face box of `image` (boxes in the image's own coordinates), in order.
+
+        A photo is checked when it is uploaded and again when its tune is created: the embeddings of the last few
+        hundred faces are kept in memory for `RECENT_FACES_S` at most (never written anywhere; the photos
+        themselves are on disk meanwhile), and `forget_recent_faces` drops them all at once.
+        """
         if not boxes:
             return []
         scale = min(1.0, _MAX_WORK_SIDE / max(image.size))
@@ -97,17 +105,63 @@ class IdentityModel:
         if scale < 1:
             work = work.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
         pixels = np.ascontiguousarray(np.asarray(work))
+        digest = hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
         faces = []
         with self._lock:
             for box in boxes:
-                rect = self._dlib.rectangle(
-                    round(box.x * scale), round(box.y * scale), round((box.x + box.w) * scale),
-                    round((box.y + box.h) * scale),
-                )  # fmt: skip
-                shape = self._landmarks(pixels, rect)
-                vector = np.asarray(self._resnet.compute_face_descriptor(pixels, shape, 0), dtype=np.float32)
+                key = (digest, pixels.shape, box)
+                vector = _RECENT_FACES.get(key)
+                if vector is None:
+                    vector = self._embed(pixels, box, scale)
+                    _RECENT_FACES.put(key, vector)
                 faces.append(Face(box, vector))
         return faces
+
+    def _embed(self, pixels: np.ndarray, box: FaceBox, scale: float) -> np.ndarray:
+        rect = self._dlib.rectangle(
+            round(box.x * scale), round(box.y * scale), round((box.x + box.w) * scale), round((box.y + box.h) * scale)
+        )
+        shape = self._landmarks(pixels, rect)
+        return np.asarray(self._resnet.compute_face_descriptor(pixels, shape, 0), dtype=np.float32)
+
+
+class _RecentFaces:
+    """At most `kept` embeddings, each for at most `seconds` after it was computed (oldest dropped first)."""
+
+    def __init__(self, kept: int, seconds: float, clock=time.monotonic):
+        self.kept, self.seconds, self.clock = kept, seconds, clock
+        self._items: OrderedDict[tuple, tuple[float, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            self._expire()
+            item = self._items.get(key)
+            return None if item is None else item[1]
+
+    def put(self, key: tuple, vector: np.ndarray) -> None:
+        with self._lock:
+            self._items[key] = (self.clock(), vector)
+            while len(self._items) > self.kept:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self._items and now - next(iter(self._items.values()))[0] > self.seconds:
+            self._items.popitem(last=False)
+
+
+RECENT_FACES_S = 600.0
+_RECENT_FACES = _RecentFaces(kept=256, seconds=RECENT_FACES_S)
+
+
+def forget_recent_faces() -> None:
+    """Drop the embeddings kept in memory (`IdentityModel.embed`): when a tune and its photos are deleted."""
+    _RECENT_FACES.clear()
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -20,6 +20,7 @@ from typing import Any
 
 from packs.loader import LIBRARY_DIR, Pack
 from pipelines.errors import ValidationError
+from pipelines.identity import forget_recent_faces
 from pipelines.photos import PhotoInput
 from pipelines.prompt_spec import FAMILY_SAMPLING, STORED_FIELDS, option_values, sampling_for
 from pipelines.prompts import LoraTag, check_characteristics, render_prompt, split_lora_tags
@@ -273,6 +274,7 @@ class Studio:
         self.db.delete_tune(owner, tune_id, with_images=delete_images)
         shutil.rmtree(self.photos_dir(tune_id), ignore_errors=True)
         shutil.rmtree(self.training_dir(tune_id), ignore_errors=True)
+        forget_recent_faces()  # its photos' embeddings, if this process checked them lately
         if delete_images:
             for prompt in prompts:
                 shutil.rmtree(self.images_dir(prompt.id), ignore_errors=True)

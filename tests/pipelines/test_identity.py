@@ -169,3 +169,20 @@ def test_an_avatar_scores_its_likeness_and_best_of_keeps_the_most_alike():
     assert scores[2] >= 0.6 and scores[0] <= 0.35 and scores[3] <= 0.35
     assert most_alike(scores, 1) == [2]
     assert most_alike(scores, 3) == [0, 2, 3], "the faceless image goes first; the kept ones stay in render order"
+
+
+def test_recent_embeddings_stay_in_memory_ten_minutes_at_most_and_go_at_once_when_asked():
+    now = [0.0]
+    recent = identity._RecentFaces(kept=2, seconds=identity.RECENT_FACES_S, clock=lambda: now[0])
+    for name in ("a", "b", "c"):
+        recent.put((name,), name)
+    assert recent.get(("a",)) is None and recent.get(("c",)) == "c", "the oldest goes past `kept`"
+    now[0] = identity.RECENT_FACES_S + 1
+    assert recent.get(("b",)) is None and recent.get(("c",)) is None, "none outlives ten minutes"
+    recent.put(("d",), "d")
+    recent.clear()
+    assert recent.get(("d",)) is None
+    photo = face_photo("obama.jpg")
+    first = identity_model().embed(photo, detect_faces(photo)[:1])[0].embedding
+    again = identity_model().embed(photo, detect_faces(photo)[:1])[0].embedding
+    assert again is first, "a photo checked twice is embedded once"

@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 from PIL import Image
 
+import pipelines.identity as identity
 from admin.scheduler import sweep
 from pipelines.generate import Generator
 from studio.requests import PromptCreate, TuneCreate
@@ -121,6 +122,7 @@ def test_the_subjects_embeddings_go_with_the_lora_on_expiry_and_on_delete(runtim
 
     runtime.studio.delete_tune("alice", deleted.id)
     assert db.subject_faces(deleted.id) is None
+    assert not identity._RECENT_FACES._items, "nor kept in this process's memory"
 
 
 def test_a_dog_has_no_subject_and_its_avatars_no_likeness(runtime):
