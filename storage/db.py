@@ -184,6 +184,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE images ADD COLUMN likeness REAL;
     ALTER TABLE prompts ADD COLUMN best_of INTEGER;
     """,
+    # 7: a training's loss curve as it trains ([[step, mean loss since the previous point], ...]), for the Create tab
+    """
+    ALTER TABLE tunes ADD COLUMN loss_curve TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 _TUNE_UPDATABLE = {
@@ -202,6 +206,7 @@ _TUNE_UPDATABLE = {
     "lease_until",
     "job_id",
     "training_set",
+    "loss_curve",
 }
 _PROMPT_UPDATABLE = {"status", "error", "attempts", "started_at", "completed_at", "seed", "worker_id", "lease_until"}
 
@@ -426,8 +431,9 @@ class Database:
         if unknown:
             raise ValueError(f"{table} columns cannot be updated: {sorted(unknown)}")
         changes = dict(changes)
-        if "orig_images" in changes:
-            changes["orig_images"] = json.dumps(changes["orig_images"])
+        for key in ("orig_images", "loss_curve"):
+            if key in changes:
+                changes[key] = json.dumps(changes[key])
         changes.setdefault("updated_at", iso(self.clock()))
         assignments = ", ".join(f"{key} = ?" for key in changes)  # keys come from `allowed`, never from users
         conditions = [f"{key} = ?" for key in where]  # keys come from this module

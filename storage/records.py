@@ -111,6 +111,7 @@ class Tune:
     api_fields: dict[str, Any] = field(default_factory=dict)  # Astria's fields, echoed back (see TuneCreate)
     job_id: str | None = None  # its Hugging Face Job, while or after it trained on one
     training_set: str | None = None  # the private dataset repo its job reads the photos from (deleted at the end)
+    loss_curve: list[list[float]] = field(default_factory=list)  # [[step, loss], ...] while and after it trains
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -210,7 +211,7 @@ class WorkerRecord:
     branches: list[str] = field(default_factory=list)
 
 
-_JSON_COLUMNS = {"characteristics", "photo_report", "orig_images", "api_fields", "loras", "branches"}
+_JSON_COLUMNS = {"characteristics", "photo_report", "orig_images", "api_fields", "loras", "branches", "loss_curve"}
 _JSON_OBJECT_COLUMNS = {"characteristics", "api_fields"}  # the others are lists
 _BOOL_COLUMNS = {"face_crop", "auto_extend", "super_resolution", "inpaint_faces", "hires_fix", "liked"}
 R = TypeVar("R")

@@ -286,9 +286,12 @@ class JobsBackend:
                 event = _event(line)
                 if event and event.get("event") == "progress" and event.get("total"):
                     progress = min(1.0, event["step"] / event["total"])
+                    loss = event.get("loss")
+                    point = (event["step"], loss) if isinstance(loss, int | float) else None
                     queue.report_progress(
-                        self.db, tune, held_by=self.holder, progress=progress, eta_seconds=event.get("eta_s")
-                    )
+                        self.db, tune, held_by=self.holder, progress=progress, eta_seconds=event.get("eta_s"),
+                        loss_point=point,
+                    )  # fmt: skip
         except Exception:  # the stage check sees the end either way
             log.warning("tune %s: the log of job %s stopped", tune.id, job_id)
 

@@ -321,12 +321,35 @@ def planned_order(tunes: Sequence[Tune], prompts: Sequence[tuple[Prompt, str]]) 
     return order
 
 
-def report_progress(db: Database, tune: Tune, *, held_by: str | None = None, **progress: Any) -> bool:
+MAX_LOSS_POINTS = 200  # a loss curve keeps at most this many points: every other one goes when it is full
+
+
+def report_progress(
+    db: Database,
+    tune: Tune,
+    *,
+    held_by: str | None = None,
+    loss_point: tuple[int, float] | None = None,
+    **progress: Any,
+) -> bool:
     """Write a training's progress (`progress`, `eta_seconds`) while it trains and, given `held_by`, while that
-    worker still holds it. Returns whether it was written."""
+    worker still holds it; `loss_point` (step, loss) goes on the tune's loss curve. Returns whether it was written."""
     with db.transaction() as conn:
+        if loss_point is not None:
+            current = db.tune_by_id(conn, tune.id)
+            if current is not None:
+                progress["loss_curve"] = _with_point(current.loss_curve, loss_point)
         training = (TuneStatus.TRAINING,)
         return db.set_tune(conn, tune.id, owner=tune.owner, from_statuses=training, held_by=held_by, **progress)
+
+
+def _with_point(curve: list[list[float]], point: tuple[int, float]) -> list[list[float]]:
+    """The curve with `point` added; a resumed run's points from its restart on replace the earlier ones."""
+    step, loss = point
+    kept = [item for item in curve if item[0] < step]
+    if len(kept) >= MAX_LOSS_POINTS:
+        kept = kept[::2]
+    return [*kept, [int(step), round(float(loss), 6)]]
 
 
 # -- remote jobs (Hugging Face Jobs) ----------------------------------------------------------------

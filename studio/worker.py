@@ -502,12 +502,15 @@ class ProgressWriter:
         self.db, self.tune, self.every_s, self.clock, self.held_by = db, tune, every_s, clock, held_by
         self.last_write: float | None = None
         self.first_step: int | None = None
+        self.losses: list[float] = []  # since the last write: their mean is the curve's next point
 
     def __call__(self, progress: TrainProgress) -> None:
         if progress.phase != "training":
             return
         if self.first_step is None:  # a resumed run starts past 0
             self.first_step = progress.step - 1
+        if progress.loss is not None:
+            self.losses.append(progress.loss)
         now = self.clock()
         recent = self.last_write is not None and now - self.last_write < self.every_s
         if recent and progress.step < progress.total_steps:
@@ -516,7 +519,11 @@ class ProgressWriter:
         settled = progress.step - self.first_step >= ETA_AFTER_STEPS
         eta = progress.eta_seconds if settled else None
         fraction = progress.step / progress.total_steps
-        queue.report_progress(self.db, self.tune, progress=fraction, eta_seconds=eta, held_by=self.held_by)
+        point = (progress.step, sum(self.losses) / len(self.losses)) if self.losses else None
+        self.losses = []
+        queue.report_progress(
+            self.db, self.tune, progress=fraction, eta_seconds=eta, held_by=self.held_by, loss_point=point
+        )
 
 
 def _describe(error: BaseException, data_dir: Path) -> str:

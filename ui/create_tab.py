@@ -29,6 +29,7 @@ from ui.views import (
     branch_help,
     class_guidance,
     identity_note,
+    loss_frame,
     photo_report_table,
     progress_bar,
     tune_gallery,
@@ -258,6 +259,9 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
 
     gr.Markdown("### Your tunes")
     progress = gr.HTML(elem_id="tune-progress")
+    loss = gr.LinePlot(
+        x="step", y="loss", title="Training loss", height=220, visible=False, elem_id="tune-loss", x_title="step"
+    )
     with gr.Row():  # shown once there is a tune to act on (`_tune_view`)
         generate_with = gr.Button(
             "Generate with this tune", size="sm", variant="primary", visible=False, elem_id="generate-with-tune"
@@ -328,7 +332,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         current = next((t for t in mine if t.id == tune_id), None)
         if current is None:
             empty = "<p>No tune yet: upload photos and press <b>Create tune</b>.</p>"
-            return None, empty, *_tune_view(None, []), tunes_table(mine), gr.Timer(active=False)
+            return None, empty, *_tune_view(None, []), tunes_table(mine), gr.Timer(active=False), _loss_plot(None)
         prompts = studio.list_prompts(owner, tune_id=current.id, limit=100)
         busy = any(t.status in TUNE_ACTIVE for t in mine) or any(p.status in PROMPT_PENDING for p in prompts)
         images = tune_gallery(studio, ctx.files, owner, current.id, prompts, order=order)
@@ -338,6 +342,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             *_tune_view(current, images),
             tunes_table(mine),
             gr.Timer(active=busy),
+            _loss_plot(current),
         )
 
     def follow(table, event: gr.SelectData):
@@ -357,7 +362,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         return None
 
     private = {"api_visibility": "private"}
-    watch_outputs = [watched, progress, generate_with, cancel, delete, avatars, avatar_order, tunes, timer]
+    watch_outputs = [watched, progress, generate_with, cancel, delete, avatars, avatar_order, tunes, timer, loss]
     watch_inputs = [watched, avatar_order]
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
     pack_outputs = [guidance, pack, styles, pack_note, pending_pack]
@@ -375,6 +380,12 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     cancel.click(cancel_tune, watched, None, **private).then(refresh, watch_inputs, watch_outputs, **quiet)
     delete.click(delete_tune, watched, watched, **private).then(refresh, watch_inputs, watch_outputs, **quiet)
     return CreateTab(ctx, class_name, pack_outputs, watched, generate_with)
+
+
+def _loss_plot(tune: Tune | None) -> dict:
+    """The followed tune's loss curve, shown once it has points (while it trains, and after)."""
+    frame = loss_frame(tune)
+    return gr.update(value=frame, visible=not frame.empty)
 
 
 def _photo_problem(checked: CheckedPhotos, minimum: int) -> ValidationError | None:

@@ -119,6 +119,12 @@ def progress_bar(tune: Tune, *, ahead: int | None = None) -> str:
     )
 
 
+def loss_frame(tune: Tune | None) -> pd.DataFrame:
+    """The tune's training loss by step (the mean of the steps since the previous point), for a line plot."""
+    points = tune.loss_curve if tune is not None else []
+    return pd.DataFrame([{"step": int(step), "loss": float(loss)} for step, loss in points], columns=["step", "loss"])
+
+
 def tunes_table(tunes: Sequence[Tune]) -> pd.DataFrame:
     rows = [
         {

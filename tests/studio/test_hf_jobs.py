@@ -59,6 +59,7 @@ def test_a_tiny_tune_trains_on_a_job_and_its_prompt_comes_back_with_its_images(s
         trained = wait_for(ended, lambda t: t.status != TuneStatus.TRAINING, timeout=240, what="the job", every=1)
         assert trained.status == TuneStatus.TRAINED, (trained.error, job.log_lines[-20:])
         assert trained.job_id == job.id and trained.attempts == 2
+        assert [step for step, _ in trained.loss_curve] == [1, 2, 3, 4], "the job's log drew the loss curve"
         assert trained.artifact_location.startswith("hub://studio/tune-")
         repo = fake_hub.repos[trained.artifact_location.removeprefix("hub://")]
         assert repo.private and "pytorch_lora_weights.safetensors" in repo.files
