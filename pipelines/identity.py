@@ -229,54 +229,46 @@ def find_subject(photos: Sequence[Sequence[Face]], *, people: int = 1) -> tuple[
     references: list[np.ndarray] = []
     taken: set[tuple[int, int]] = set()
     for _ in range(people):
-        reference = _most_shared_identity(photos, taken)
+        candidates = [
+            (p, f, face.embedding)
+            for p, faces in enumerate(photos)
+            for f, face in enumerate(faces)
+            if (p, f) not in taken
+        ]
+        reference = _most_shared_identity(candidates)
         if reference is None:
             break
         references.append(reference)
-        for photo_index, face_index in _closest_faces(photos, reference, taken):
-            taken.add((photo_index, face_index))
+        taken |= {(p, f) for p, (_, f, _) in _closest_faces(candidates, reference).items()}
     if not references:
         return None, [SubjectMatch((), None) for _ in photos]
     subject = Subject(np.stack(references).astype(np.float32))
     return subject, [_match(faces, subject) for faces in photos]
 
 
-def _most_shared_identity(photos: Sequence[Sequence[Face]], taken: set[tuple[int, int]]) -> np.ndarray | None:
-    candidates = [
-        (p, f, face.embedding) for p, faces in enumerate(photos) for f, face in enumerate(faces) if (p, f) not in taken
-    ]
+_Candidate = tuple[int, int, np.ndarray]  # (photo index, face index, embedding)
+
+
+def _most_shared_identity(candidates: Sequence[_Candidate]) -> np.ndarray | None:
+    """The mean embedding of the largest group of photos that agree on one face (ties: the tighter group)."""
     best: tuple[int, float] | None = None
     agreeing: list[np.ndarray] = []
     for _, _, embedding in candidates:
-        closest = _closest_faces_of(candidates, embedding)  # itself included, so never empty
-        score = (len(closest), -sum(d for d, _ in closest.values()) / len(closest))
+        closest = _closest_faces(candidates, embedding)  # itself included, so never empty
+        score = (len(closest), -sum(d for d, _, _ in closest.values()) / len(closest))
         if best is None or score > best:
-            best, agreeing = score, [other for _, other in closest.values()]
+            best, agreeing = score, [other for _, _, other in closest.values()]
     return np.mean(agreeing, axis=0) if agreeing else None
 
 
-def _closest_faces_of(
-    candidates: Sequence[tuple[int, int, np.ndarray]], seed: np.ndarray
-) -> dict[int, tuple[float, np.ndarray]]:
-    """Per photo, its face closest to `seed` within the same-person distance."""
-    closest: dict[int, tuple[float, np.ndarray]] = {}
-    for p, _, embedding in candidates:
+def _closest_faces(candidates: Sequence[_Candidate], seed: np.ndarray) -> dict[int, tuple[float, int, np.ndarray]]:
+    """Per photo, its face closest to `seed` within the same-person distance: (distance, face index, embedding)."""
+    closest: dict[int, tuple[float, int, np.ndarray]] = {}
+    for p, f, embedding in candidates:
         d = distance(seed, embedding)
         if d <= SAME_PERSON_DISTANCE and d < closest.get(p, (np.inf,))[0]:
-            closest[p] = (d, embedding)
+            closest[p] = (d, f, embedding)
     return closest
-
-
-def _closest_faces(
-    photos: Sequence[Sequence[Face]], reference: np.ndarray, taken: set[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    found = []
-    for p, faces in enumerate(photos):
-        options = [(distance(face.embedding, reference), f) for f, face in enumerate(faces) if (p, f) not in taken]
-        close = [option for option in options if option[0] <= SAME_PERSON_DISTANCE]
-        if close:
-            found.append((p, min(close)[1]))
-    return found
 
 
 def _match(faces: Sequence[Face], subject: Subject) -> SubjectMatch:

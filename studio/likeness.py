@@ -32,14 +32,9 @@ def keep_subject(db: Database, tune_id: int, subject: Subject | None) -> None:
         db.put_subject_faces(conn, tune_id, subject.to_bytes(), statuses=(TuneStatus.QUEUED, TuneStatus.TRAINING))
 
 
-def score(db: Database, tune_id: int, images: Sequence[Image.Image]) -> list[float | None]:
-    """The likeness (0-1) of each image to the tune's subject, measured here; all None when the tune has no stored
-    subject (not a person, expired) or identity checks are off."""
-    return score_images(db.subject_faces(tune_id), list(images))
-
-
 def score_images(subject: bytes | None, images: list[Image.Image]) -> list[float | None]:
-    """`score` for a stored subject (`Subject.to_bytes`): what the scoring process runs."""
+    """The likeness (0-1) of each image to a stored subject (`Subject.to_bytes`); all None without one (not a
+    person, expired) or with identity checks off. What the scoring process runs."""
     model = identity_model() if subject else None
     if model is None:
         return [None] * len(images)
@@ -60,7 +55,7 @@ class Scorer:
         self._lock = threading.Lock()
 
     def submit(self, db: Database, tune_id: int, images: Sequence[Image.Image]) -> Future:
-        """A future of `score(db, tune_id, images)`; already done (all None) when there is nothing to measure."""
+        """A future of the images' likeness to the tune's subject; already done (all None) with nothing to measure."""
         subject = db.subject_faces(tune_id)
         if subject is None or identity_model() is None:
             done: Future = Future()

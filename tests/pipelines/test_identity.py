@@ -8,13 +8,14 @@ import itertools
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageEnhance
+from PIL import Image
 from skimage import data
 
 import pipelines.identity as identity
 from pipelines.faces import detect_faces
 from pipelines.identity import identity_model, identity_off_reason, image_likeness, most_alike
 from pipelines.photos import Photo, check_photo_set, prepare_training_images
+from tests.conftest import astronaut_photos
 
 FACE_PHOTOS = Path(sys.prefix) / "share" / "face-photos"
 
@@ -25,16 +26,6 @@ def face_photo(name: str, long_side: int = 512) -> Image.Image:
     photo = Image.open(path).convert("RGB")
     scale = long_side / max(photo.size)
     return photo.resize((round(photo.width * scale), round(photo.height * scale)))
-
-
-def astronaut(variant: int = 0) -> Image.Image:
-    photo = Image.fromarray(data.astronaut())
-    return [
-        photo,
-        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-        photo.crop((60, 0, 460, 400)).resize((448, 448)),
-        ImageEnhance.Brightness(photo.crop((100, 0, 400, 300))).enhance(1.2).resize((512, 512)),
-    ][variant]
 
 
 def embedding_of(image: Image.Image):
@@ -71,7 +62,7 @@ def test_the_identity_model_is_installed_here():
 def test_one_persons_photos_score_high_and_different_people_low_with_a_wide_margin():
     people = {
         "obama": [face_photo("obama.jpg"), face_photo("obama2.jpg"), face_photo("obama3.jpg")],
-        "collins": [astronaut(v) for v in range(4)],
+        "collins": astronaut_photos(),
         "biden": [face_photo("biden.jpg")],
     }
     same = [likeness_between(a, b) for photos in people.values() for a, b in itertools.combinations(photos, 2)]
@@ -81,7 +72,7 @@ def test_one_persons_photos_score_high_and_different_people_low_with_a_wide_marg
         for a in first
         for b in second
     ]
-    # measured: same person 0.63-0.96, different people 0.25-0.32 (bench/README.md)
+    # measured: same person 0.63-0.95, different people 0.25-0.32 (README.md, Likeness)
     assert min(same) >= 0.6, same
     assert max(different) <= 0.35, different
     assert min(same) - max(different) >= 0.25
@@ -163,7 +154,8 @@ def test_an_avatar_scores_its_likeness_and_best_of_keeps_the_most_alike():
     photos = photos_of(obamas())
     subject = check_photo_set(photos, class_name="man").subject
     model = identity_model()
-    avatars = [face_photo("biden.jpg"), Image.new("RGB", (256, 256), "gray"), face_photo("obama2.jpg"), astronaut(1)]
+    gray = Image.new("RGB", (256, 256), "gray")
+    avatars = [face_photo("biden.jpg"), gray, face_photo("obama2.jpg"), astronaut_photos()[1]]
     scores = [image_likeness(model, subject, avatar) for avatar in avatars]
     assert scores[1] is None, "no face, no likeness"
     assert scores[2] >= 0.6 and scores[0] <= 0.35 and scores[3] <= 0.35
