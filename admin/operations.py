@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from admin.dashboard import Dashboard, build_dashboard, window_start
 from admin.scheduler import expire_tune
 from pipelines.errors import ValidationError
 from pipelines.registry import get_branch
@@ -30,6 +31,9 @@ from studio.users import Roles
 TUNE_STATUSES = tuple(status.value for status in TuneStatus)
 PROMPT_STATUSES = tuple(status.value for status in PromptStatus)
 RETRY_KINDS = tuple(kind.value for kind in JobKind)
+# the admin tab's tables by name (CSV export); "times" is the dashboard's wait and run times per branch
+TABLES = ("queue", "workers", "tunes", "prompts", "users", "storage", "expiries", "pack_prompts", "times")
+DESTRUCTIVE = ("cancel", "expire", "delete")  # tune actions the admin tab asks about first
 RUNNING, WAITING = "running", "queued"  # a job's state in the queue table
 MAX_ROWS = 10_000
 MAX_DAYS = 3650
@@ -152,6 +156,24 @@ class Operations:
             expiries=self.expiries_due(admin, within_days=within_days),
             pack_prompts=self.pack_prompts(admin),
         )
+
+    def table(
+        self, admin: str, name: str, *, tune_status: str | None = None, within_days: int = 7, window: str = "day"
+    ) -> pd.DataFrame:
+        """One table of the admin tab by name (`TABLES`), as the tab shows it with the same filters: for CSV export.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin. ValidationError: an unknown `name` or a bad filter.
+        """
+        self._require_admin(admin)
+        _check_choice("table", name, TABLES, required=True)
+        if name == "times":
+            return self.dashboard(admin, window=window).times
+        if name == "tunes":
+            return self.tunes(admin, status=tune_status)
+        if name == "expiries":
+            return self.expiries_due(admin, within_days=within_days)
+        return getattr(self, name)(admin)
 
     def tunes(self, admin: str, *, status: str | None = None, limit: int = 200) -> pd.DataFrame:
         """Every owner's tunes, newest first.
@@ -308,25 +330,28 @@ class Operations:
             PermissionDeniedError: `admin` is not an admin.
         """
         self._require_admin(admin)
-        data = self.studio.settings.data_dir
-        folders = {
-            "training photos": data / "photos",
-            "training checkpoints": data / "training",
-            "generated images": data / "images",
-            "LoRAs": Path(getattr(self.store, "root", data / "artifacts")),
-            "LoRA download cache (Hub)": data / "hub_cache",
-            "team packs": data / "packs",
-        }
-        rows = []
-        for what, folder in folders.items():
-            files, size = _disk_usage(folder)
-            rows.append([what, str(folder), files, _human(size), size])
-        database = [path for path in data.glob(f"{self.db.path.name}*") if path.is_file()]
-        db_size = sum(path.stat().st_size for path in database)
-        rows.append(["database", str(self.db.path), len(database), _human(db_size), db_size])
+        usage = storage_usage(self.studio, self.store)
+        rows = [[what, folder, files, _human(size), size] for what, (folder, files, size) in usage.items()]
         total_files, total = sum(row[2] for row in rows), sum(row[4] for row in rows)
-        rows.append(["total", str(data), total_files, _human(total), total])
+        rows.append(["total", str(self.studio.settings.data_dir), total_files, _human(total), total])
         return _frame(rows, STORAGE_COLUMNS)
+
+    def dashboard(self, admin: str, *, window: str = "day") -> Dashboard:
+        """The ops dashboard's figures over the last `window` ("day" or "week"): `admin.dashboard.build_dashboard`.
+
+        Raises:
+            PermissionDeniedError: `admin` is not an admin. ValidationError: a bad `window`.
+        """
+        self._require_admin(admin)
+        end = self.studio.clock()
+        start = window_start(window, end)
+        return build_dashboard(
+            window,
+            end,
+            jobs=self.db.job_history(start),
+            spends=self.db.credit_spends(start),
+            samples=self.db.storage_samples(start),
+        )
 
     def expiries_due(self, admin: str, *, within_days: int = 7) -> pd.DataFrame:
         """Trained tunes whose LoRA expires within `within_days` (overdue ones too), soonest first.
@@ -393,6 +418,61 @@ class Operations:
             for class_name, prompts in pack.prompts.items()
             for index, prompt in enumerate(prompts)
         }
+
+    # -- a selected record ------------------------------------------------------------------------
+
+    def describe(self, admin: str, kind: str, record_id: int) -> str:
+        """One line about a record picked in a table: what it is, whose, its state and what it holds.
+
+        Raises:
+            PermissionDeniedError, ValidationError (a bad `kind` or id), NotFoundError.
+        """
+        self._require_admin(admin)
+        _check_choice("kind", kind, RETRY_KINDS, required=True)
+        if kind == JobKind.PROMPT:
+            _check_id("record_id", record_id)
+            owner = self.db.owner_of_prompt(record_id)
+            if owner is None:
+                raise NotFoundError("prompt", record_id)
+            prompt = self.studio.get_prompt(owner, record_id)
+            made = f"{prompt.status}, {len(prompt.images)}/{prompt.num_images} images"
+            return f"Prompt {prompt.id} of {owner} (tune {prompt.tune_id}): {made}. {_cut(prompt.text)}"
+        tune, waiting, images = self._holdings(record_id)
+        state = f"{tune.status} {round(tune.progress * 100)} %" if tune.status == TuneStatus.TRAINING else tune.status
+        lora = "LoRA until " + _when(tune.expires_at) if tune.artifact_location and tune.expires_at else "no LoRA"
+        return (
+            f"Tune {tune.id} {tune.title!r} of {tune.owner} ({tune.name}, {tune.branch}): {state}; {lora}; "
+            f"{waiting} prompt(s) waiting, {images} image(s)."
+        )
+
+    def question(self, admin: str, action: str, tune_id: int, *, delete_images: bool = False) -> str:
+        """What a destructive action on a tune would lose, asked before it acts (Markdown): `cancel`, `expire` or
+        `delete`, with the tune's own figures (progress, waiting prompts, images, the LoRA).
+
+        Raises:
+            PermissionDeniedError, ValidationError (a bad `action` or id), NotFoundError.
+        """
+        self._require_admin(admin)
+        _check_choice("action", action, DESTRUCTIVE, required=True)
+        tune, waiting, images = self._holdings(tune_id)
+        name = f"tune {tune.id} ({tune.title!r} of {tune.owner}, {tune.status})"
+        prompts = f"its {waiting} waiting prompt(s) fail" if waiting else "no prompt is waiting"
+        if action == "cancel":
+            progress = f", and its progress ({round(tune.progress * 100)} %) is lost" if tune.progress else ""
+            lost = f"Its training stops{progress}; {prompts}; its training photos are deleted."
+        elif action == "expire":
+            lost = f"Its LoRA is deleted and {prompts}; its {images} image(s) stay."
+        else:
+            kept = f"and so are its {images} image(s)" if delete_images else f"its {images} image(s) stay"
+            lost = f"Its photos, LoRA and every prompt are deleted; {kept}."
+        return f"**{action.capitalize()} {name}?** {lost} This cannot be undone."
+
+    def _holdings(self, tune_id: int) -> tuple[Tune, int, int]:
+        """A tune of any owner, its waiting prompts and its images."""
+        tune = self.studio.get_tune(self._tune_owner(tune_id), tune_id)
+        prompts = self.db.admin_list_prompts(status=None, tune_id=tune_id, limit=MAX_ROWS)
+        waiting = sum(prompt.status in (PromptStatus.QUEUED, PromptStatus.GENERATING) for prompt in prompts)
+        return tune, waiting, sum(len(prompt.images) for prompt in prompts)
 
     # -- actions ---------------------------------------------------------------------------------
 
@@ -662,6 +742,32 @@ def _worker_state(*, stopped: bool, age: float, lease_s: float) -> str:
     if stopped:
         return STOPPED
     return f"dead (no heartbeat for {round(age)} s)" if age > lease_s else ALIVE
+
+
+def storage_usage(studio: Studio, store: Any) -> dict[str, tuple[str, int, int]]:
+    """Disk used under the data folder by kind: {kind: (folder, files, bytes)}, the database last."""
+    data = studio.settings.data_dir
+    folders = {
+        "training photos": data / "photos",
+        "training checkpoints": data / "training",
+        "generated images": data / "images",
+        "LoRAs": Path(getattr(store, "root", data / "artifacts")),
+        "LoRA download cache (Hub)": data / "hub_cache",
+        "team packs": data / "packs",
+    }
+    usage = {what: (str(folder), *_disk_usage(folder)) for what, folder in folders.items()}
+    database = [path for path in data.glob(f"{studio.db.path.name}*") if path.is_file()]
+    usage["database"] = (str(studio.db.path), len(database), sum(path.stat().st_size for path in database))
+    return usage
+
+
+def sample_storage(studio: Studio, store: Any) -> dict[str, tuple[int, int]]:
+    """Record the disk used by kind now, for the dashboard's storage plot (the scheduler calls this hourly).
+    Returns {kind: (files, bytes)}, with a "total"."""
+    usage = {what: (files, size) for what, (_, files, size) in storage_usage(studio, store).items()}
+    usage["total"] = (sum(files for files, _ in usage.values()), sum(size for _, size in usage.values()))
+    studio.db.put_storage_sample(studio.clock(), usage)
+    return usage
 
 
 def _frame(rows: list[list[Any]], columns: list[str]) -> pd.DataFrame:

@@ -3,7 +3,8 @@
 The sweep runs once at start (so expiries missed while the app was down still happen) and then every
 few minutes. Expired tunes lose their LoRA (local folder or Hub repo) and become `expired`; their images
 are kept. Tunes with `auto_extend` get a new expiry instead. Generated images older than
-`TUNES_IMAGE_RETENTION_DAYS` (when set) are purged.
+`TUNES_IMAGE_RETENTION_DAYS` (when set) are purged. The same scheduler records the disk used by kind at start and
+every hour, for the admin dashboard's storage plot.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from studio.service import Studio
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_MINUTES = 5
+STORAGE_SAMPLE_EVERY_MINUTES = 60
 
 
 @dataclass
@@ -85,7 +87,8 @@ def expire_tune(studio: Studio, store, tune: Tune, *, now: datetime | None = Non
 
 
 def start_scheduler(studio: Studio, store, *, every_minutes: int = SWEEP_EVERY_MINUTES):
-    """Start a BackgroundScheduler running `sweep` now and every `every_minutes`. Returns it (call .shutdown())."""
+    """Start a BackgroundScheduler running `sweep` now and every `every_minutes`, and the hourly storage sample.
+    Returns it (call .shutdown())."""
     from datetime import UTC
 
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -102,5 +105,25 @@ def start_scheduler(studio: Studio, store, *, every_minutes: int = SWEEP_EVERY_M
         coalesce=True,
         replace_existing=True,
     )
+    scheduler.add_job(
+        _sample_storage,
+        "interval",
+        minutes=STORAGE_SAMPLE_EVERY_MINUTES,
+        args=(studio, store),
+        id="storage-sample",
+        next_run_time=datetime.now(UTC),
+        max_instances=1,
+        coalesce=True,
+        replace_existing=True,
+    )
     scheduler.start()
     return scheduler
+
+
+def _sample_storage(studio: Studio, store) -> None:
+    from admin.operations import sample_storage  # (operations uses this module's expire_tune)
+
+    try:
+        sample_storage(studio, store)
+    except Exception as error:  # a full disk or a locked database: the next sample will do
+        log.warning("could not record the disk used: %s", error)

@@ -1,28 +1,35 @@
-"""The admin tab: the queue, the workers, tunes, prompts, users and credits, storage and expiries, the pack
-prompts' likes and likeness, and the operator actions.
+"""The admin tab: an ops dashboard (plots of the last day or week), the records' tables, and actions on a record
+picked in them.
 
 Callbacks are thin: widget values -> one `Operations` call -> widgets. Each one asks `ctx.admin(request)`
 first, so the endpoints refuse non-admins even when called directly; all are left out of the API docs
 (`api_visibility="undocumented"`). For non-admins the enclosing tab is hidden on page load (app.py can create
 it with `visible=False` so it never flashes); without an enclosing tab they see a one-line notice.
 
-The tables refresh when the tab is opened and after every action. An action's mistake (an empty id, a tune
-that is not trained) is written by the actions, with its box marked, until that box changes. "Expire now" and
-"Delete" cannot be undone, so each asks first; changing the id withdraws the question.
+The plots and tables refresh when the tab is opened, after every action, and every `TUNES_ADMIN_REFRESH_SECONDS`
+while the tab is open: opening it starts a `gr.Timer` and app.py stops it when another tab is opened
+(`AdminTab.pause`). Clicking a row of the queue, tunes, prompts, users or expiries selects that record for the
+actions. Cancel, expire and delete cannot be undone, so each first says what would be lost and asks; changing the
+selection withdraws the question. Every table can be downloaded as CSV.
 """
 
 from __future__ import annotations
 
 import functools
+import secrets
+import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from gradio.context import Context
 
+from admin.dashboard import WINDOWS, Dashboard
 from admin.operations import RETRY_KINDS, TUNE_STATUSES, Operations, Overview
-from pipelines.errors import TunesError
+from pipelines.errors import TunesError, ValidationError
 from studio.errors import PermissionDeniedError, SignInRequiredError
 from ui.context import UIContext
 from ui.feedback import FieldErrors, optional_int, required_int, user_errors
@@ -30,7 +37,8 @@ from ui.feedback import FieldErrors, optional_int, required_int, user_errors
 HIDDEN = "undocumented"  # callable (admins only), never listed in the API docs
 ALL = "all"
 NOTICE = "The admin tab is for operators named by `TUNES_ADMINS`."
-WHERE_ID = "an id from the tables below"
+WHERE_ID = "an id from the tables below, or click its row"
+NOTHING_SELECTED = "*Nothing selected: click a row of the queue, tunes, prompts, users or expiries below.*"
 WORKERS = (
     "### Workers\n"
     "A worker sends a heartbeat every {beat:g} s. **dead**: none for over {lease} s (`TUNES_WORKER_LEASE_SECONDS`); "
@@ -41,120 +49,172 @@ PACK_PROMPTS = (
     "Pack prompts: images, likes, and how much the images look like their subject (likeness 0-1: 0.5 or more is "
     "the same person; a low p10 or median marks a prompt that loses the face)"
 )
-QUESTIONS = {
-    "expire": "**Expire tune {id} now?** Its LoRA is deleted and its waiting prompts fail. This cannot be undone.",
-    "delete": "**Delete tune {id}?** Its photos, LoRA and prompts are deleted{images}. This cannot be undone.",
-}
+KIND_COLORS = {"training": "#4c78a8", "generation": "#f58518"}  # the same colours in every plot
+CREDIT_COLORS = {"tune credits": "#54a24b", "image credits": "#b279a2"}
+YES = {"cancel": "Yes, cancel it", "expire": "Yes, expire it", "delete": "Yes, delete it"}
+EXPORT_DIR = Path(tempfile.gettempdir()) / "tune-studio-exports"
+EXPORT_KEEP_S = 3600  # exported CSV files are removed an hour later (Gradio serves its own copy meanwhile)
+
+
+@dataclass(frozen=True)
+class AdminTab:
+    """What app.py wires to: the dashboard's refresh timer, stopped by `pause` when another tab is opened."""
+
+    timer: gr.Timer
+
+    @staticmethod
+    def pause() -> gr.Timer:
+        return gr.Timer(active=False)
 
 
 @dataclass(frozen=True)
 class Confirm:
-    """The question a destructive action asks first: a row with the question, its "yes" buttons and "keep"."""
+    """The question a destructive action asks first: a row with what would be lost, a "yes" button per action
+    (only the one asked shows) and "keep"."""
 
     row: gr.Row
     question: gr.Markdown
-    expire: gr.Button
-    delete: gr.Button
+    yes: dict[str, gr.Button]
     keep: gr.Button
 
     @property
     def outputs(self) -> list[gr.components.Component | gr.Row]:
-        return [self.row, self.question, self.expire, self.delete]
+        return [self.row, self.question, *self.yes.values()]
 
-    def ask(self, action: str, tune_id: int, *, with_images: bool = False) -> dict[Any, Any]:
-        images = " and so are its images" if with_images else " (its images stay)"
-        return {
-            self.row: gr.update(visible=True),
-            self.question: QUESTIONS[action].format(id=tune_id, images=images),
-            self.expire: gr.update(visible=action == "expire"),
-            self.delete: gr.update(visible=action == "delete"),
-        }
+    def ask(self, action: str, question: str) -> dict[Any, Any]:
+        buttons = {button: gr.update(visible=name == action) for name, button in self.yes.items()}
+        return {self.row: gr.update(visible=True), self.question: question, **buttons}
 
     def withdraw(self) -> dict[Any, Any]:
-        return {
-            self.row: gr.update(visible=False),
-            self.question: "",
-            self.expire: gr.update(),
-            self.delete: gr.update(),
-        }
+        return {self.row: gr.update(visible=False), self.question: "", **{b: gr.update() for b in self.yes.values()}}
 
 
-def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
+@dataclass(frozen=True)
+class Plots:
+    """The dashboard's widgets, in the order `figures` fills them."""
+
+    summary: gr.Markdown
+    updated: gr.Markdown
+    finished: gr.BarPlot
+    queue_depth: gr.LinePlot
+    wait: gr.BarPlot
+    run: gr.BarPlot
+    times: gr.Dataframe
+    failures: gr.BarPlot
+    storage: gr.LinePlot
+    credits: gr.LinePlot
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        return [getattr(self, field.name) for field in fields(self)]
+
+    @staticmethod
+    def figures(dashboard: Dashboard, every_s: int) -> list[Any]:
+        updated = f"Updated {dashboard.end:%Y-%m-%d %H:%M:%S} UTC · refreshes every {every_s} s while this tab is open"
+        return [
+            dashboard.summary,
+            updated,
+            dashboard.finished,
+            dashboard.queue_depth,
+            dashboard.wait_bars,
+            dashboard.run_bars,
+            dashboard.times,
+            dashboard.failures,
+            dashboard.storage,
+            dashboard.credits,
+        ]
+
+
+def build_admin_tab(ctx: UIContext, operations: Operations) -> AdminTab:
     """Add the admin widgets and events to the enclosing `gr.Tab` (app.py: `with gr.Tab("Admin"): ...`).
 
     Args:
         ctx: the caller's identity and roles.
         operations: the operator use cases.
+
+    Returns:
+        The refresh timer, for app.py to stop when another tab is opened.
     """
     tab = Context.block if isinstance(Context.block, gr.Tab) else None  # shown to admins only
+    every_s = ctx.settings.admin_refresh_s
     notice = gr.Markdown(NOTICE)
+    timer = gr.Timer(every_s, active=False)
     with gr.Column(visible=False) as panel:
         with gr.Row():
+            window = gr.Radio(list(WINDOWS), value="day", label="Dashboard: the last", elem_id="admin-window")
             tune_status = gr.Dropdown([ALL, *TUNE_STATUSES], value=ALL, label="Tunes with status")
             within_days = gr.Number(7, precision=0, label="Expiries due within (days)")
             refresh_button = gr.Button("Refresh", variant="secondary")
-        gr.Markdown("### Actions\nCancel, retry, extend, expire or delete a tune (retry: also a failed prompt).")
+        plots, times_export = _build_plots()
+        gr.Markdown("### Act on a record\nClick a row of the queue, tunes, prompts, users or expiries to select it.")
+        selected = gr.Markdown(NOTHING_SELECTED, elem_id="admin-selected")
         with gr.Row():
-            record_box = gr.Textbox(label="Tune or prompt id", placeholder=WHERE_ID, elem_id="admin-record-id")
-            kind = gr.Radio(list(RETRY_KINDS), value="tune", label="Retry a")
+            kind = gr.Radio(list(RETRY_KINDS), value="tune", label="Record", elem_id="admin-kind")
+            record_box = gr.Textbox(label="Id", placeholder=WHERE_ID, elem_id="admin-record-id")
             days = gr.Number(30, precision=0, label="Extend by (days)")
             delete_images = gr.Checkbox(label="Delete removes its images too")
         with gr.Row():
-            cancel_button = gr.Button("Cancel")
+            cancel_button = gr.Button("Cancel tune…", elem_id="admin-cancel")
             retry_button = gr.Button("Retry")
             extend_button = gr.Button("Extend")
             expire_button = gr.Button("Expire now…", elem_id="admin-expire")
             delete_button = gr.Button("Delete…", elem_id="admin-delete")
         with gr.Row(visible=False, elem_id="admin-confirm") as confirm_row:
-            confirm = Confirm(
-                confirm_row,
-                gr.Markdown(),
-                gr.Button("Yes, expire it", variant="stop", visible=False, elem_id="admin-confirm-expire"),
-                gr.Button("Yes, delete it", variant="stop", visible=False, elem_id="admin-confirm-delete"),
-                gr.Button("No, keep it"),
-            )
+            question = gr.Markdown(elem_id="admin-question")
+            yes = {
+                action: gr.Button(label, variant="stop", visible=False, elem_id=f"admin-confirm-{action}")
+                for action, label in YES.items()
+            }
+            confirm = Confirm(confirm_row, question, yes, gr.Button("No, keep it", elem_id="admin-keep"))
         with gr.Row():
-            user = gr.Textbox(label="User")
+            user = gr.Textbox(label="User", elem_id="admin-user")
             tune_credits = gr.Textbox(label="Tune credits", placeholder="grant: 0 · set: unlimited")
             image_credits = gr.Textbox(label="Image credits", placeholder="grant: 0 · set: unlimited")
             grant_button = gr.Button("Grant credits")
             set_button = gr.Button("Set credits (empty: unlimited)")
         banner = gr.Markdown(visible=False, elem_classes=["error-banner"], elem_id="admin-error")
         status = gr.Markdown(elem_id="admin-status")
-        queue = gr.Dataframe(label="Queue (position 0: running now)", interactive=False)
         lease = ctx.settings.worker_lease_s
-        gr.Markdown(WORKERS.format(beat=round(lease / 3, 1), lease=lease))
-        tables = [
-            queue,
-            gr.Dataframe(label="Workers", interactive=False, elem_id="admin-workers"),
-            gr.Dataframe(label="Tunes", interactive=False, elem_id="admin-tunes"),
-            gr.Dataframe(label="Prompts", interactive=False),
-            gr.Dataframe(label="Users and credits", interactive=False),
-            gr.Dataframe(label="Storage", interactive=False),
-            gr.Dataframe(label="Expiries due", interactive=False),
-            gr.Dataframe(label=PACK_PROMPTS, interactive=False, elem_id="admin-pack-prompts"),
-        ]
-    boxes = {"tune_id": record_box, "record_id": record_box, "days": days, "user": user}
+        tables = {
+            "queue": _table("Queue (position 0: running now)", "admin-queue"),
+            "workers": _table("Workers", "admin-workers", header=WORKERS.format(beat=round(lease / 3, 1), lease=lease)),
+            "tunes": _table("Tunes", "admin-tunes"),
+            "prompts": _table("Prompts", "admin-prompts"),
+            "users": _table("Users and credits", "admin-users"),
+            "storage": _table("Storage", "admin-storage"),
+            "expiries": _table("Expiries due", "admin-expiries"),
+            "pack_prompts": _table(PACK_PROMPTS, "admin-pack-prompts"),
+        }
+    boxes = {"tune_id": record_box, "record_id": record_box, "days": days, "user": user, "kind": kind}
     errors = FieldErrors(banner, {**boxes, "tunes": tune_credits, "images": image_credits})
-    filters = [tune_status, within_days]
-    shown = [notice, panel, *tables] + ([tab] if tab is not None else [])
+    filters = [window, tune_status, within_days]
+    table_widgets = [widget for widget, _ in tables.values()]
+    refreshed = [*plots.outputs, *table_widgets]
+    shown = [notice, panel, *refreshed] + ([tab] if tab is not None else [])
 
     def show(request: gr.Request) -> list[Any]:
-        """On page load: the tab, its panel and tables for an admin; for anyone else only the notice, no tab."""
+        """On page load: the tab, its panel, plots and tables for an admin; for anyone else only the notice."""
         try:
             admin = ctx.admin(request)
         except TunesError:
-            updates = [gr.update(visible=True), gr.update(visible=False), *[gr.update() for _ in tables]]
+            updates = [gr.update(visible=True), gr.update(visible=False), *[gr.update() for _ in refreshed]]
             return updates + ([gr.update(visible=False)] if tab is not None else [])
-        updates = [gr.update(visible=False), gr.update(visible=True), *_frames(operations.overview(admin))]
+        figures = Plots.figures(operations.dashboard(admin), every_s)
+        updates = [gr.update(visible=False), gr.update(visible=True), *figures, *_frames(operations.overview(admin))]
         return updates + ([gr.update(visible=True)] if tab is not None else [])
 
     @user_errors
-    def refresh(status_filter: str, due_within: int | None, request: gr.Request) -> list[Any]:
+    def refresh(period: str, status_filter: str, due_within: int | None, request: gr.Request) -> list[Any]:
+        admin = ctx.admin(request)
         overview = operations.overview(
-            ctx.admin(request), tune_status=None if status_filter == ALL else status_filter, within_days=due_within
+            admin, tune_status=None if status_filter == ALL else status_filter, within_days=due_within
         )
-        return _frames(overview)
+        return [*Plots.figures(operations.dashboard(admin, window=period), every_s), *_frames(overview)]
+
+    @user_errors
+    def opened(period: str, status_filter: str, due_within: int | None, request: gr.Request) -> list[Any]:
+        """The tab was opened: refresh now, then every `every_s` until another tab is opened."""
+        return [*refresh(period, status_filter, due_within, request), gr.Timer(active=True)]
 
     def inline(call: Callable[..., str]) -> Callable[..., dict[Any, Any]]:
         """What happened goes to the status line; a mistake to the banner and its box. A caller who is not an
@@ -172,8 +232,8 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
         return user_errors(wrapped)
 
     @inline
-    def cancel(tune_id: str | None, request: gr.Request) -> str:
-        tune = operations.cancel(ctx.admin(request), required_int(tune_id, "tune_id", where=WHERE_ID))
+    def cancel(record_kind: str, tune_id: str | None, request: gr.Request) -> str:
+        tune = operations.cancel(ctx.admin(request), _tune_id(record_kind, tune_id))
         return f"Cancelled tune {tune.id} ({tune.title!r} of {tune.owner}); its queued prompts failed."
 
     @inline
@@ -183,18 +243,18 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
         return f"Queued {record_kind} {record.id} of {record.owner} again."
 
     @inline
-    def extend(tune_id: str | None, by_days: int | None, request: gr.Request) -> str:
-        tune = operations.extend(ctx.admin(request), required_int(tune_id, "tune_id", where=WHERE_ID), by_days)
+    def extend(record_kind: str, tune_id: str | None, by_days: int | None, request: gr.Request) -> str:
+        tune = operations.extend(ctx.admin(request), _tune_id(record_kind, tune_id), by_days)
         return f"Tune {tune.id} of {tune.owner} now expires {tune.expires_at}."
 
     @inline
-    def expire_now(tune_id: str | None, request: gr.Request) -> str:
-        tune = operations.expire_now(ctx.admin(request), required_int(tune_id, "tune_id", where=WHERE_ID))
+    def expire_now(record_kind: str, tune_id: str | None, request: gr.Request) -> str:
+        tune = operations.expire_now(ctx.admin(request), _tune_id(record_kind, tune_id))
         return f"Expired tune {tune.id} of {tune.owner}: its LoRA is deleted and its waiting prompts failed."
 
     @inline
-    def delete(tune_id: str | None, with_images: bool, request: gr.Request) -> str:
-        number = required_int(tune_id, "tune_id", where=WHERE_ID)
+    def delete(record_kind: str, tune_id: str | None, with_images: bool, request: gr.Request) -> str:
+        number = _tune_id(record_kind, tune_id)
         tune = operations.delete(ctx.admin(request), number, delete_images=with_images)
         return f"Deleted tune {tune.id} ({tune.title!r} of {tune.owner})" + (" and its images." if with_images else ".")
 
@@ -211,47 +271,107 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
         return f"Set credits: {credits}."
 
     def asker(action: str) -> Callable[..., dict[Any, Any]]:
-        """The first click of a destructive action: check the id, then ask (the second click acts)."""
+        """The first click of a destructive action: say what would be lost and ask (the "yes" button acts)."""
 
         @user_errors
-        def ask(tune_id: str | None, with_images: bool, request: gr.Request) -> dict[Any, Any]:
-            ctx.admin(request)
+        def ask(record_kind: str, tune_id: str | None, with_images: bool, request: gr.Request) -> dict[Any, Any]:
+            admin = ctx.admin(request)
             try:
-                number = required_int(tune_id, "tune_id", where=WHERE_ID)
+                number = _tune_id(record_kind, tune_id)
+                said = operations.question(admin, action, number, delete_images=with_images)
+            except (PermissionDeniedError, SignInRequiredError):
+                raise
             except TunesError as error:
                 return {**errors.show(error), **confirm.withdraw()}
-            return {**errors.clear(), **confirm.ask(action, number, with_images=with_images)}
+            return {**errors.clear(), **confirm.ask(action, said)}
 
+        ask.__name__ = f"ask_{action}"
         return ask
 
-    def action(
-        button: gr.Button, fn: Callable[..., Any], inputs: list[gr.components.Component]
-    ) -> gr.events.Dependency:
-        """An action writes what happened to the status line (or its mistake by its box), then refreshes the tables."""
+    @user_errors
+    def describe(record_kind: str, record_id: str | None, request: gr.Request) -> str:
+        """The selected record in one line (after an action: its new state)."""
+        admin = ctx.admin(request)
+        try:
+            return operations.describe(admin, record_kind, required_int(record_id, "record_id", where=WHERE_ID))
+        except (PermissionDeniedError, SignInRequiredError):
+            raise
+        except TunesError as error:
+            return f"*{error}*" if (record_id or "").strip() else NOTHING_SELECTED
+
+    def action(button: gr.Button, fn: Callable[..., Any], inputs: list[Any]) -> None:
+        """An action writes what happened to the status line (or its mistake by its box), then refreshes the
+        plots, the tables and the selected record's line."""
         event = button.click(
             fn, inputs, [*errors.outputs, status], api_name=f"admin_{fn.__name__}", api_visibility=HIDDEN
         )
-        return event.success(refresh, filters, tables, api_visibility=HIDDEN)
+        event.success(refresh, filters, refreshed, api_visibility=HIDDEN).then(
+            describe, [kind, record_box], selected, api_visibility=HIDDEN, show_progress="hidden"
+        )
+
+    def selector(name: str) -> Callable[..., dict[Any, Any]]:
+        """A click on a row of table `name` selects its record: its kind and id (or user) fill the action boxes."""
+
+        @user_errors
+        def select(event: gr.SelectData, request: gr.Request) -> dict[Any, Any]:
+            admin = ctx.admin(request)
+            row = event.row_value or []
+            if name == "users":
+                return {user: row[0] if row else ""}
+            picked_kind, picked_id = _picked(name, row)
+            if picked_id is None:
+                return {}
+            return {
+                kind: picked_kind,
+                record_box: str(picked_id),
+                selected: operations.describe(admin, picked_kind, picked_id),
+            }
+
+        select.__name__ = f"select_{name}"
+        return select
+
+    def exporter(name: str) -> Callable[..., Any]:
+        @user_errors
+        def export(period: str, status_filter: str, due_within: int | None, request: gr.Request) -> Any:
+            frame = operations.table(
+                ctx.admin(request),
+                name,
+                tune_status=None if status_filter == ALL else status_filter,
+                within_days=due_within,
+                window=period,
+            )
+            return gr.update(value=_write_csv(name, frame), visible=True)
+
+        export.__name__ = f"export_{name}"
+        return export
 
     asked = [*errors.outputs, *confirm.outputs]
     gr.on(None, show, None, shown, api_name="admin_show", api_visibility=HIDDEN)
-    if tab is not None:  # a tune created since the page loaded shows up when the tab is opened
-        tab.select(refresh, filters, tables, api_visibility=HIDDEN, show_progress="hidden")
-    refresh_button.click(refresh, filters, tables, api_name="admin_refresh", api_visibility=HIDDEN)
-    tune_status.change(refresh, filters, tables, api_visibility=HIDDEN)
-    action(cancel_button, cancel, [record_box])
+    if tab is not None:  # opening the tab refreshes it and starts the timer; app.py stops it on other tabs
+        tab.select(opened, filters, [*refreshed, timer], api_visibility=HIDDEN, show_progress="hidden")
+    timer.tick(refresh, filters, refreshed, api_visibility=HIDDEN, show_progress="hidden")
+    refresh_button.click(refresh, filters, refreshed, api_name="admin_refresh", api_visibility=HIDDEN)
+    gr.on([window.change, tune_status.change], refresh, filters, refreshed, api_visibility=HIDDEN)
+    for name in ("queue", "tunes", "prompts", "users", "expiries"):
+        widget = tables[name][0]
+        widget.select(selector(name), None, [kind, record_box, selected, user], api_visibility=HIDDEN)
+    for name, (_, (button, download)) in tables.items():
+        button.click(exporter(name), filters, download, api_name=f"admin_export_{name}", api_visibility=HIDDEN)
+    times_button, times_file = times_export
+    times_button.click(exporter("times"), filters, times_file, api_name="admin_export_times", api_visibility=HIDDEN)
     action(retry_button, retry, [kind, record_box])
-    action(extend_button, extend, [record_box, days])
-    expire_button.click(asker("expire"), [record_box, delete_images], asked, api_visibility=HIDDEN)
-    delete_button.click(asker("delete"), [record_box, delete_images], asked, api_visibility=HIDDEN)
-    for yes, fn, inputs in (
-        (confirm.expire, expire_now, [record_box]),
-        (confirm.delete, delete, [record_box, delete_images]),
+    action(extend_button, extend, [kind, record_box, days])
+    for action_name, button in (("cancel", cancel_button), ("expire", expire_button), ("delete", delete_button)):
+        button.click(asker(action_name), [kind, record_box, delete_images], asked, api_visibility=HIDDEN)
+    for action_name, fn, inputs in (
+        ("cancel", cancel, [kind, record_box]),
+        ("expire", expire_now, [kind, record_box]),
+        ("delete", delete, [kind, record_box, delete_images]),
     ):
-        yes.click(confirm.withdraw, None, confirm.outputs, api_visibility=HIDDEN)
-        action(yes, fn, inputs)
+        confirm.yes[action_name].click(confirm.withdraw, None, confirm.outputs, api_visibility=HIDDEN)
+        action(confirm.yes[action_name], fn, inputs)
     gr.on(
-        [confirm.keep.click, record_box.change, delete_images.change],  # the question was about other values
+        [confirm.keep.click, record_box.change, kind.change, delete_images.change],  # it asked about other values
         confirm.withdraw,
         None,
         confirm.outputs,
@@ -261,6 +381,93 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
     action(grant_button, grant_credits, [user, tune_credits, image_credits])
     action(set_button, set_credits, [user, tune_credits, image_credits])
     errors.clear_on_change(api_visibility=HIDDEN)
+    return AdminTab(timer)
+
+
+def _build_plots() -> tuple[Plots, tuple[gr.Button, gr.File]]:
+    """The dashboard: a summary line, then the plots in pairs, with the wait and run times also as a table."""
+    summary = gr.Markdown(elem_id="admin-summary")
+    updated = gr.Markdown(elem_id="admin-updated", elem_classes=["hint"])
+    common: dict[str, Any] = {"height": 260, "x_label_angle": 0}
+    kinds = {**common, "color_map": KIND_COLORS}
+    with gr.Row():
+        finished = gr.BarPlot(
+            x="hour", y="jobs", color="kind", title="Jobs finished per hour", elem_id="admin-plot-finished", **kinds
+        )
+        queue_depth = gr.LinePlot(
+            x="time", y="waiting", color="kind", title="Queue depth (waiting)", elem_id="admin-plot-queue", **kinds
+        )
+    with gr.Row():
+        wait = gr.BarPlot(
+            x="bar", y="minutes", color="percentile", title="Wait before running (min)", elem_id="admin-plot-wait",
+            sort=None, **{**common, "x_label_angle": -30},
+        )  # fmt: skip
+        run = gr.BarPlot(
+            x="bar", y="minutes", color="percentile", title="Run time (min)", elem_id="admin-plot-run",
+            sort=None, **{**common, "x_label_angle": -30},
+        )  # fmt: skip
+    times, times_export = _table("Wait and run time per branch (jobs that finished well in the window)", "admin-times")
+    with gr.Row():
+        failures = gr.BarPlot(
+            x="reason", y="failures", color="kind", title="Failures by reason", elem_id="admin-plot-failures",
+            sort="-y", **{**kinds, "x_label_angle": -20},
+        )  # fmt: skip
+        storage = gr.LinePlot(
+            x="time", y="MiB", color="kind", title="Storage by kind (MiB)", elem_id="admin-plot-storage", **common
+        )
+    credits = gr.BarPlot(
+        x="time", y="spent", color="credits", title="Credits spent", elem_id="admin-plot-credits",
+        color_map=CREDIT_COLORS, **common,
+    )  # fmt: skip
+    plots = Plots(summary, updated, finished, queue_depth, wait, run, times, failures, storage, credits)
+    return plots, times_export  # the times table's CSV button and file
+
+
+def _table(label: str, elem_id: str, *, header: str | None = None) -> tuple[gr.Dataframe, tuple[gr.Button, gr.File]]:
+    """A read-only table with a "Download CSV" button and the file it makes (shown once made)."""
+    if header:
+        gr.Markdown(header)
+    frame = gr.Dataframe(label=label, interactive=False, elem_id=elem_id)
+    with gr.Row():
+        button = gr.Button("Download CSV", size="sm", scale=0, min_width=140, elem_id=f"{elem_id}-csv")
+        download = gr.File(visible=False, label="CSV", elem_id=f"{elem_id}-file", scale=1)
+    return frame, (button, download)
+
+
+def _picked(name: str, row: list[Any]) -> tuple[str, int | None]:
+    """The kind and id of the record in a clicked row of table `name` (queue rows are trainings or generations)."""
+    if not row:
+        return "tune", None
+    if name == "queue":  # position, state, job, id, ...
+        return ("tune" if row[2] == "train" else "prompt"), _whole(row[3])
+    return ("prompt" if name == "prompts" else "tune"), _whole(row[0])
+
+
+def _whole(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _tune_id(record_kind: str, record_id: str | None) -> int:
+    """The id a tune action acts on; a selected prompt is refused rather than taken for a tune with its number."""
+    if record_kind != "tune":
+        raise ValidationError("kind", record_kind, "must be a tune: cancel, extend, expire and delete act on tunes")
+    return required_int(record_id, "tune_id", where=WHERE_ID)
+
+
+def _write_csv(name: str, frame: Any) -> str:
+    """`frame` as a CSV file named after the table and the time (old exports are removed)."""
+    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - EXPORT_KEEP_S
+    for old in EXPORT_DIR.glob("*.csv"):
+        if old.stat().st_mtime < cutoff:
+            old.unlink(missing_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path = EXPORT_DIR / f"{name.replace('_', '-')}-{stamp}-{secrets.token_hex(4)}.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
 
 
 def _frames(overview: Overview) -> list[Any]:

@@ -93,6 +93,10 @@ SETTINGS_DOC: dict[str, tuple[str, str]] = {
         "worker_lease_s",
         "Seconds a running job stays its worker's without a heartbeat; then another worker takes it over.",
     ),
+    "TUNES_ADMIN_REFRESH_SECONDS": (
+        "admin_refresh_s",
+        "Seconds between refreshes of the admin dashboard while its tab is open (it stops when another tab is).",
+    ),
     "TUNES_IMAGE_RETENTION_DAYS": ("image_retention_days", "Days generated images are kept; 0 keeps them forever."),
     "TUNES_DELETE_PHOTOS": ("delete_photos_after_training", "Delete training photos once a tune is trained (1/0)."),
 }
@@ -133,6 +137,7 @@ class Settings:
     device: str = "auto"
     worker_devices: tuple[str, ...] = ()
     worker_lease_s: int = 30
+    admin_refresh_s: int = 15
     train_on: str = "local"
     jobs_flavor: str = "a10g-small"
     jobs_namespace: str | None = None
@@ -157,7 +162,14 @@ class Settings:
             "lora_cache_size",
             "hub_timeout_s",
         )
-        for name in (*positive, "api_rate_per_minute", "max_api_keys", "login_failures", "file_cache_hours"):
+        for name in (
+            *positive,
+            "admin_refresh_s",
+            "api_rate_per_minute",
+            "max_api_keys",
+            "login_failures",
+            "file_cache_hours",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(_env_name(name), getattr(self, name), "must be a positive integer")
         if self.image_retention_days < 0:

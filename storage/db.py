@@ -188,6 +188,25 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tunes ADD COLUMN loss_curve TEXT NOT NULL DEFAULT '[]';
     """,
+    # 8: the ops dashboard's history: credits spent (one row per charge, unlimited users too) and disk used by kind
+    # (sampled by the scheduler)
+    """
+    CREATE TABLE credit_spends (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        at TEXT NOT NULL,
+        tunes INTEGER NOT NULL,
+        images INTEGER NOT NULL
+    );
+    CREATE INDEX credit_spends_at ON credit_spends(at);
+    CREATE TABLE storage_samples (
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (at, kind)
+    );
+    """,
 )
 
 _TUNE_UPDATABLE = {
@@ -306,6 +325,10 @@ class Database:
         conn.execute(
             "UPDATE users SET tune_credits = tune_credits - ?, image_credits = image_credits - ? WHERE id = ?",
             (tunes, images, owner),
+        )
+        conn.execute(
+            "INSERT INTO credit_spends (owner, at, tunes, images) VALUES (?, ?, ?, ?)",
+            (owner, iso(self.clock()), tunes, images),
         )
         return True
 
@@ -946,6 +969,52 @@ class Database:
             )
             row = conn.execute("SELECT tune_credits, image_credits FROM users WHERE id = ?", (owner,)).fetchone()
         return row["tune_credits"], row["image_credits"]
+
+    # -- the ops dashboard's history (admin only) ------------------------------------------------------
+
+    def job_history(self, since: datetime) -> list[dict[str, Any]]:
+        """Every training and generation that was pending or ended at `since` or later, as plain rows: `kind`
+        ("train" or "generate"), `id`, `branch` (a prompt's tune's), `status`, `error`, `created_at`, `started_at`
+        (None: it never ran), `ended_at` (None: still pending; a tune's training end, its cancel or failure; a
+        prompt's completion or failure)."""
+        query = (
+            "SELECT * FROM ("
+            " SELECT 'train' AS kind, id, branch, status, error, created_at, started_training_at AS started_at,"
+            "  CASE WHEN trained_at IS NOT NULL THEN trained_at"
+            "   WHEN status IN (?, ?) THEN updated_at END AS ended_at FROM tunes"
+            " UNION ALL"
+            " SELECT 'generate', p.id, t.branch, p.status, p.error, p.created_at, p.started_at,"
+            "  CASE WHEN p.status = ? THEN p.completed_at WHEN p.status = ? THEN p.updated_at END"
+            " FROM prompts p JOIN tunes t ON t.id = p.tune_id"
+            ") WHERE ended_at IS NULL OR ended_at >= ? ORDER BY created_at"
+        )
+        params = (TuneStatus.FAILED, TuneStatus.CANCELLED, PromptStatus.DONE, PromptStatus.FAILED, iso(since))
+        with self._lock:
+            return [dict(row) for row in self._conn.execute(query, params).fetchall()]
+
+    def credit_spends(self, since: datetime) -> list[dict[str, Any]]:
+        """Every charge since `since`, oldest first: `owner`, `at`, `tunes`, `images` (credits taken)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT owner, at, tunes, images FROM credit_spends WHERE at >= ? ORDER BY at, id", (iso(since),)
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+    def put_storage_sample(self, at: datetime, usage: dict[str, tuple[int, int]]) -> None:
+        """Record the disk used by kind at `at`: {kind: (files, bytes)} (a second sample at the same time replaces)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO storage_samples (at, kind, files, bytes) VALUES (?, ?, ?, ?)",
+                [(iso(at), kind, files, size) for kind, (files, size) in usage.items()],
+            )
+
+    def storage_samples(self, since: datetime) -> list[dict[str, Any]]:
+        """The disk samples since `since`, oldest first: `at`, `kind`, `files`, `bytes`."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT at, kind, files, bytes FROM storage_samples WHERE at >= ? ORDER BY at, kind", (iso(since),)
+            ).fetchall()
+        return [dict(row) for row in rows]
 
 
 def _marks(values: Sequence[object]) -> str:

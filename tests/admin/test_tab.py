@@ -5,10 +5,11 @@ error banner (and the boxes it may mark) first and the status line last."""
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 import pytest
 from gradio_client import Client
 
-from admin.operations import Operations
+from admin.operations import TABLES, Operations
 from admin.tab import build_admin_tab
 from pipelines.settings import Settings
 from studio.requests import PromptCreate, TuneCreate
@@ -19,14 +20,15 @@ from ui.context import UIContext
 # every endpoint of the tab, with arguments an admin could send
 ENDPOINTS = {
     "/admin_show": (),
-    "/admin_refresh": ("all", 7),
-    "/admin_cancel": (1,),
+    "/admin_refresh": ("day", "all", 7),
+    "/admin_cancel": ("tune", 1),
     "/admin_retry": ("tune", 1),
-    "/admin_extend": (1, 5),
-    "/admin_expire_now": (1,),
-    "/admin_delete": (1, False),
+    "/admin_extend": ("tune", 1, 5),
+    "/admin_expire_now": ("tune", 1),
+    "/admin_delete": ("tune", 1, False),
     "/admin_grant_credits": ("bob", 5, 5),
     "/admin_set_credits": ("bob", None, None),
+    **{f"/admin_export_{name}": ("week", "all", 7) for name in TABLES},
 }
 
 
@@ -76,6 +78,12 @@ def test_bob_is_refused_by_every_endpoint_and_does_not_see_the_tab(served, bob):
     assert runtime.db.credits("bob") == (0, 0)
 
 
+def tables(answer: tuple) -> list[dict]:
+    """The eight tables of a refresh or page-load answer: after the ten dashboard widgets."""
+    frames = [item for item in answer if isinstance(item, dict) and "headers" in item]
+    return frames[-8:]
+
+
 def said(answer: tuple) -> str:
     """The status line of an action's answer, once its error banner is hidden."""
     banner, *_, status = answer
@@ -102,11 +110,13 @@ def test_root_grants_credits_and_cancels_another_users_tune(served, root):
     assert message == "Granted credits: bob has 1 tune credit(s) and 4 image credit(s)."
     assert runtime.db.credits("bob") == (1, 4)
 
-    message = said(root.predict(tune.id, api_name="/admin_cancel"))
+    message = said(root.predict("tune", tune.id, api_name="/admin_cancel"))
     assert message == f"Cancelled tune {tune.id} ('me' of alice); its queued prompts failed."
     assert runtime.studio.get_tune("alice", tune.id).status == "cancelled"
 
-    queue, _, tunes, prompts, users, storage, expiries, _ = root.predict("all", 7, api_name="/admin_refresh")
+    queue, _, tunes, prompts, users, storage, expiries, _ = tables(
+        root.predict("day", "all", 7, api_name="/admin_refresh")
+    )
     assert [row[:6] for row in tunes["data"]] == [[tune.id, "alice", "me", "woman", "fast", "cancelled"]]
     assert [row[5] for row in prompts["data"]] == ["failed"]
     assert queue["data"] == [] and expiries["data"] == []
@@ -115,11 +125,14 @@ def test_root_grants_credits_and_cancels_another_users_tune(served, root):
 
 
 def test_mistakes_are_shown_by_the_actions_and_an_empty_id_is_empty_not_0(root):
-    assert "is empty: type an id from the tables below" in refused(root.predict(None, api_name="/admin_cancel"))
-    assert "is empty: type an id" in refused(root.predict("", api_name="/admin_expire_now"))
-    assert "must be a whole number" in refused(root.predict("twelve", False, api_name="/admin_delete"))
-    assert "tune 999 was not found" in refused(root.predict(999, 5, api_name="/admin_extend"))
-    assert "(got 0)" not in refused(root.predict("", api_name="/admin_cancel"))
+    empty = "Id is empty: type an id from the tables below, or click its row"
+    assert empty in refused(root.predict("tune", None, api_name="/admin_cancel"))
+    assert "is empty: type an id" in refused(root.predict("tune", "", api_name="/admin_expire_now"))
+    assert "must be a whole number" in refused(root.predict("tune", "twelve", False, api_name="/admin_delete"))
+    assert "tune 999 was not found" in refused(root.predict("tune", 999, 5, api_name="/admin_extend"))
+    assert "(got 0)" not in refused(root.predict("tune", "", api_name="/admin_cancel"))
+    # a selected prompt's id is never taken for a tune's
+    assert "Record must be a tune" in refused(root.predict("prompt", 1, api_name="/admin_cancel"))
 
 
 def test_empty_credits_grant_nothing_and_set_unlimited(served, root):
@@ -137,14 +150,18 @@ def test_expire_and_delete_act_only_from_their_confirm_buttons_and_the_tab_refre
     for api_name, question in [("admin_expire_now", "Yes, expire it"), ("admin_delete", "Yes, delete it")]:
         [button] = triggers[api_name]
         assert isinstance(button, gr.Button) and button.value == question and button.variant == "stop"
+    [cancel] = triggers["admin_cancel"]
+    assert cancel.value == "Yes, cancel it" and cancel.variant == "stop"
     refreshes = [fn for fn in app.fns.values() if (tab._id, "select") in fn.targets]
-    assert len(refreshes) == 1 and refreshes[0].fn.__name__ == "refresh"
+    assert len(refreshes) == 1 and refreshes[0].fn.__name__ == "opened"
+    [timer] = [block for block in app.blocks.values() if isinstance(block, gr.Timer)]
+    assert timer in refreshes[0].outputs and timer.active is False, "the timer runs only once the tab is opened"
 
 
 def test_the_tab_is_shown_to_admins_only_and_left_out_of_the_api_docs(served, root):
     _, app, tab = served
-    notice, *tables = root.predict(api_name="/admin_show")
-    assert notice["visible"] is False and tables[0]["headers"][:2] == ["position", "state"]
+    answer = root.predict(api_name="/admin_show")
+    assert answer[0]["visible"] is False and tables(answer)[0]["headers"][:2] == ["position", "state"]
     [show] = [fn for fn in app.fns.values() if fn.api_name == "admin_show"]
     assert tab in show.outputs, "the load event hides or shows the whole tab"
     assert {fn.api_visibility for fn in app.fns.values()} == {"undocumented"}
@@ -156,13 +173,34 @@ def test_the_workers_table_shows_each_worker_to_an_admin(served, root):
     runtime.db.worker_started("w1", device="cuda:0", pid=4242, host="gpu-box")
     runtime.db.worker_heartbeat("w1", job="tune 12", branches=["fast"], done=5)
 
-    _, workers, *_ = root.predict("all", 7, api_name="/admin_refresh")
+    _, workers, *_ = tables(root.predict("day", "all", 7, api_name="/admin_refresh"))
     [row] = [row for row in workers["data"] if row[0] == "w1"]
     columns = dict(zip(workers["headers"], row, strict=True))
     assert (columns["device"], columns["state"], columns["job"]) == ("cuda:0", "alive", "tune 12")
     assert (columns["jobs done"], columns["branches loaded"], columns["pid"]) == (5, "fast", 4242)
-    _, _, shown_workers, *_ = root.predict(api_name="/admin_show")
+    _, shown_workers, *_ = tables(root.predict(api_name="/admin_show"))
     assert "w1" in [row[0] for row in shown_workers["data"]], "the table is filled when the page loads"
     markdowns = [block.value or "" for block in app.blocks.values() if isinstance(block, gr.Markdown)]
     [header] = [text for text in markdowns if text.startswith("### Workers")]
     assert "heartbeat every 10 s" in header and "**dead**: none for over 30 s" in header  # the default lease
+
+
+def test_each_table_downloads_as_csv_with_the_rows_shown(served, root):
+    runtime, _, _ = served
+    tune = runtime.studio.create_tune("dora", TuneCreate(title="csv me", name="man", images=PHOTOS, branch="fast")).tune
+    answer = root.predict("day", "all", 7, api_name="/admin_export_tunes")
+    path = answer["value"] if isinstance(answer, dict) and "value" in answer else answer
+    frame = pd.read_csv(path)
+    assert list(frame.columns[:3]) == ["id", "owner", "title"]
+    assert frame[frame["id"] == tune.id][["owner", "title"]].values.tolist() == [["dora", "csv me"]]
+    times = pd.read_csv(_path(root.predict("week", "all", 7, api_name="/admin_export_times")))
+    assert list(times.columns) == [
+        "branch",
+        "kind",
+        "jobs",
+        *[f"{w} {p} (min)" for w in ("wait", "run") for p in ("p50", "p95")],
+    ]
+
+
+def _path(answer) -> str:
+    return answer["value"] if isinstance(answer, dict) and "value" in answer else answer

@@ -25,6 +25,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from admin.operations import TABLES
 from rest.security import UrlSigner
 from studio.errors import NotFoundError
 from studio.requests import PromptCreate
@@ -371,14 +372,15 @@ def test_the_uis_events_over_plain_http_act_as_the_caller(served: Served, record
 
 def admin_attempts(r: Records) -> dict[str, tuple]:
     return {
-        "/admin_refresh": ("all", 7),
-        "/admin_cancel": (r.tune,),
+        "/admin_refresh": ("week", "all", 7),
+        "/admin_cancel": ("tune", r.tune),
         "/admin_retry": ("tune", r.tune),
-        "/admin_extend": (r.tune, 365),
-        "/admin_expire_now": (r.tune,),
-        "/admin_delete": (r.tune, True),
+        "/admin_extend": ("tune", r.tune, 365),
+        "/admin_expire_now": ("tune", r.tune),
+        "/admin_delete": ("tune", r.tune, True),
         "/admin_grant_credits": ("bob", 1000, 1000),
         "/admin_set_credits": ("alice", 0, 0),
+        **{f"/admin_export_{name}": ("week", "all", 7) for name in TABLES},
     }
 
 
