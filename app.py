@@ -49,18 +49,16 @@ def build_app(ctx: UIContext, operations: Operations) -> gr.Blocks:
             if ctx.settings.oauth_client_id:
                 gr.LoginButton(scale=0)
         with gr.Tabs(selected="create") as tabs:
-            with gr.Tab("Create tune", id="create") as create_tab:
+            with gr.Tab("Create tune", id="create"):
                 create = build_create_tab(ctx)
-            with gr.Tab("Generate", id="generate") as generate_tab:
+            with gr.Tab("Generate", id="generate"):
                 generate_tune = build_generate_tab(ctx, app)
-            with gr.Tab("Pack gallery", id="packs") as packs_tab:
+            with gr.Tab("Pack gallery", id="packs"):
                 packs = build_packs_tab(ctx)
-            with gr.Tab("Account", id="account") as account_tab:
+            with gr.Tab("Account", id="account"):
                 build_account_tab(ctx, app)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:
-                admin_panel = build_admin_tab(ctx, operations)
-        for other in (create_tab, generate_tab, packs_tab, account_tab):  # the dashboard refreshes only while open
-            other.select(admin_panel.pause, None, admin_panel.timer, api_visibility="private", show_progress="hidden")
+                build_admin_tab(ctx, operations)
 
         def roles(request: gr.Request):
             """Show the admin tab and the pack editor only to those who may use them (their events check too)."""

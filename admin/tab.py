@@ -7,10 +7,11 @@ first, so the endpoints refuse non-admins even when called directly; all are lef
 it with `visible=False` so it never flashes); without an enclosing tab they see a one-line notice.
 
 The plots and tables refresh when the tab is opened, after every action, and every `TUNES_ADMIN_REFRESH_SECONDS`
-while the tab is open: opening it starts a `gr.Timer` and app.py stops it when another tab is opened
-(`AdminTab.pause`). Clicking a row of the queue, tunes, prompts, users or expiries selects that record for the
-actions. Cancel, expire and delete cannot be undone, so each first says what would be lost and asks; changing the
-selection withdraws the question. Every table can be downloaded as CSV.
+while the tab is open: the `gr.Timer` lives inside the tab, and Gradio runs a timer only while it is shown (never
+for a non-admin, whose tab is hidden; the refresh refuses them anyway). Clicking a row of the queue, tunes,
+prompts, users or expiries selects that record for the actions. Cancel, expire and delete cannot be undone, so each
+first says what would be lost and asks; changing the selection withdraws the question. Every table can be downloaded
+as CSV.
 """
 
 from __future__ import annotations
@@ -50,21 +51,11 @@ PACK_PROMPTS = (
     "the same person; a low p10 or median marks a prompt that loses the face)"
 )
 KIND_COLORS = {"training": "#4c78a8", "generation": "#f58518"}  # the same colours in every plot
+PERCENTILE_COLORS = {"p50": "#72b7b2", "p95": "#e45756"}
 CREDIT_COLORS = {"tune credits": "#54a24b", "image credits": "#b279a2"}
 YES = {"cancel": "Yes, cancel it", "expire": "Yes, expire it", "delete": "Yes, delete it"}
 EXPORT_DIR = Path(tempfile.gettempdir()) / "tune-studio-exports"
 EXPORT_KEEP_S = 3600  # exported CSV files are removed an hour later (Gradio serves its own copy meanwhile)
-
-
-@dataclass(frozen=True)
-class AdminTab:
-    """What app.py wires to: the dashboard's refresh timer, stopped by `pause` when another tab is opened."""
-
-    timer: gr.Timer
-
-    @staticmethod
-    def pause() -> gr.Timer:
-        return gr.Timer(active=False)
 
 
 @dataclass(frozen=True)
@@ -125,20 +116,17 @@ class Plots:
         ]
 
 
-def build_admin_tab(ctx: UIContext, operations: Operations) -> AdminTab:
+def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
     """Add the admin widgets and events to the enclosing `gr.Tab` (app.py: `with gr.Tab("Admin"): ...`).
 
     Args:
         ctx: the caller's identity and roles.
         operations: the operator use cases.
-
-    Returns:
-        The refresh timer, for app.py to stop when another tab is opened.
     """
     tab = Context.block if isinstance(Context.block, gr.Tab) else None  # shown to admins only
     every_s = ctx.settings.admin_refresh_s
     notice = gr.Markdown(NOTICE)
-    timer = gr.Timer(every_s, active=False)
+    timer = gr.Timer(every_s)  # ticks only while the tab is shown
     with gr.Column(visible=False) as panel:
         with gr.Row():
             window = gr.Radio(list(WINDOWS), value="day", label="Dashboard: the last", elem_id="admin-window")
@@ -210,11 +198,6 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> AdminTab:
             admin, tune_status=None if status_filter == ALL else status_filter, within_days=due_within
         )
         return [*Plots.figures(operations.dashboard(admin, window=period), every_s), *_frames(overview)]
-
-    @user_errors
-    def opened(period: str, status_filter: str, due_within: int | None, request: gr.Request) -> list[Any]:
-        """The tab was opened: refresh now, then every `every_s` until another tab is opened."""
-        return [*refresh(period, status_filter, due_within, request), gr.Timer(active=True)]
 
     def inline(call: Callable[..., str]) -> Callable[..., dict[Any, Any]]:
         """What happened goes to the status line; a mistake to the banner and its box. A caller who is not an
@@ -300,13 +283,13 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> AdminTab:
             return f"*{error}*" if (record_id or "").strip() else NOTHING_SELECTED
 
     def action(button: gr.Button, fn: Callable[..., Any], inputs: list[Any]) -> None:
-        """An action writes what happened to the status line (or its mistake by its box), then refreshes the
-        plots, the tables and the selected record's line."""
+        """An action writes what happened to the status line (or its mistake by its box), then the selected
+        record's line, then refreshes the plots and tables."""
         event = button.click(
             fn, inputs, [*errors.outputs, status], api_name=f"admin_{fn.__name__}", api_visibility=HIDDEN
         )
-        event.success(refresh, filters, refreshed, api_visibility=HIDDEN).then(
-            describe, [kind, record_box], selected, api_visibility=HIDDEN, show_progress="hidden"
+        event.success(describe, [kind, record_box], selected, api_visibility=HIDDEN, show_progress="hidden").then(
+            refresh, filters, refreshed, api_visibility=HIDDEN
         )
 
     def selector(name: str) -> Callable[..., dict[Any, Any]]:
@@ -347,8 +330,8 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> AdminTab:
 
     asked = [*errors.outputs, *confirm.outputs]
     gr.on(None, show, None, shown, api_name="admin_show", api_visibility=HIDDEN)
-    if tab is not None:  # opening the tab refreshes it and starts the timer; app.py stops it on other tabs
-        tab.select(opened, filters, [*refreshed, timer], api_visibility=HIDDEN, show_progress="hidden")
+    if tab is not None:  # a tune created since the page loaded shows up when the tab is opened
+        tab.select(refresh, filters, refreshed, api_visibility=HIDDEN, show_progress="hidden")
     timer.tick(refresh, filters, refreshed, api_visibility=HIDDEN, show_progress="hidden")
     refresh_button.click(refresh, filters, refreshed, api_name="admin_refresh", api_visibility=HIDDEN)
     gr.on([window.change, tune_status.change], refresh, filters, refreshed, api_visibility=HIDDEN)
@@ -381,36 +364,39 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> AdminTab:
     action(grant_button, grant_credits, [user, tune_credits, image_credits])
     action(set_button, set_credits, [user, tune_credits, image_credits])
     errors.clear_on_change(api_visibility=HIDDEN)
-    return AdminTab(timer)
 
 
 def _build_plots() -> tuple[Plots, tuple[gr.Button, gr.File]]:
     """The dashboard: a summary line, then the plots in pairs, with the wait and run times also as a table."""
     summary = gr.Markdown(elem_id="admin-summary")
     updated = gr.Markdown(elem_id="admin-updated", elem_classes=["hint"])
-    common: dict[str, Any] = {"height": 260, "x_label_angle": 0}
-    kinds = {**common, "color_map": KIND_COLORS}
+    common: dict[str, Any] = {"height": 260}
+    kinds = {**common, "color": "kind", "color_map": KIND_COLORS}
+    percentiles = {
+        **common,
+        "x": "bar",
+        "y": "minutes",
+        "color": "percentile",
+        "color_map": PERCENTILE_COLORS,
+        "sort": None,
+        "x_title": "branch, job, percentile",
+        "x_label_angle": -30,
+    }
     with gr.Row():
         finished = gr.BarPlot(
-            x="hour", y="jobs", color="kind", title="Jobs finished per hour", elem_id="admin-plot-finished", **kinds
+            x="hour", y="jobs", title="Jobs finished per hour", elem_id="admin-plot-finished", **kinds
         )
         queue_depth = gr.LinePlot(
-            x="time", y="waiting", color="kind", title="Queue depth (waiting)", elem_id="admin-plot-queue", **kinds
+            x="time", y="waiting", title="Queue depth (waiting)", elem_id="admin-plot-queue", **kinds
         )
     with gr.Row():
-        wait = gr.BarPlot(
-            x="bar", y="minutes", color="percentile", title="Wait before running (min)", elem_id="admin-plot-wait",
-            sort=None, **{**common, "x_label_angle": -30},
-        )  # fmt: skip
-        run = gr.BarPlot(
-            x="bar", y="minutes", color="percentile", title="Run time (min)", elem_id="admin-plot-run",
-            sort=None, **{**common, "x_label_angle": -30},
-        )  # fmt: skip
+        wait = gr.BarPlot(title="Wait before running (min)", elem_id="admin-plot-wait", **percentiles)
+        run = gr.BarPlot(title="Run time (min)", elem_id="admin-plot-run", **percentiles)
     times, times_export = _table("Wait and run time per branch (jobs that finished well in the window)", "admin-times")
     with gr.Row():
         failures = gr.BarPlot(
-            x="reason", y="failures", color="kind", title="Failures by reason", elem_id="admin-plot-failures",
-            sort="-y", **{**kinds, "x_label_angle": -20},
+            x="reason", y="failures", title="Failures by reason", elem_id="admin-plot-failures", sort="-y",
+            x_label_angle=-20, **kinds,
         )  # fmt: skip
         storage = gr.LinePlot(
             x="time", y="MiB", color="kind", title="Storage by kind (MiB)", elem_id="admin-plot-storage", **common

@@ -153,9 +153,7 @@ def test_expire_and_delete_act_only_from_their_confirm_buttons_and_the_tab_refre
     [cancel] = triggers["admin_cancel"]
     assert cancel.value == "Yes, cancel it" and cancel.variant == "stop"
     refreshes = [fn for fn in app.fns.values() if (tab._id, "select") in fn.targets]
-    assert len(refreshes) == 1 and refreshes[0].fn.__name__ == "opened"
-    [timer] = [block for block in app.blocks.values() if isinstance(block, gr.Timer)]
-    assert timer in refreshes[0].outputs and timer.active is False, "the timer runs only once the tab is opened"
+    assert len(refreshes) == 1 and refreshes[0].fn.__name__ == "refresh"
 
 
 def test_the_tab_is_shown_to_admins_only_and_left_out_of_the_api_docs(served, root):
