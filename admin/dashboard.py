@@ -82,7 +82,7 @@ def build_dashboard(
         window: "day" or "week".
         end: now (UTC).
         jobs: `Database.job_history(start)` rows.
-        spends: `Database.credit_spends(start)` rows.
+        spends: `Database.credit_spends(start)` rows (credits taken per hour).
         samples: `Database.storage_samples(start)` rows.
     """
     start = window_start(window, end)
@@ -126,11 +126,11 @@ def queue_depth(history: pd.DataFrame, start: datetime, end: datetime, step: tim
     """How many jobs were waiting at each `step` of the window: created, and not yet started nor ended then."""
     created = history["created_at"].to_numpy()
     left = history["started_at"].fillna(history["ended_at"]).fillna(pd.Timestamp.max).to_numpy()
+    of_kind = {kind: (history["kind"] == kind).to_numpy() for kind in KIND_NAMES.values()}
     rows = []
     for time in pd.date_range(_naive_time(start), _naive_time(end), freq=step):
         waiting = (created <= time.to_datetime64()) & (left > time.to_datetime64())
-        for kind in KIND_NAMES.values():
-            rows.append([time, kind, int((waiting & (history["kind"] == kind).to_numpy()).sum())])
+        rows += [[time, kind, int((waiting & mask).sum())] for kind, mask in of_kind.items()]
     return pd.DataFrame(rows, columns=DEPTH_COLUMNS)
 
 
@@ -192,9 +192,7 @@ def storage_over_time(samples: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 def credits_spent(spends: Sequence[dict[str, Any]], start: datetime, end: datetime, bucket: str) -> pd.DataFrame:
     """Tune and image credits spent per `bucket` ("h" or "D") of the window, every bucket present (zeros too)."""
-    frame = pd.DataFrame(list(spends), columns=["owner", "at", "tunes", "images"])
-    frame = frame.assign(at=_naive(frame["at"]))
-    frame = frame[_within(frame["at"], start, end)]
+    frame = _spends(spends)
     slots = pd.date_range(pd.Timestamp(_naive_time(start)).floor(bucket), _naive_time(end), freq=bucket)
     sums = frame.groupby(frame["at"].dt.floor(bucket))[["tunes", "images"]].sum()
     rows = []
@@ -219,8 +217,7 @@ def summary_line(
     failed = int(history[history["status"].isin(FAILED) & in_window].shape[0])
     waiting = int((history["started_at"].isna() & history["ended_at"].isna()).sum())
     running = int((history["started_at"].notna() & history["ended_at"].isna()).sum())
-    spent = pd.DataFrame(list(spends), columns=["owner", "at", "tunes", "images"])
-    spent = spent[_within(_naive(spent["at"]), start, end)]
+    spent = _spends(spends)
     last = [row for row in samples if row["kind"] == "total"][-1:]
     disk = f"; {last[0]['bytes'] / 2**30:.2f} GiB on disk" if last else ""
     trainings = int((finished["kind"] == KIND_NAMES["train"]).sum())
@@ -234,6 +231,12 @@ def summary_line(
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _spends(spends: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The hourly credit rows with their hour as a naive UTC datetime (`at`)."""
+    frame = pd.DataFrame(list(spends), columns=["hour", "tunes", "images", "charges"])
+    return frame.assign(at=pd.to_datetime(frame["hour"], format="%Y-%m-%dT%H"))
 
 
 def _naive(column: pd.Series) -> pd.Series:

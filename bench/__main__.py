@@ -1,4 +1,5 @@
-"""Run the benchmark suite: `python -m bench [--only train|generate|real|service|load|jobs|likeness] [--quick]`.
+"""Run the benchmark suite: `python -m bench [--only train|generate|real|service|load|jobs|likeness|dashboard]
+[--quick]`.
 
 Each configuration runs in a subprocess (`bench.train_step`, `bench.generation`, `bench.service`, …) so
 that its peak memory is its own; this process only schedules them, relays their records to stdout (one
@@ -23,7 +24,7 @@ from typing import Any
 from bench.common import ROOT, child_env, progress
 from bench.report import write_table
 
-SECTIONS = ("train", "generate", "real", "service", "load", "jobs", "likeness")
+SECTIONS = ("train", "generate", "real", "service", "load", "jobs", "likeness", "dashboard")
 DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
 CHILD_TIMEOUT_S = 20 * 60
 
@@ -64,6 +65,10 @@ def plan(sections: list[str], *, quick: bool, device: str, workdir: Path, thread
         argv = ["bench.likeness", "--workdir", str(workdir / "likeness"), "--device", device]
         argv += ["--reps", "3", "--prompts", "2", "--images", "4", "--steps", "4"] if quick else []
         jobs.append(Job("likeness: identity per photo and avatar, a scored pack run on tiny", tuple(argv)))
+    if "dashboard" in sections:
+        argv = ["bench.dashboard", "--workdir", str(workdir / "dashboard")]
+        argv += ["--tunes", "100", "--prompts", "2000", "--reps", "2"] if quick else []
+        jobs.append(Job("admin refresh: dashboard and tables over a busy week", tuple(argv)))
     return jobs
 
 

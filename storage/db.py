@@ -990,13 +990,18 @@ class Database:
         )
         params = (TuneStatus.FAILED, TuneStatus.CANCELLED, PromptStatus.DONE, PromptStatus.FAILED, iso(since))
         with self._lock:
-            return [dict(row) for row in self._conn.execute(query, params).fetchall()]
+            cursor = self._conn.execute(query, params)
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, tuple(row), strict=True)) for row in cursor.fetchall()]
 
     def credit_spends(self, since: datetime) -> list[dict[str, Any]]:
-        """Every charge since `since`, oldest first: `owner`, `at`, `tunes`, `images` (credits taken)."""
+        """The credits taken since `since` per hour, oldest first: `hour` (ISO, UTC, e.g. "2026-03-04T12"),
+        `tunes`, `images`, `charges` (how many)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT owner, at, tunes, images FROM credit_spends WHERE at >= ? ORDER BY at, id", (iso(since),)
+                "SELECT substr(at, 1, 13) AS hour, SUM(tunes) AS tunes, SUM(images) AS images, COUNT(*) AS charges"
+                " FROM credit_spends WHERE at >= ? GROUP BY hour ORDER BY hour",
+                (iso(since),),
             ).fetchall()
         return [dict(row) for row in rows]
 

@@ -64,7 +64,7 @@ def test_the_jobs_section_is_planned_and_reported_with_the_part_it_measures(tmp_
     [job] = plan(["jobs"], quick=True, device="cpu", workdir=tmp_path)
     assert job.argv[0] == "bench.jobs" and "--jobs" in job.argv and str(tmp_path / "jobs") in job.argv
     planned = [j.argv[0] for j in plan(list(SECTIONS), quick=True, device="cpu", workdir=tmp_path)]
-    assert planned[-2:] == ["bench.jobs", "bench.likeness"]
+    assert planned[-3:] == ["bench.jobs", "bench.likeness", "bench.dashboard"]
     [likeness] = plan(["likeness"], quick=True, device="cpu", workdir=tmp_path)
     assert "--prompts" in likeness.argv and str(tmp_path / "likeness") in likeness.argv
     submit, follow = table([JOBS, FOLLOW]).splitlines()[-2:]
@@ -82,3 +82,15 @@ def test_the_fake_hubs_log_stream_gives_each_line_its_time():
     (started, first), (stamp, line) = parse_log_events(stream)
     assert first == "===== Job started" and line == '{"event": "progress", "step": 1}'
     assert stamp - started == pytest.approx(1.25)
+
+
+def test_the_dashboard_bench_times_a_refresh_of_its_seeded_week(tmp_path):
+    from bench.dashboard import parse_args, run
+
+    records = run(parse_args(["--workdir", str(tmp_path), "--tunes", "5", "--prompts", "40", "--reps", "1"]))
+    assert [item["bench"] for item in records] == [
+        "dashboard.dashboard_day",
+        "dashboard.dashboard_week",
+        "dashboard.tables",
+    ]
+    assert all(item["unit"] == "ms" and item["value"] > 0 and item["prompts"] == 40 for item in records)
