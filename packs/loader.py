@@ -22,6 +22,7 @@ from pipelines.registry import BRANCHES
 
 LIBRARY_DIR = Path(__file__).resolve().parent / "library"
 COVERS_DIR = LIBRARY_DIR / "covers"  # cover and sample images; the shipped covers are placeholders
+COVERS_FOLDER = "covers"  # a pack folder's images: `packs/library/covers/`, the team's `<data>/packs/covers/`
 MAX_SAMPLES = 12
 # Caps that keep a pack small enough for every `GET /packs` and every editor (the shipped packs are 6-23 KB,
 # with 8-10 prompts per class): a 3 MB pack with 100k prompts was once accepted and served on every request.
@@ -108,7 +109,7 @@ class Pack:
     preset_face_crop: bool
     published: bool
     prompts: dict[str, tuple[PackPrompt, ...]]
-    samples: tuple[str, ...] = ()  # image files in COVERS_DIR showing what the pack produces
+    samples: tuple[str, ...] = ()  # image files in a covers folder showing what the pack produces
 
     def images_for(self, class_name: str) -> int:
         """How many images the pack produces for one class (its cost)."""
@@ -145,8 +146,30 @@ class Pack:
         }
 
 
-def load_pack_file(path: Path) -> Pack:
-    """Read and validate one pack file (YAML or JSON).
+def cover_dirs(*folders: Path) -> tuple[Path, ...]:
+    """Where the images that packs in `folders` name are looked up, first match wins: each folder's `covers/`
+    (a later folder's first, as its packs override), then the shipped covers (a team copy keeps its cover)."""
+    found: list[Path] = []
+    for folder in [*(Path(f) / COVERS_FOLDER for f in reversed(folders)), COVERS_DIR]:
+        if folder not in found:
+            found.append(folder)
+    return tuple(found)
+
+
+def find_image(name: str, dirs: tuple[Path, ...] | None = None) -> Path | None:
+    """The file of a cover or sample image named in a pack: the first of `dirs` (default: the shipped covers)
+    that has it; None when none has or `name` is not a plain file name."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
+        return None
+    for folder in dirs or (COVERS_DIR,):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def load_pack_file(path: Path, *, covers: tuple[Path, ...] | None = None) -> Pack:
+    """Read and validate one pack file (YAML or JSON); `covers` are the folders its images may be in (default:
+    the shipped covers).
 
     Raises:
         PackError: the file cannot be parsed or breaks the schema; names the file, key and value.
@@ -158,24 +181,24 @@ def load_pack_file(path: Path) -> Pack:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise PackError(source, "(file)", str(path.name), f"cannot be read: {error}") from None
-    pack = _parse_file_text(text, source=source, is_json=path.suffix == ".json")
+    pack = _parse_file_text(text, source=source, is_json=path.suffix == ".json", covers=covers)
     if pack.id != path.stem:
         raise PackError(source, "id", pack.id, f"must equal the file name ({path.stem!r})")
     return pack
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_file_text(text: str, *, source: str, is_json: bool) -> Pack:
+def _parse_file_text(text: str, *, source: str, is_json: bool, covers: tuple[Path, ...] | None) -> Pack:
     """One pack file's text, parsed and checked. Every studio opened reads the whole library and the parse is
     most of the cost (~20 ms a file), so a file's pack is kept by its exact text: an edited file parses again,
     and a file that fails is not remembered. Packs are frozen and never changed by their readers."""
     if not is_json:
-        return parse_pack(read_pack_text(text, source=source), source=source)
+        return parse_pack(read_pack_text(text, source=source), source=source, covers=covers)
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as error:
         raise PackError(source, "(file)", source, f"cannot be read as YAML/JSON: {error}") from None
-    return parse_pack(data, source=source)
+    return parse_pack(data, source=source, covers=covers)
 
 
 def read_pack_text(text: str, *, source: str) -> object:
@@ -245,17 +268,21 @@ def _unreadable(error: Exception, text: str, *, source: str) -> PackError:
 
 
 def load_library(*folders: Path) -> dict[str, Pack]:
-    """All packs in the folders (default: the shipped library), by id; a later folder overrides."""
+    """All packs in the folders (default: the shipped library), by id; a later folder overrides. Images are
+    looked up in every folder's `covers/` (`cover_dirs`)."""
     packs: dict[str, Pack] = {}
-    for folder in folders or (LIBRARY_DIR,):
+    folders = folders or (LIBRARY_DIR,)
+    covers = cover_dirs(*folders)
+    for folder in folders:
         for path in sorted(Path(folder).glob("*.yaml")) + sorted(Path(folder).glob("*.json")):
-            pack = load_pack_file(path)
+            pack = load_pack_file(path, covers=covers)
             packs[pack.id] = pack
     return packs
 
 
-def parse_pack(data: object, *, source: str) -> Pack:
-    """Validate pack data (a parsed file or an edit) and build a `Pack`.
+def parse_pack(data: object, *, source: str, covers: tuple[Path, ...] | None = None) -> Pack:
+    """Validate pack data (a parsed file or an edit) and build a `Pack`; `cover` and `samples` must name image
+    files in one of the `covers` folders (default: the shipped covers, `packs/library/covers/`).
 
     Raises:
         PackError: the first problem found, naming `source`, the key path and the value.
@@ -284,12 +311,12 @@ def parse_pack(data: object, *, source: str) -> Pack:
         _int(source, "preset.steps", steps, 1, 20_000)
     cover = obj.get("cover")
     if cover is not None:
-        _image_file(source, "cover", cover)
+        _image_file(source, "cover", cover, covers)
     samples = obj.get("samples") or []
     if not isinstance(samples, list) or len(samples) > MAX_SAMPLES:
         raise PackError(source, "samples", samples, f"must be a list of at most {MAX_SAMPLES} image file names")
     for i, name in enumerate(samples):
-        _image_file(source, f"samples[{i}]", name)
+        _image_file(source, f"samples[{i}]", name, covers)
     prompts = _mapping(source, "prompts", obj["prompts"], set(KNOWN_CLASSES), required=set())
     missing = [name for name in classes if name not in prompts]
     if missing:
@@ -336,11 +363,12 @@ def _text(source: str, path: str, value: object, limit: int) -> str:
     return value.strip()
 
 
-def _image_file(source: str, path: str, value: object) -> str:
+def _image_file(source: str, path: str, value: object, covers: tuple[Path, ...] | None) -> str:
     name = _text(source, path, value, 200)
-    if "/" in name or "\\" in name or not (COVERS_DIR / name).is_file():
+    if find_image(name, covers) is None:
         where = f"packs/{COVERS_DIR.parent.name}/{COVERS_DIR.name}/"
-        raise PackError(source, path, value, f"must be the name of an image file in {where}")
+        team = " or the team's covers (upload one in the pack studio)" if covers and len(covers) > 1 else ""
+        raise PackError(source, path, value, f"must be the name of an image file in {where}{team}")
     return name
 
 

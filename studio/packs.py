@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
 import threading
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from packs.loader import (
+    COVERS_FOLDER,
     LIBRARY_DIR,
     MAX_ID_CHARS,
     Pack,
     PackError,
     check_pack_id,
     check_pack_size,
+    cover_dirs,
+    find_image,
     load_library,
     parse_pack,
     read_pack_text,
@@ -27,6 +33,10 @@ from storage.records import iso
 from studio.errors import ConflictError, NotFoundError
 
 logger = logging.getLogger(__name__)
+MAX_COVER_UPLOAD_BYTES = 15 * 1024 * 1024  # a phone photo is 2-8 MB; larger is not a cover
+MAX_COVER_PIXELS = 40_000_000  # decoded size; a bigger (or bomb-like) image is refused before it is decoded
+MAX_COVER_SIDE = 1024  # a card is 384 px and the pack page ~600: stored covers are at most this on a side
+COVER_JPEG_QUALITY = 88
 
 
 class PackLibrary:
@@ -41,6 +51,15 @@ class PackLibrary:
         self._lock = threading.Lock()
         self._packs: dict[str, Pack] = {}
         self.reload()
+
+    @property
+    def cover_dirs(self) -> tuple[Path, ...]:
+        """The folders the library's cover and sample images are in, first match wins (`packs.loader.cover_dirs`)."""
+        return cover_dirs(*self.folders)
+
+    def image_path(self, name: str) -> Path | None:
+        """The file of a cover or sample image a pack names (a team cover or a shipped one), or None."""
+        return find_image(name, self.cover_dirs)
 
     def reload(self) -> None:
         packs = load_library(*[folder for folder in self.folders if Path(folder).is_dir()])
@@ -106,7 +125,7 @@ class PackEditor:
             PackError: `data` breaks the schema or a size limit.
             ConflictError: the id is taken.
         """
-        pack = replace(parse_pack(data, source=_new_pack_source(data)), published=False)
+        pack = replace(self._parse(data, source=_new_pack_source(data)), published=False)
         if pack.id in {p.id for p in self.library.list(include_unpublished=True)}:
             raise ConflictError(f"a pack with id {pack.id!r} exists already; edit it or choose another id")
         return self._save(pack, editor=editor, action="create")
@@ -114,7 +133,7 @@ class PackEditor:
     def edit(self, pack_id: str, data: dict, *, editor: str) -> Pack:
         """Replace a pack with `data` (the whole pack). A refused edit leaves every file as it was."""
         self.library.get(pack_id, include_unpublished=True)
-        pack = parse_pack(data, source=f"edit of {pack_id}")
+        pack = self._parse(data, source=f"edit of {pack_id}")
         if pack.id != pack_id:
             raise PackError(f"edit of {pack_id}", "id", pack.id, "cannot change; duplicate the pack instead")
         return self._save(pack, editor=editor, action="edit")
@@ -130,8 +149,33 @@ class PackEditor:
         data = self.library.get(pack_id, include_unpublished=True).to_file_data()
         data["published"] = published
         return self._save(
-            parse_pack(data, source=pack_id), editor=editor, action="publish" if published else "unpublish"
+            self._parse(data, source=pack_id), editor=editor, action="publish" if published else "unpublish"
         )
+
+    @property
+    def covers_dir(self) -> Path:
+        """Where uploaded covers are kept: the team's `covers/` in the data folder, never the code's library."""
+        return self.folder / COVERS_FOLDER
+
+    def set_cover(self, pack_id: str, upload: bytes, *, editor: str, filename: str | None = None) -> Pack:
+        """Make an uploaded image the pack's cover: re-encoded (RGB, at most `MAX_COVER_SIDE` px a side), kept in
+        `covers_dir` as `<pack id>-<hash>.jpg|png`, and saved as a new version (revert brings the old cover back;
+        cover files are never deleted, so every version's cover stays).
+
+        Raises:
+            ValidationError: `cover` is not an image, or too large (names the field and the value).
+            NotFoundError: no such pack.
+        """
+        data = self.library.get(pack_id, include_unpublished=True).to_file_data()
+        encoded, suffix = encode_cover(upload, filename=filename)
+        name = f"{pack_id}-{hashlib.sha256(encoded).hexdigest()[:10]}.{suffix}"
+        self.covers_dir.mkdir(parents=True, exist_ok=True)
+        path = self.covers_dir / name
+        if not path.exists():
+            _write_bytes_atomically(path, encoded)
+        data["cover"] = name
+        pack = self._parse(data, source=f"cover of {pack_id}")
+        return self._save(pack, editor=editor, action="cover", files={f"covers/{name}": encoded})
 
     def versions(self, pack_id: str) -> list[dict]:
         """Saved versions of a team pack, oldest first: version, saved_at, saved_by, action."""
@@ -153,14 +197,18 @@ class PackEditor:
         path = versions / f"{version:04d}.yaml"
         if not path.exists():
             raise NotFoundError(f"version of pack {pack_id}", version)
-        pack = parse_pack(read_pack_text(path.read_text(), source=path.name), source=path.name)
+        pack = self._parse(read_pack_text(path.read_text(), source=path.name), source=path.name)
         return self._save(pack, editor=editor, action=f"revert to {version}")
+
+    def _parse(self, data: object, *, source: str) -> Pack:
+        """`parse_pack` with the library's image folders: a cover may be shipped or uploaded by the team."""
+        return parse_pack(data, source=source, covers=self.library.cover_dirs)
 
     def _versions_dir(self, pack_id: str) -> Path:
         """Every path to a pack's files goes through here, so an id never names a folder outside `folder`."""
         return self.folder / ".versions" / check_pack_id(pack_id)
 
-    def _save(self, pack: Pack, *, editor: str, action: str) -> Pack:
+    def _save(self, pack: Pack, *, editor: str, action: str, files: dict[str, bytes] | None = None) -> Pack:
         text = yaml.safe_dump(pack.to_file_data(), sort_keys=False, allow_unicode=True)
         check_pack_size(len(text.encode()), source=f"{pack.id}.yaml")
         with self._lock:
@@ -173,13 +221,14 @@ class PackEditor:
             with (versions / "log.jsonl").open("a") as log:
                 log.write(json.dumps(entry) + "\n")
             self.library.reload()
-            self._push(pack.id, number, text, entry)
+            self._push(pack.id, number, text, entry, files or {})
         return self.library.get(pack.id, include_unpublished=True)
 
-    def _push(self, pack_id: str, number: int, text: str, entry: dict) -> None:
+    def _push(self, pack_id: str, number: int, text: str, entry: dict, extra: dict[str, bytes]) -> None:
         if self.mirror is None:
             return
         files = {
+            **extra,
             f"packs/{pack_id}.yaml": text.encode(),
             f"versions/{pack_id}/{number:04d}.yaml": text.encode(),
             f"versions/{pack_id}/log.jsonl": (self._versions_dir(pack_id) / "log.jsonl").read_bytes(),
@@ -196,6 +245,56 @@ def _new_pack_source(data: object) -> str:
     """How errors name a new pack: by its id when that is short text (never quoting a huge value)."""
     pack_id = data.get("id") if isinstance(data, dict) else None
     return f"new pack {pack_id!r}" if isinstance(pack_id, str) and len(pack_id) <= MAX_ID_CHARS else "new pack"
+
+
+def encode_cover(upload: bytes, *, filename: str | None = None) -> tuple[bytes, str]:
+    """An uploaded cover as the studio keeps it: decoded, turned upright (EXIF), RGB, at most `MAX_COVER_SIDE`
+    px a side; PNG stays PNG (drawings), anything else becomes JPEG. Returns (bytes, "png" | "jpg"). Errors
+    quote `filename` (the upload's name) when given.
+
+    Raises:
+        ValidationError: `cover` is empty, over `MAX_COVER_UPLOAD_BYTES`, not an image Pillow reads, or over
+            `MAX_COVER_PIXELS` once decoded.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    named = f"{filename}, " if filename else ""
+    if not upload:
+        raise ValidationError("cover", f"{named}an empty file", "must be an image file (PNG, JPEG or WebP)")
+    if len(upload) > MAX_COVER_UPLOAD_BYTES:
+        limit = f"{MAX_COVER_UPLOAD_BYTES // (1024 * 1024)} MB"
+        raise ValidationError("cover", f"{named}{len(upload)} bytes", f"must be an image of at most {limit}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(upload)) as image:
+                if image.width * image.height > MAX_COVER_PIXELS:
+                    size = f"{named}{image.width}x{image.height} pixels"
+                    raise ValidationError("cover", size, f"must be an image of at most {MAX_COVER_PIXELS} pixels")
+                kind = image.format
+                picture = ImageOps.exif_transpose(image).convert("RGB")
+    except ValidationError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        shown = filename or repr(upload[:12])
+        raise ValidationError("cover", shown, "must be an image file (PNG, JPEG or WebP) that opens") from None
+    except Image.DecompressionBombWarning:
+        raise ValidationError(
+            "cover", filename or "the upload", f"must be an image of at most {MAX_COVER_PIXELS} pixels"
+        ) from None
+    picture.thumbnail((MAX_COVER_SIDE, MAX_COVER_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    if kind == "PNG":
+        picture.save(buffer, "PNG", optimize=True)
+        return buffer.getvalue(), "png"
+    picture.save(buffer, "JPEG", quality=COVER_JPEG_QUALITY, optimize=True, progressive=True)
+    return buffer.getvalue(), "jpg"
+
+
+def _write_bytes_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _write_atomically(path: Path, text: str) -> None:

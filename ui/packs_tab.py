@@ -1,7 +1,6 @@
 """Pack gallery: packs as cards (cover, title, classes, image count); open one to see its prompts as they
-render for a subject, and "use this pack" to start a tune with it. The creative team edits packs here too:
-the whole pack as YAML, checked against the schema on save (errors inline, naming the key and value), every
-save kept as a version that can be reverted, prompts previewed as rendered.
+render for a subject, and "use this pack" to start a tune with it. The creative team edits packs here too, in
+the pack studio (`ui.pack_studio`): a form or YAML, checked on save, versioned, with covers, previews and stats.
 
 Callbacks stay thin: widget values -> one service call -> widgets. Public events are private to the UI (the
 named API is `ui/api.py`); editor events are undocumented and each checks the caller's role itself.
@@ -11,23 +10,27 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from html import escape
-from typing import Any
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-import yaml
 from PIL import Image
 
-from packs.lint import lint_pack
-from packs.loader import COVERS_DIR, Pack, read_pack_text
+from packs.loader import COVERS_DIR, Pack, find_image
 from packs.make_covers import draw_cover
-from pipelines.errors import TunesError, ValidationError
 from pipelines.registry import get_branch
-from studio.errors import PermissionDeniedError, SignInRequiredError
 from studio.service import Studio
 from ui.context import UIContext
-from ui.feedback import FieldErrors, notify, user_errors
+from ui.feedback import user_errors
+from ui.pack_studio import (  # noqa: F401 (the editor's helpers, as this module named them before the studio)
+    NEW_PACK_TEMPLATE,
+    VERSION_HEADERS,
+    build_pack_studio,
+    editor_choices,
+    editor_status,
+    pack_yaml,
+    versions_table,
+)
 from ui.views import CLASSES, likeness_text
 
 ALL = "all"
@@ -38,24 +41,6 @@ NO_SAMPLES = (
     "\n\n*No sample images yet. The prompts below are what the pack generates, shown for a sample subject "
     "(`ohwx`, green eyes, short brown hair); your tune's token and details take their place.*"
 )
-VERSION_HEADERS = ["version", "saved at", "saved by", "action"]
-NEW_PACK_TEMPLATE = """\
-id: my-new-pack            # lowercase letters, digits and hyphens; cannot change later
-title: My new pack
-description: What the album looks like, in a sentence or two.
-cover: null                # an image file in packs/library/covers/
-classes: [woman]
-default_branch: sdxl1
-preset:
-  face_crop: true
-published: false           # a new pack is a draft: press Publish once it previews well
-prompts:
-  woman:
-    - text: "portrait of {{subject}}, {{characteristics}}, soft window light"
-      negative_prompt: "blurry, deformed hands"
-      num_images: 4
-      aspect_ratio: "4:5"
-"""
 
 
 @dataclass(frozen=True)
@@ -86,17 +71,30 @@ def card_caption(pack: Pack, class_name: str | None = None) -> str:
     return f"{pack.title} · {', '.join(pack.classes)} · {images} images"
 
 
-def cover_image(pack: Pack) -> Image.Image:
-    """The pack's cover, or a placeholder drawn from its id and title when it has none."""
-    return pack_image(pack.cover) if pack.cover else _placeholder(pack.id, pack.title)
+def cover_image(pack: Pack, dirs: tuple[Path, ...] | None = None) -> Image.Image:
+    """The pack's cover, or a placeholder drawn from its id and title when it has none.
+
+    Args:
+        pack: the pack.
+        dirs: the folders its images are in (`PackLibrary.cover_dirs`: the team's uploads, then the shipped
+            covers); default the shipped covers.
+    """
+    return pack_image(pack.cover, dirs) if pack.cover else _placeholder(pack.id, pack.title)
 
 
-def pack_image(name: str) -> Image.Image:
-    """A cover or sample image from `packs/library/covers/`, decoded once until the file changes.
+def pack_image(name: str, dirs: tuple[Path, ...] | None = None) -> Image.Image:
+    """A cover or sample image from the first of `dirs` that has it (default `packs/library/covers/`), decoded
+    once until the file changes.
 
     Images go to Gradio as pictures, not paths, so they show wherever the app was started from.
+
+    Raises:
+        FileNotFoundError: no folder has it (the loader checks every name a pack gives, so only a file removed
+            since).
     """
-    path = COVERS_DIR / name
+    path = find_image(name, dirs or (COVERS_DIR,))
+    if path is None:
+        raise FileNotFoundError(f"no image {name!r} in {', '.join(str(d) for d in dirs or (COVERS_DIR,))}")
     return _load_image(str(path), path.stat().st_mtime)
 
 
@@ -116,7 +114,8 @@ def pack_cards(studio: Studio, class_name: str | None) -> tuple[list[tuple[Image
     and the pack ids in the same order (the gallery's select event gives an index)."""
     wanted = None if class_name in (None, "", ALL) else class_name
     packs = studio.list_packs(wanted)
-    return [(cover_image(pack), card_caption(pack, wanted)) for pack in packs], [pack.id for pack in packs]
+    dirs = studio.packs.cover_dirs
+    return [(cover_image(pack, dirs), card_caption(pack, wanted)) for pack in packs], [pack.id for pack in packs]
 
 
 def pack_about(pack: Pack, *, branch: str) -> str:
@@ -163,34 +162,6 @@ def prompt_table(studio: Studio, pack: Pack, class_name: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PROMPT_HEADERS)
 
 
-def pack_yaml(pack: Pack) -> str:
-    """The pack as the team edits it."""
-    return yaml.safe_dump(pack.to_file_data(), sort_keys=False, allow_unicode=True, width=100)
-
-
-def editor_choices(studio: Studio) -> list[tuple[str, str]]:
-    """Every pack, unpublished ones marked, for the editor's picker."""
-    packs = studio.packs.list(include_unpublished=True)
-    return [(pack.title if pack.published else f"{pack.title} (unpublished)", pack.id) for pack in packs]
-
-
-def editor_status(studio: Studio, pack: Pack) -> str:
-    versions = studio.pack_editor.versions(pack.id)
-    state = "published" if pack.published else "**unpublished** (users do not see it)"
-    kept = f"{len(versions)} saved version{'s' * (len(versions) != 1)}" if versions else "shipped file (not edited yet)"
-    status = f"`{pack.id}` · {state} · {kept}"
-    if studio.pack_editor.last_push_error:
-        status += f"  \n⚠ Saved here but not pushed to the Hub: {studio.pack_editor.last_push_error}"
-    for warning in lint_pack(pack):  # loads and runs, but reads badly: long prompts
-        status += f"  \n⚠ {escape(warning.message, quote=False)}"
-    return status
-
-
-def versions_table(studio: Studio, pack_id: str) -> pd.DataFrame:
-    rows = [[v["version"], v["saved_at"], v["saved_by"], v["action"]] for v in studio.pack_editor.versions(pack_id)]
-    return pd.DataFrame(rows, columns=VERSION_HEADERS)
-
-
 # -- the tab -----------------------------------------------------------------------------------------
 
 
@@ -233,7 +204,9 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
                 about = gr.Markdown(elem_id="pack-about")
                 use_pack = gr.Button("Use this pack", variant="primary", elem_id="use-pack")
         page_class = gr.Radio([], label="Prompts for")
-        prompts = gr.Dataframe(headers=PROMPT_HEADERS, interactive=False, wrap=True, column_widths=PROMPT_WIDTHS)
+        prompts = gr.Dataframe(
+            headers=PROMPT_HEADERS, interactive=False, wrap=True, column_widths=PROMPT_WIDTHS, elem_id="pack-prompts"
+        )
 
     @user_errors
     def show_cards(class_name: str | None):
@@ -245,8 +218,10 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
         chosen = class_name if class_name in pack.classes else pack.classes[0]
         return {
             page: gr.update(visible=True),
-            cover: cover_image(pack),
-            samples: gr.update(value=[pack_image(name) for name in pack.samples], visible=bool(pack.samples)),
+            cover: cover_image(pack, studio.packs.cover_dirs),
+            samples: gr.update(
+                value=[pack_image(name, studio.packs.cover_dirs) for name in pack.samples], visible=bool(pack.samples)
+            ),
             about: pack_about(pack, branch=ctx.settings.default_branch),
             page_class: gr.update(choices=list(pack.classes), value=chosen),
             prompts: prompt_table(studio, pack, chosen),
@@ -271,170 +246,5 @@ def build_packs_tab(ctx: UIContext) -> PacksTab:
     )
     page_class.input(pick_class, [chosen_pack, page_class], [prompts, chosen_class], **private)
 
-    editor_box = _build_editor(ctx, refresh=(show_cards, class_filter, [gallery, card_ids]))
+    editor_box = build_pack_studio(ctx, refresh=(show_cards, class_filter, [gallery, card_ids]))
     return PacksTab(use_pack=use_pack, chosen_pack=chosen_pack, chosen_class=chosen_class, editor_only=[editor_box])
-
-
-def _build_editor(ctx: UIContext, *, refresh: tuple[Any, gr.Radio, list]) -> gr.Accordion:
-    """The creative team's editor; every event refuses callers who are not editors or admins."""
-    studio = ctx.studio
-    with gr.Accordion("Edit packs (creative team)", open=False, visible=False) as box:
-        gr.Markdown(
-            "Edit the whole pack as YAML (the keys are described in `packs/SCHEMA.md`). **Save** checks it and "
-            "keeps every saved version; a shipped pack is saved as a team copy that overrides it. New packs and "
-            "copies are drafts until you **Publish** them. Prompts use `{{subject}}`, `{{token}}`, `{{class}}` and "
-            "`{{characteristics}}`."
-        )
-        with gr.Row():
-            # choices arrive when an editor opens the section (unpublished titles are not for everyone's page);
-            # the service checks every id
-            pack_id = gr.Dropdown([], label="Pack", scale=3, allow_custom_value=True)
-            new = gr.Button("New pack from a template", scale=1)
-        status = gr.Markdown()
-        text = gr.Code(language="yaml", lines=20, max_lines=40, label="Pack file (YAML)")
-        banner = gr.Markdown(visible=False, elem_classes=["error-banner"])
-        with gr.Row():
-            save = gr.Button("Save", variant="primary")
-            create = gr.Button("Create as a new pack")
-            publish = gr.Button("Publish")
-            unpublish = gr.Button("Unpublish")
-        with gr.Row():
-            copy_id = gr.Textbox(label="Id of the copy", placeholder="corporate-headshots-winter")
-            copy_title = gr.Textbox(label="Title of the copy (optional)")
-            duplicate = gr.Button("Duplicate", scale=0, min_width=120)
-        with gr.Row():
-            preview_class = gr.Dropdown([], label="Preview: class", allow_custom_value=True)
-            preview_index = gr.Number(0, label="Prompt index (as in prompts.<class>[index])", precision=0, minimum=0)
-            preview = gr.Button("Preview", scale=0, min_width=120)
-        rendered = gr.Textbox(label="Rendered prompt (saved version, sample subject)", lines=3, interactive=False)
-        versions = gr.Dataframe(headers=VERSION_HEADERS, interactive=False, label="Saved versions")
-        with gr.Row():
-            version = gr.Number(None, label="Version (click a row above)", precision=0)
-            revert = gr.Button("Revert to this version", scale=0, min_width=200)
-
-    errors = FieldErrors(banner, {})
-    view_outputs = [*errors.outputs, pack_id, status, text, versions, version, preview_class]
-
-    def view(chosen: str, message: str | None = None) -> dict:
-        """Every editor widget showing pack `chosen` as saved."""
-        pack = studio.packs.get(chosen, include_unpublished=True)
-        if message:
-            notify(message)
-        return {
-            **errors.clear(),
-            pack_id: gr.update(choices=editor_choices(studio), value=pack.id),
-            status: editor_status(studio, pack),
-            text: pack_yaml(pack),
-            versions: versions_table(studio, pack.id),
-            version: None,
-            preview_class: gr.update(choices=list(pack.classes), value=pack.classes[0]),
-        }
-
-    def inline(action):
-        """Show a refused edit under the YAML; a caller without the role still gets an error (API callers too)."""
-
-        @functools.wraps(action)
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return action(*args, **kwargs)
-            except (PermissionDeniedError, SignInRequiredError):
-                raise
-            except TunesError as error:
-                return errors.show(error)
-
-        return user_errors(wrapped)
-
-    def required(chosen: str | None) -> str:
-        if not chosen:
-            raise ValidationError("pack", chosen, "is not chosen; pick a pack above first")
-        return chosen
-
-    @user_errors
-    def open_choices(chosen: str | None, request: gr.Request):
-        ctx.editor(request)
-        return gr.update(choices=editor_choices(studio), value=chosen)
-
-    @inline
-    def load(chosen: str | None, request: gr.Request):
-        ctx.editor(request)
-        return view(required(chosen))
-
-    @user_errors
-    def template(request: gr.Request):
-        ctx.editor(request)
-        hint = "A new pack: edit it, then **Create as a new pack**."
-        return {**errors.clear(), text: NEW_PACK_TEMPLATE, status: hint}
-
-    @inline
-    def save_edit(chosen: str | None, source: str | None, request: gr.Request):
-        editor, chosen = ctx.editor(request), required(chosen)
-        data = read_pack_text(source or "", source=f"edit of {chosen}")
-        pack = studio.pack_editor.edit(chosen, data, editor=editor)
-        return view(pack.id, f"Saved {pack.title}.")
-
-    @inline
-    def save_new(source: str | None, request: gr.Request):
-        editor = ctx.editor(request)
-        pack = studio.pack_editor.create(read_pack_text(source or "", source="new pack"), editor=editor)
-        return view(pack.id, f"Created {pack.title} as a draft; users see it once you press Publish.")
-
-    @inline
-    def publish_pack(chosen: str | None, request: gr.Request):
-        pack = studio.pack_editor.set_published(required(chosen), True, editor=ctx.editor(request))
-        return view(pack.id, f"{pack.title} is published.")
-
-    @inline
-    def unpublish_pack(chosen: str | None, request: gr.Request):
-        pack = studio.pack_editor.set_published(required(chosen), False, editor=ctx.editor(request))
-        return view(pack.id, f"{pack.title} is unpublished; users no longer see it.")
-
-    @inline
-    def copy(chosen: str | None, new_id: str | None, title: str | None, request: gr.Request):
-        editor, chosen = ctx.editor(request), required(chosen)
-        title = (title or "").strip() or None
-        pack = studio.pack_editor.duplicate(chosen, (new_id or "").strip(), editor=editor, title=title)
-        return view(pack.id, f"Copied to {pack.id} (unpublished).")
-
-    @inline
-    def go_back(chosen: str | None, number: float | None, request: gr.Request):
-        editor, chosen = ctx.editor(request), required(chosen)
-        if number is None:
-            raise ValidationError("version", number, "is empty; type a version number from the table")
-        pack = studio.pack_editor.revert(chosen, int(number), editor=editor)
-        return view(pack.id, f"Reverted {pack.title} to version {int(number)}.")
-
-    @inline
-    def show_prompt(chosen: str | None, class_name: str | None, index: float | None, request: gr.Request):
-        ctx.editor(request)
-        wanted = int(index) if index is not None else None
-        rendered_text, _ = studio.preview_pack_prompt(required(chosen), class_name or "", wanted)
-        return {**errors.clear(), rendered: rendered_text}
-
-    team = {"api_visibility": "undocumented"}
-    show_cards, class_filter, cards = refresh
-    box.expand(open_choices, pack_id, pack_id, **team, api_name="pack_editor_choices")
-    pack_id.input(load, pack_id, view_outputs, **team, api_name="pack_editor_open")
-    new.click(template, None, [*errors.outputs, text, status], **team, api_name="pack_editor_template")
-    changes = [
-        save.click(save_edit, [pack_id, text], view_outputs, **team, api_name="pack_editor_save"),
-        create.click(save_new, text, view_outputs, **team, api_name="pack_editor_create"),
-        publish.click(publish_pack, pack_id, view_outputs, **team, api_name="pack_editor_publish"),
-        unpublish.click(unpublish_pack, pack_id, view_outputs, **team, api_name="pack_editor_unpublish"),
-        duplicate.click(copy, [pack_id, copy_id, copy_title], view_outputs, **team, api_name="pack_editor_duplicate"),
-        revert.click(go_back, [pack_id, version], view_outputs, **team, api_name="pack_editor_revert"),
-    ]
-
-    def pick_version(event: gr.SelectData) -> int:
-        return int(event.row_value[0])
-
-    versions.select(pick_version, None, version, api_visibility="private")
-    for event in changes:  # the editor's own gallery shows what just changed
-        event.then(show_cards, class_filter, cards, api_visibility="private")
-    preview.click(
-        show_prompt,
-        [pack_id, preview_class, preview_index],
-        [*errors.outputs, rendered],
-        **team,
-        api_name="pack_editor_preview",
-    )
-    return box
