@@ -33,6 +33,7 @@ from ui.feedback import CSS
 from ui.generate_tab import build_generate_tab
 from ui.guard import install_guard
 from ui.packs_tab import build_packs_tab
+from ui.showcase import build_showcase_tab
 
 if TYPE_CHECKING:
     from studio.runtime import Runtime
@@ -55,6 +56,8 @@ def build_app(ctx: UIContext, operations: Operations) -> gr.Blocks:
                 generate_tune = build_generate_tab(ctx, app)
             with gr.Tab("Pack gallery", id="packs"):
                 packs = build_packs_tab(ctx)
+            with gr.Tab("Showcase", id="showcase"):
+                build_showcase_tab(ctx)
             with gr.Tab("Account", id="account"):
                 build_account_tab(ctx, app)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab:

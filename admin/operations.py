@@ -465,7 +465,8 @@ class Operations:
         else:
             kept = f"and so are its {images} image(s)" if delete_images else f"its {images} image(s) stay"
             lost = f"Its photos, LoRA and every prompt are deleted; {kept}."
-        return f"**{action.capitalize()} {name}?** {lost} This cannot be undone."
+        when = " now" if action == "expire" else ""
+        return f"**{action.capitalize()} {name}{when}?** {lost} This cannot be undone."
 
     def _holdings(self, tune_id: int) -> tuple[Tune, int, int]:
         """A tune of any owner, its waiting prompts and its images."""
@@ -559,6 +560,20 @@ class Operations:
         tune = self.studio.get_tune(owner, tune_id)
         self.studio.delete_tune(owner, tune_id, delete_images=bool(delete_images))
         return tune
+
+    def block_image(self, admin: str, image_id: int, *, blocked: bool = True) -> str:
+        """Take any owner's avatar off the showcase (or put it back); its owner cannot undo a block. Returns the
+        image's owner.
+
+        Raises:
+            PermissionDeniedError, ValidationError (a bad id), NotFoundError.
+        """
+        self._require_admin(admin)
+        _check_id("image_id", image_id)
+        owner = self.db.set_image_blocked(image_id, bool(blocked))
+        if owner is None:
+            raise NotFoundError("image", image_id)
+        return owner
 
     def grant_credits(self, admin: str, user: str, tunes: int = 0, images: int = 0) -> Credits:
         """Add tune and image credits to a user (created if new). Unlimited credits stay unlimited.

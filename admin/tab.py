@@ -160,6 +160,10 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
             image_credits = gr.Textbox(label="Image credits", placeholder="grant: 0 · set: unlimited")
             grant_button = gr.Button("Grant credits")
             set_button = gr.Button("Set credits (empty: unlimited)")
+        with gr.Row():
+            image_box = gr.Textbox(label="Image id", placeholder="a showcase card's number", elem_id="admin-image")
+            block_button = gr.Button("Take off the showcase", elem_id="admin-block")
+            unblock_button = gr.Button("Allow on the showcase again")
         banner = gr.Markdown(visible=False, elem_classes=["error-banner"], elem_id="admin-error")
         status = gr.Markdown(elem_id="admin-status")
         lease = ctx.settings.worker_lease_s
@@ -174,6 +178,7 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
             "pack_prompts": _table(PACK_PROMPTS, "admin-pack-prompts"),
         }
     boxes = {"tune_id": record_box, "record_id": record_box, "days": days, "user": user, "kind": kind}
+    boxes["image_id"] = image_box
     errors = FieldErrors(banner, {**boxes, "tunes": tune_credits, "images": image_credits})
     filters = [window, tune_status, within_days]
     table_widgets = [widget for widget, _ in tables.values()]
@@ -252,6 +257,18 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
         admin, tunes_, images_ = ctx.admin(request), optional_int(tunes, "tunes"), optional_int(images, "images")
         credits = operations.set_credits(admin, user_id, tunes=tunes_, images=images_)
         return f"Set credits: {credits}."
+
+    @inline
+    def block_image(image_id: str | None, request: gr.Request) -> str:
+        number = required_int(image_id, "image_id", where="an image id")
+        owner = operations.block_image(ctx.admin(request), number)
+        return f"Image {number} of {owner} is off the showcase; its owner cannot put it back."
+
+    @inline
+    def unblock_image(image_id: str | None, request: gr.Request) -> str:
+        number = required_int(image_id, "image_id", where="an image id")
+        owner = operations.block_image(ctx.admin(request), number, blocked=False)
+        return f"Image {number} of {owner} may be on the showcase again (while its tune is public)."
 
     def asker(action: str) -> Callable[..., dict[Any, Any]]:
         """The first click of a destructive action: say what would be lost and ask (the "yes" button acts)."""
@@ -361,6 +378,8 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
         api_visibility=HIDDEN,
         show_progress="hidden",
     )
+    action(block_button, block_image, [image_box])
+    action(unblock_button, unblock_image, [image_box])
     action(grant_button, grant_credits, [user, tune_credits, image_credits])
     action(set_button, set_credits, [user, tune_credits, image_credits])
     errors.clear_on_change(api_visibility=HIDDEN)

@@ -30,17 +30,23 @@ from pipelines.prompt_spec import FIELDS, rule_of
 from rest.forms import nest_fields
 from rest.schemas import (
     ErrorOut,
+    ImageChange,
+    ImageChangeBody,
+    ImageOut,
     PackTuneBody,
     PackTuneFields,
     PromptBody,
     PromptFields,
     PromptOut,
     TuneBody,
+    TuneChange,
+    TuneChangeBody,
     TuneFields,
     TuneOut,
 )
 from rest.security import UploadedFilesOnly, UrlSigner, bearer_key
 from rest.shapes import Shapes
+from rest.showcase import add_showcase_routes
 from rest.signin import SignInThrottle
 from studio import outages
 from studio.errors import (
@@ -91,6 +97,7 @@ def build_rest_api(studio: Studio) -> FastAPI:
     _add_prompt_routes(api, studio, signer)
     _add_pack_routes(api, studio, signer)
     _add_file_routes(api, studio, signer)
+    add_showcase_routes(api, studio)  # public: no key
     api.openapi = lambda: _openapi(api)  # type: ignore[method-assign]
     return api
 
@@ -225,6 +232,7 @@ def _tune_request(fields: TuneFields, photos: list[tuple[str, bytes]]) -> TuneCr
         preset=fields.preset,
         training_face_correct=fields.training_face_correct,
         prompt_callback=prompt_callback,
+        visibility=fields.visibility,
     )
 
 
@@ -257,6 +265,7 @@ _TUNE_FORM = {
     "prompt_attributes][callback": {"type": "string"},
     "prompts_callback": {"type": "string"},
     "styles][": {"type": "array", "items": {"type": "string"}},
+    "visibility": {"type": "string", "enum": ["private", "public"]},
 }
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _PROMPT_FORM = {name: {"type": _JSON_TYPES[rule_of(name).kind]} for name in FIELDS} | {"callback": {"type": "string"}}
@@ -293,6 +302,33 @@ def _add_tune_routes(api: FastAPI, studio: Studio, signer: UrlSigner) -> None:
         """One of your tunes: status, progress, eta, and ckpt_url while its LoRA exists."""
         owner = _caller(request, studio)
         return _shapes(request, signer).tune(studio.get_tune(owner, tune_id))
+
+    @api.patch(
+        "/tunes/{tune_id}",
+        response_model=TuneOut,
+        responses=_BODY_ERRORS,
+        tags=["tunes"],
+        openapi_extra=_body_doc(TuneChangeBody, "tune", {"visibility": {"type": "string"}}),
+    )
+    async def change_tune(request: Request, tune_id: Id):
+        """Make one of your tunes public (its avatars go on /showcase) or private (they leave it, and their public
+        links stop working at once): `{"tune": {"visibility": "public"}}`."""
+        owner = _caller(request, studio)
+        change, _ = await _read_body(request, "tune", TuneChange, studio)
+        return _shapes(request, signer).tune(studio.set_visibility(owner, tune_id, change.visibility))
+
+    @api.patch(
+        "/images/{image_id}",
+        response_model=ImageOut,
+        responses=_BODY_ERRORS,
+        tags=["files"],
+        openapi_extra=_body_doc(ImageChangeBody, "image", {"hidden": {"type": "boolean"}}),
+    )
+    async def change_image(request: Request, image_id: Id):
+        """Keep one of your avatars off the showcase, or show it again: `{"image": {"hidden": true}}`."""
+        owner = _caller(request, studio)
+        change, _ = await _read_body(request, "image", ImageChange, studio)
+        return _shapes(request, signer).image(studio.hide_image(owner, image_id, hidden=change.hidden))
 
     @api.delete("/tunes/{tune_id}", status_code=204, responses=_ERRORS, tags=["tunes"])
     def delete_tune(request: Request, tune_id: Id):

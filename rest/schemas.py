@@ -66,6 +66,9 @@ class TuneFields(BaseModel):
     styles: list[str] = Field(
         default_factory=list, description='Pack prompts to run after training, e.g. ["fantasy/woman/0"].'
     )
+    visibility: str = Field(
+        "private", description="private (the default: only you see its avatars) or public (they go on /showcase)."
+    )
 
 
 class PackTuneFields(TuneFields):
@@ -108,6 +111,25 @@ class TuneOut(BaseModel):
     orig_images: list[str]
     ckpt_url: str | None
     ckpt_urls: list[str]
+    visibility: str = Field(description="private or public (its avatars are on /showcase).")
+
+
+class TuneChange(BaseModel):
+    model_config = _LAX
+    visibility: str = Field(description="private or public: public avatars appear on /showcase for every visitor.")
+
+
+class TuneChangeBody(BaseModel):
+    tune: TuneChange
+
+
+class ImageChange(BaseModel):
+    model_config = _LAX
+    hidden: bool = Field(description="true keeps this avatar off the showcase although its tune is public.")
+
+
+class ImageChangeBody(BaseModel):
+    image: ImageChange
 
 
 class ImageOut(BaseModel):
@@ -117,6 +139,7 @@ class ImageOut(BaseModel):
     width: int
     height: int
     liked: bool
+    hidden: bool = Field(False, description="Kept off the showcase by you (PATCH /images/{id}).")
     likeness: float | None = Field(
         description="How much the image looks like the tune's subject, 0-1 (0.5 and more: the same person by "
         "dlib's threshold); null without a face, for non-person tunes, or with identity checks off."

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from gradio.utils import get_upload_folder
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from storage.secrets import load_secret
+
 LINK_LIFETIME_S = 7 * 24 * 3600
 
 
@@ -27,7 +28,7 @@ class UrlSigner:
     (created once, 0600). A link names the key (`k`): revoking that key ends every link made with it."""
 
     def __init__(self, data_dir: Path, *, clock=time.time):
-        self.secret = _load_secret(data_dir / "url-secret")
+        self.secret = load_secret(data_dir / "url-secret")
         self.clock = clock
 
     def sign(self, base: str, path: str, owner: str, key_id: int) -> str:
@@ -57,16 +58,6 @@ def bearer_key(header: str | None) -> str | None:
         return None
     scheme, _, key = header.partition(" ")
     return key.strip() or None if scheme.lower() == "bearer" else None
-
-
-def _load_secret(path: Path) -> bytes:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(secrets.token_bytes(32))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return path.read_bytes()
 
 
 class UploadedFilesOnly:

@@ -7,7 +7,7 @@ from typing import Any
 
 from packs.loader import Pack
 from rest.security import UrlSigner
-from storage.records import Prompt, Tune, TuneStatus, iso, utc_now
+from storage.records import Image, Prompt, Tune, TuneStatus, iso, utc_now
 
 
 class Shapes:
@@ -52,16 +52,26 @@ class Shapes:
             "orig_images": list(tune.orig_images),
             "ckpt_url": ckpt,
             "ckpt_urls": [ckpt] if ckpt else [],
+            "visibility": tune.visibility,
+        }
+
+    def image(self, image: Image) -> dict[str, Any]:
+        """One image's details (`ImageOut`), its link signed for the caller."""
+        return {
+            "id": image.id,
+            "url": self._link(f"/images/{image.id}", image.owner),
+            "seed": image.seed,
+            "width": image.width,
+            "height": image.height,
+            "liked": image.liked,
+            "hidden": image.hidden,
+            "likeness": image.likeness,
         }
 
     def prompt(self, prompt: Prompt) -> dict[str, Any]:
-        images = [self._link(f"/images/{image.id}", prompt.owner) for image in prompt.images]
         # Astria's `images` are bare links; `image_details` (ours) says more about each, in the same order
-        details = [
-            {"id": image.id, "url": url, "seed": image.seed, "width": image.width, "height": image.height,
-             "liked": image.liked, "likeness": image.likeness}
-            for image, url in zip(prompt.images, images, strict=True)
-        ]  # fmt: skip
+        details = [self.image(image) for image in prompt.images]
+        images = [detail["url"] for detail in details]
         return {
             "id": prompt.id,
             "tune_id": prompt.tune_id,

@@ -27,9 +27,11 @@ from storage.records import (
     PromptStatus,
     Tune,
     TuneStatus,
+    Visibility,
     WorkerRecord,
     from_row,
     iso,
+    new_publication,
     utc_now,
 )
 
@@ -206,6 +208,15 @@ MIGRATIONS: tuple[str, ...] = (
         bytes INTEGER NOT NULL,
         PRIMARY KEY (at, kind)
     );
+    """,
+    # 9: public avatars: a tune's visibility and its publication key (drawn each time it becomes public; its public
+    # links are signed with it), an image hidden by its owner or blocked by an admin
+    """
+    ALTER TABLE tunes ADD COLUMN visibility TEXT NOT NULL DEFAULT 'private';
+    ALTER TABLE tunes ADD COLUMN publication TEXT;
+    ALTER TABLE images ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE images ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX tunes_public ON tunes(visibility, id);
     """,
 )
 
@@ -524,6 +535,88 @@ class Database:
                 "UPDATE images SET liked = ? WHERE owner = ? AND id = ?", (int(liked), owner, image_id)
             )
             return cursor.rowcount == 1
+
+    def set_image_hidden(self, owner: str, image_id: int, hidden: bool) -> bool:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE images SET hidden = ? WHERE owner = ? AND id = ?", (int(hidden), owner, image_id)
+            )
+            return cursor.rowcount == 1
+
+    def set_tune_visibility(self, owner: str, tune_id: int, visibility: str) -> bool:
+        """Set a tune's visibility; becoming public (again) draws a new `publication` key, which public links are
+        signed with: a link handed out before the tune was last made private stays dead."""
+        with self.transaction() as conn:
+            tune = self.find_tune(conn, owner, tune_id)
+            if tune is None:
+                return False
+            if tune.visibility != visibility:
+                publication = new_publication() if visibility == Visibility.PUBLIC else tune.publication
+                conn.execute(
+                    "UPDATE tunes SET visibility = ?, publication = ?, updated_at = ? WHERE id = ?",
+                    (visibility, publication, iso(self.clock()), tune_id),
+                )
+            return True
+
+    # -- the showcase: public avatars, read by anyone ---------------------------------------------------
+    # An image is public while its tune exists and is public, its prompt is done, and it is neither hidden by its
+    # owner nor blocked by an admin; every read below applies all four conditions.
+
+    _PUBLIC = (
+        " FROM images i JOIN prompts p ON p.id = i.prompt_id JOIN tunes t ON t.id = p.tune_id"
+        " WHERE t.visibility = 'public' AND p.status = 'done' AND i.hidden = 0 AND i.blocked = 0"
+    )
+
+    def showcase(
+        self, *, owner: str | None, tune_id: int | None, kind: str | None, limit: int, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Public images, newest first, optionally of one owner, one tune, one `ShowcaseKind`: `image_id`, `owner`,
+        `tune_id`, `title`, `text` (the prompt as rendered), `kind`, `liked`, `likeness`, `width`, `height`,
+        `created_at`, `publication` (the tune's)."""
+        conditions, params = [], []
+        for column, value in (("t.owner", owner), ("t.id", tune_id)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        if kind is not None:
+            conditions.append(f"{_SHOWCASE_KIND} = ?")
+            params.append(kind)
+        where = "".join(f" AND {condition}" for condition in conditions)
+        query = (
+            "SELECT i.id AS image_id, t.owner, t.id AS tune_id, t.title, p.rendered_text AS text,"
+            f" {_SHOWCASE_KIND} AS kind, i.liked, i.likeness, i.width, i.height, i.created_at, t.publication"
+            f"{self._PUBLIC}{where} ORDER BY i.id DESC LIMIT ? OFFSET ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(query, (*params, limit, offset)).fetchall()
+        return [dict(row) for row in rows]
+
+    def showcase_tunes(self, owner: str) -> list[tuple[int, str]]:
+        """(id, title) of `owner`'s tunes with public images, newest first: the showcase's tune filter."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT DISTINCT t.id, t.title{self._PUBLIC} AND t.owner = ? ORDER BY t.id DESC", (owner,)
+            ).fetchall()
+        return [(row["id"], row["title"]) for row in rows]
+
+    def public_image(self, image_id: int) -> tuple[Image, str] | None:
+        """A public image and its tune's `publication`; None when it is not public (or not there)."""
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT i.*, t.publication AS tune_publication{self._PUBLIC} AND i.id = ?", (image_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return from_row(Image, row), row["tune_publication"]
+
+    def set_image_blocked(self, image_id: int, blocked: bool) -> str | None:
+        """An admin blocks (or unblocks) any image; returns its owner, None when there is no such image."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT owner FROM images WHERE id = ?", (image_id,)).fetchone()
+            if row is None:
+                return None
+            conn.execute("UPDATE images SET blocked = ? WHERE id = ?", (int(blocked), image_id))
+        return row["owner"]
 
     def _with_images(self, prompt: Prompt) -> Prompt:
         rows = self._conn.execute(
@@ -1020,6 +1113,12 @@ class Database:
                 "SELECT at, kind, files, bytes FROM storage_samples WHERE at >= ? ORDER BY at, kind", (iso(since),)
             ).fetchall()
         return [dict(row) for row in rows]
+
+
+# a showcased image's `ShowcaseKind`: its prompt came from a pack, or was sent with the tune, or came later
+_SHOWCASE_KIND = (
+    "CASE WHEN p.pack_id IS NOT NULL THEN 'pack' WHEN p.created_at <= t.created_at THEN 'sample' ELSE 'prompt' END"
+)
 
 
 def _marks(values: Sequence[object]) -> str:

@@ -7,6 +7,7 @@ decoded here so callers never see raw column text.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -49,6 +50,26 @@ class JobKind(StrEnum):
     """What the worker claims: a tune to train or a prompt to generate; also a callback's record kind."""
 
     TUNE = "tune"
+    PROMPT = "prompt"
+
+
+class Visibility(StrEnum):
+    """Who sees a tune's avatars: only its owner (`private`, the default) or everyone, on the showcase (`public`)."""
+
+    PRIVATE = "private"
+    PUBLIC = "public"
+
+
+def new_publication() -> str:
+    """A tune's new publication key (`Tune.publication`), drawn each time it becomes public."""
+    return secrets.token_hex(8)
+
+
+class ShowcaseKind(StrEnum):
+    """What made a showcased avatar: a pack's prompt, a prompt sent with the tune (a sample), or a later prompt."""
+
+    PACK = "pack"
+    SAMPLE = "sample"
     PROMPT = "prompt"
 
 
@@ -112,11 +133,14 @@ class Tune:
     job_id: str | None = None  # its Hugging Face Job, while or after it trained on one
     training_set: str | None = None  # the private dataset repo its job reads the photos from (deleted at the end)
     loss_curve: list[list[float]] = field(default_factory=list)  # [[step, loss], ...] while and after it trains
+    visibility: str = Visibility.PRIVATE  # public: its avatars are on the showcase
+    publication: str | None = None  # a new random key each time it becomes public: its public links name it
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("artifact_location")  # a storage detail: interfaces publish URLs, not paths
         data.pop("training_set")
+        data.pop("publication")  # a signing input of its public links, not the owner's business
         return data
 
 
@@ -170,6 +194,8 @@ class Image:
     liked: bool
     created_at: str
     likeness: float | None = None  # 0-1 likeness to the tune's subject (pipelines.identity); None: no face/check
+    hidden: bool = False  # its owner keeps it off the showcase although the tune is public
+    blocked: bool = False  # an admin took it off the showcase (its owner cannot put it back)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -213,7 +239,16 @@ class WorkerRecord:
 
 _JSON_COLUMNS = {"characteristics", "photo_report", "orig_images", "api_fields", "loras", "branches", "loss_curve"}
 _JSON_OBJECT_COLUMNS = {"characteristics", "api_fields"}  # the others are lists
-_BOOL_COLUMNS = {"face_crop", "auto_extend", "super_resolution", "inpaint_faces", "hires_fix", "liked"}
+_BOOL_COLUMNS = {
+    "face_crop",
+    "auto_extend",
+    "super_resolution",
+    "inpaint_faces",
+    "hires_fix",
+    "liked",
+    "hidden",
+    "blocked",
+}
 R = TypeVar("R")
 
 

@@ -10,6 +10,7 @@ from pipelines.photos import PhotoInput
 from pipelines.prompt_spec import FIELDS, MAX_SEED, PromptOptions, rule_of
 from pipelines.prompts import check_characteristics, split_lora_tags
 from pipelines.train import MODEL_TYPES
+from storage.records import Visibility
 
 MAX_TITLE = 200
 MAX_TUNES_PER_PAGE = 100
@@ -76,6 +77,7 @@ class TuneCreate:
     training_face_correct: bool = False
     prompt_callback: str | None = None
     styles: Sequence[str] = ()  # pack prompt keys ("pack/class/index", see `Studio.list_styles`) run after training
+    visibility: str = "private"  # "public": its avatars go on the showcase (`storage.records.Visibility`)
 
     def __post_init__(self) -> None:
         self._check_api_fields()
@@ -103,6 +105,7 @@ class TuneCreate:
             raise ValidationError("seed", self.seed, f"must be an integer between 0 and {MAX_SEED}")
         if len(self.prompts) > 64:
             raise ValidationError("prompts_attributes", len(self.prompts), "must hold at most 64 prompts")
+        object.__setattr__(self, "visibility", check_visibility(self.visibility))
 
     def _check_api_fields(self) -> None:
         if self.base_tune_id is not None and (
@@ -177,3 +180,16 @@ def check_page(limit: int, offset: int) -> None:
         raise ValidationError("limit", limit, f"must be an integer between 1 and {MAX_TUNES_PER_PAGE}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValidationError("offset", offset, "must be a non-negative integer")
+
+
+def check_visibility(value: object) -> str:
+    """A tune's visibility, "private" or "public" (None: private).
+
+    Raises:
+        ValidationError: anything else, naming `visibility`.
+    """
+    if value is None:
+        return Visibility.PRIVATE
+    if value not in tuple(Visibility):
+        raise ValidationError("visibility", value, "must be private or public")
+    return Visibility(value).value

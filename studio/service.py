@@ -32,7 +32,17 @@ from storage.artifacts import HUB_SCHEME, SAMPLE_SUFFIXES, SAMPLES_DIR
 from storage.db import Database
 from storage.hub_packs import open_pack_mirror
 from storage.net import check_url, fetch_url
-from storage.records import TUNE_ACTIVE, TUNE_USABLE, Image, Prompt, Tune, TuneStatus, utc_now
+from storage.records import (
+    TUNE_ACTIVE,
+    TUNE_USABLE,
+    Image,
+    Prompt,
+    Tune,
+    TuneStatus,
+    Visibility,
+    new_publication,
+    utc_now,
+)
 from studio import queue
 from studio.errors import (
     ApiKeyLimitError,
@@ -43,7 +53,8 @@ from studio.errors import (
 )
 from studio.limits import RateLimiter
 from studio.packs import PackEditor, PackLibrary
-from studio.requests import PromptCreate, TuneCreate, check_id, check_page
+from studio.requests import PromptCreate, TuneCreate, check_id, check_page, check_visibility
+from studio.showcase import Showcase
 
 Clock = Callable[[], datetime]
 MAX_STYLES = 8  # styles picked at tune creation
@@ -87,6 +98,7 @@ class Studio:
             self.packs, settings.data_dir / "packs", clock=clock, mirror=open_pack_mirror(settings)
         )
         self.clock = clock
+        self.showcase = Showcase(db, settings.data_dir)  # public avatars, read by anyone
         self.rate_limiter = rate_limiter or RateLimiter(settings.api_rate_per_minute)
         self.work_available = threading.Event()  # set when something is queued; the worker waits on it
 
@@ -160,6 +172,8 @@ class Studio:
             "photo_report": [report.to_dict() for report in checked.reports],
             "orig_images": [photo.name for photo in checked.photos],
             "api_fields": request.api_fields,
+            "visibility": request.visibility,
+            "publication": new_publication() if request.visibility == Visibility.PUBLIC else None,
             **callbacks,
         }
         images = sum(p.images_rendered for p in prompts)
@@ -349,6 +363,30 @@ class Studio:
 
     def unlike_image(self, owner: str, image_id: int) -> Image:
         return self._set_liked(owner, image_id, False)
+
+    def set_visibility(self, owner: str, tune_id: int, visibility: str) -> Tune:
+        """Make one of the caller's tunes public (its avatars go on the showcase) or private (they leave it, and
+        every public link to them stops working at once; making it public again does not revive old links).
+
+        Raises:
+            ValidationError: `visibility` is not private or public. NotFoundError: no such tune of the caller.
+        """
+        visibility = check_visibility(visibility)
+        if not self.db.set_tune_visibility(owner, tune_id, visibility):
+            raise NotFoundError("tune", tune_id)
+        return self.get_tune(owner, tune_id)
+
+    def hide_image(self, owner: str, image_id: int, *, hidden: bool = True) -> Image:
+        """Keep one of the caller's avatars off the showcase (or show it again) while its tune is public.
+
+        Raises:
+            ValidationError: `hidden` is not true or false. NotFoundError: no such image of the caller.
+        """
+        if not isinstance(hidden, bool):
+            raise ValidationError("hidden", hidden, "must be true or false")
+        if not self.db.set_image_hidden(owner, image_id, hidden):
+            raise NotFoundError("image", image_id)
+        return self.db.get_image(owner, image_id)
 
     def like_prompt(self, owner: str, prompt_id: int, *, liked: bool = True) -> Prompt:
         """Like (or unlike) every image of one of the caller's prompts. Raises NotFoundError otherwise."""

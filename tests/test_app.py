@@ -29,6 +29,8 @@ NAMED = {
     "list_packs",
     "create_tune_from_pack",
     "check_photos",
+    "set_visibility",
+    "hide_image",
 }
 
 

@@ -94,14 +94,16 @@ def test_expire_and_delete_ask_first_and_the_id_starts_empty(served, page):
     expect(page.locator("#admin-error")).to_be_hidden()  # the box changed: its error went
 
     page.locator("#admin-expire").click()
-    expect(page.locator("#admin-confirm")).to_contain_text(f"Expire tune {tune.id} now?")
+    expect(page.locator("#admin-confirm")).to_contain_text(
+        f"Expire tune {tune.id} ('To delete' of {OWNER}, trained) now?"
+    )
     expect(page.locator("#admin-confirm-delete")).to_be_hidden()
     page.get_by_role("button", name="No, keep it").click()
     expect(page.locator("#admin-confirm")).to_be_hidden()
     assert studio.get_tune(OWNER, tune.id).status == "trained", "asking changed nothing"
 
     page.locator("#admin-delete").click()
-    expect(page.locator("#admin-confirm")).to_contain_text(f"Delete tune {tune.id}?")
+    expect(page.locator("#admin-confirm")).to_contain_text(f"Delete tune {tune.id} ('To delete' of {OWNER}, trained)?")
     page.locator("#admin-confirm-delete").click()
     expect(page.locator("#admin-status")).to_contain_text(f"Deleted tune {tune.id}")
     expect(page.locator("#admin-confirm")).to_be_hidden()

@@ -100,6 +100,18 @@ def _json_endpoints(ctx: UIContext) -> None:
         return image.to_dict()
 
     @user_errors
+    def set_visibility(tune_id: int, visibility: str, request: gr.Request) -> dict:
+        """Make one of your tunes public (its avatars go on the showcase) or private (they leave it at once)."""
+        owner = ctx.acting_user(request)
+        return tune_json(studio.set_visibility(owner, check_id(tune_id, "tune_id"), visibility))
+
+    @user_errors
+    def hide_image(image_id: int, hidden: bool = True, request: gr.Request = None) -> dict:
+        """Keep one of your avatars off the showcase (hidden=false shows it again)."""
+        owner = ctx.acting_user(request)
+        return studio.hide_image(owner, check_id(image_id, "image_id"), hidden=hidden).to_dict()
+
+    @user_errors
     def list_packs(class_name: str | None = None, request: gr.Request = None) -> list:
         """Published packs (optionally only those for one class) with their prompts and image counts."""
         ctx.acting_user(request)
@@ -109,6 +121,8 @@ def _json_endpoints(ctx: UIContext) -> None:
     for endpoint in (get_tune, list_tunes, delete_tune, cancel_tune, create_prompt, list_prompts, delete_prompt):
         gr.api(endpoint, api_name=endpoint.__name__, **(POLL_OPTIONS if endpoint in polls else {}))
     gr.api(like, api_name="like")
+    gr.api(set_visibility, api_name="set_visibility")
+    gr.api(hide_image, api_name="hide_image")
     gr.api(list_packs, api_name="list_packs", **POLL_OPTIONS)
 
 
@@ -153,7 +167,7 @@ def _spec_parameter(name: str) -> inspect.Parameter:
 TUNE_PARAMETERS = (
     "photos", "title", "name", "branch", "steps", "token", "face_crop", "characteristics", "callback",
     "prompts_callback", "auto_extend", "styles", "image_urls", "prompts_attributes", "prompt_attributes",
-    "base_tune_id", "model_type", "preset", "training_face_correct",
+    "base_tune_id", "model_type", "preset", "training_face_correct", "visibility",
 )  # fmt: skip
 
 
@@ -178,6 +192,7 @@ def _tune_components() -> dict[str, gr.components.Component]:
         "model_type": gr.Textbox(label="model_type", value="", info="lora or pti (sdxl1); empty: the branch's default"),
         "preset": gr.Textbox(label="preset", value=""),
         "training_face_correct": gr.Checkbox(label="training_face_correct", value=False),
+        "visibility": gr.Textbox(label="visibility", value="private", info="private, or public: on the showcase"),
     }
 
 
@@ -206,6 +221,7 @@ def _tune_request(values: dict[str, Any], settings: Settings) -> TuneCreate:
         model_type=values["model_type"] or None,
         preset=values["preset"] or None,
         training_face_correct=values["training_face_correct"],
+        visibility=values["visibility"] or None,
     )
 
 

@@ -13,7 +13,7 @@ from packs.loader import Pack
 from pipelines.errors import PhotoRejectedError, ValidationError
 from pipelines.registry import BRANCHES
 from pipelines.tuning import CheckedPhotos, model_types
-from storage.records import PROMPT_PENDING, TUNE_ACTIVE, Tune, TuneStatus
+from storage.records import PROMPT_PENDING, TUNE_ACTIVE, Tune, TuneStatus, Visibility
 from studio.requests import TuneCreate
 from studio.service import Studio
 from ui.context import UIContext
@@ -229,6 +229,13 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                     label="Or up to 8 styles",
                     info="Pack prompts",
                 )
+            visibility = gr.Radio(
+                list(Visibility),
+                value=Visibility.PRIVATE,
+                label="Who sees its avatars",
+                info="private: only you; public: every visitor of the showcase (change it later in Generate)",
+                elem_id="create-visibility",
+            )
             create = gr.Button("Create tune", variant="primary", elem_id="create-tune")
             banner = gr.Markdown(visible=False, elem_classes=["error-banner"], elem_id="create-banner")
     report = gr.Dataframe(  # the form's full width: the advice needs room, and short headers must not wrap
@@ -252,6 +259,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
             "model_type": pivotal,
             "characteristics": characteristics,
             "styles": styles,
+            "visibility": visibility,
             "pack_id": pack,
         },
     )
@@ -296,7 +304,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
         return previews, table, shown, gr.update(value=note, visible=bool(note))
 
     def create_tune(paths, title_, chosen, branch_, steps_, token_, face_crop_, characteristics_, pack_, styles_,
-                    pivotal_, request: gr.Request):  # fmt: skip
+                    pivotal_, visibility_, request: gr.Request):  # fmt: skip
         try:
             owner = ctx.acting_user(request)
             tune_request = TuneCreate(
@@ -310,6 +318,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
                 model_type=chosen_model_type(branch_, bool(pivotal_)),
                 characteristics=parse_characteristics(characteristics_),
                 prompts=studio.style_prompts(styles_ or [], branch_),
+                visibility=visibility_,
             )
             if pack_ and pack_ != NO_PACK:
                 [created] = studio.create_tune_from_pack(owner, pack_, tune_request)
@@ -371,6 +380,7 @@ def build_create_tab(ctx: UIContext) -> CreateTab:
     photos.change(photos_changed, [photos, class_name], [previews, report, banner, identity], **private)
     branch.change(pivotal_box, branch, pivotal, **private)
     inputs = [photos, title, class_name, branch, steps, token, face_crop, characteristics, pack, styles, pivotal]
+    inputs += [visibility]
     create.click(create_tune, inputs, [*errors.outputs, watched], **private).then(
         refresh, watch_inputs, watch_outputs, **quiet
     )

@@ -15,11 +15,11 @@ import gradio as gr
 from pipelines.errors import TunesError
 from pipelines.prompt_spec import ASPECT_RATIOS, FAMILY_SAMPLING, default_of, rule_of
 from pipelines.registry import get_branch
-from storage.records import PROMPT_FINISHED, TUNE_USABLE, Prompt, PromptStatus, Tune
+from storage.records import PROMPT_FINISHED, TUNE_USABLE, Prompt, PromptStatus, Tune, Visibility
 from studio.requests import PromptCreate
 from studio.service import Studio
 from ui.context import UIContext
-from ui.feedback import SHOWN_ERRORS, FieldErrors, optional_int, user_errors
+from ui.feedback import SHOWN_ERRORS, FieldErrors, notify, optional_int, user_errors
 from ui.views import NEWEST, SORT_ORDERS, ordered_images, prompt_gallery, prompts_table
 
 DEFAULT_PROMPT = "portrait photo of {{subject}}, soft studio lighting, 85mm, detailed skin"
@@ -27,6 +27,10 @@ DEFAULT_NEGATIVE = "blurry, lowres, deformed, extra fingers, watermark, text"
 POLL_EVERY_S = 1.5
 SD_SAMPLING = FAMILY_SAMPLING["sd15"]  # shown before a tune is picked
 NEGATIVE_UNUSED = "FLUX is guidance-distilled: it does not use a negative prompt"
+SHOWN = {
+    Visibility.PUBLIC: "its avatars are on the showcase (hide single ones below the results)",
+    Visibility.PRIVATE: "its avatars left the showcase and their public links stopped working",
+}
 BEST_OF_HELP = "Render this many and keep the ones most like your subject, as many as Images (person tunes)"
 KEEP_ZIPS = 32  # "Download all" zips kept on disk; Gradio copies each into its own cache when it is shown
 
@@ -107,6 +111,14 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             with gr.Row():
                 tune = gr.Dropdown([], label="Tune", info="Your trained tunes", scale=2, elem_id="generate-tune")
                 style = gr.Dropdown([], label="Style", info="Fill the prompt from a pack prompt", scale=3)
+            visibility = gr.Radio(
+                list(Visibility),
+                value=Visibility.PRIVATE,
+                label="This tune's avatars",
+                info="public: on the showcase for every visitor, until you make it private again",
+                interactive=False,
+                elem_id="generate-visibility",
+            )
             prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=3, elem_id="generate-prompt")
             negative = gr.Textbox(DEFAULT_NEGATIVE, label="Negative prompt", lines=2)
             with gr.Row():
@@ -141,6 +153,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             sort_by = gr.Radio(list(SORT_ORDERS), value=NEWEST, label="Sort by", elem_id="generate-sort")
             with gr.Row():
                 like = gr.Button("♥ Like / unlike", size="sm")
+                hide = gr.Button("Hide from / show on the showcase", size="sm", elem_id="generate-hide")
                 download_one = gr.DownloadButton("Download this image", size="sm")
                 download_all = gr.DownloadButton("Download all (zip)", size="sm")
     gr.Markdown("### Your prompts")
@@ -172,7 +185,8 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     def tune_picked(tune_id: int | None, request: gr.Request):
         """The tune's styles and intro, and its model family's samplers and guidance (FLUX has its own)."""
         if tune_id is None:
-            return gr.update(choices=[], value=None), intro_text(None), gr.update(), gr.update(), gr.update()
+            nothing = gr.update(value=Visibility.PRIVATE, interactive=False)
+            return gr.update(choices=[], value=None), intro_text(None), gr.update(), gr.update(), gr.update(), nothing
         chosen = studio.get_tune(ctx.user(request), int(tune_id))
         family = get_branch(chosen.branch).family
         sampling = FAMILY_SAMPLING.get(family, SD_SAMPLING)
@@ -182,6 +196,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
             gr.update(choices=list(sampling.schedulers), value=sampling.scheduler),
             gr.update(value=sampling.cfg_scale),
             gr.update(info=NEGATIVE_UNUSED if family == "flux" else None),
+            gr.update(value=chosen.visibility, interactive=True),
         )
 
     def style_picked(key: str | None):
@@ -268,6 +283,23 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
         gallery_ = prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)], order=order)
         return gallery_, prompts_table(studio.list_prompts(owner, limit=50))  # its "liked" column too
 
+    @user_errors
+    def change_visibility(tune_id: int | None, visibility: str, request: gr.Request):
+        if tune_id is None:
+            raise TunesError("Pick a tune first.")
+        tune = studio.set_visibility(ctx.user(request), int(tune_id), visibility)
+        notify(f"{tune.title!r} is {tune.visibility}: " + SHOWN[tune.visibility])
+        return tune.visibility
+
+    @user_errors
+    def toggle_hidden(image_id: int | None, prompt_id: int | None, order: str, request: gr.Request):
+        if image_id is None:
+            raise TunesError("Click an image first, then hide or show it.")
+        owner = ctx.user(request)
+        image = next(i for i in studio.get_prompt(owner, prompt_id).images if i.id == image_id)
+        studio.hide_image(owner, image_id, hidden=not image.hidden)
+        return prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)], order=order)
+
     def history_picked(table, event: gr.SelectData):
         return int(table.iloc[event.index[0]]["id"])
 
@@ -275,7 +307,8 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     quiet = {**private, "show_progress": "hidden", "concurrency_limit": None}
     app.load(tunes_changed, tune, [tune, history], **private)
     tune.focus(tunes_changed, tune, [tune, history], **quiet)
-    tune.change(tune_picked, tune, [style, intro, scheduler, cfg, negative], **private)
+    tune.change(tune_picked, tune, [style, intro, scheduler, cfg, negative, visibility], **private)
+    visibility.input(change_visibility, [tune, visibility], visibility, **private)
     style.input(style_picked, style, [prompt, negative, num_images, aspect, steps, scheduler], **private)
     inputs = [tune, prompt, negative, num_images, seed, aspect, steps, cfg, scheduler, inpaint_faces, hires_fix]
     prompt_view = [status, gallery, timer, history, download_all]
@@ -285,6 +318,7 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
     sort_by.change(resort, [current, sort_by], gallery, **quiet)
     gallery.select(pick_image, [current, sort_by], [selected, download_one], **private)
     like.click(toggle_like, [selected, current, sort_by], [gallery, history], **quiet)
+    hide.click(toggle_hidden, [selected, current, sort_by], gallery, **quiet)
     errors.clear_on_change()
     history.select(history_picked, history, current, **private).then(show, [current, sort_by], prompt_view, **quiet)
     return tune

@@ -217,6 +217,8 @@ def image_caption(image: Image) -> str:
         parts.append(f"likeness {likeness_text(image.likeness)}")
     if image.liked:
         parts.append("♥")
+    if image.hidden or image.blocked:
+        parts.append("off the showcase")
     return " · ".join(parts)
 
 

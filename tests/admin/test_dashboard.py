@@ -130,8 +130,8 @@ def test_a_selected_tune_says_what_an_action_would_lose(seeded):
     assert line.startswith(f"Tune {trained} 'seeded 0' of alice (woman, sd15): trained;")
     assert line.endswith("2 prompt(s) waiting, 0 image(s).")
     assert operations.question("root", "expire", trained) == (
-        f"**Expire tune {trained} ('seeded 0' of alice, trained)?** Its LoRA is deleted and its 2 waiting prompt(s) "
-        "fail; its 0 image(s) stay. This cannot be undone."
+        f"**Expire tune {trained} ('seeded 0' of alice, trained) now?** Its LoRA is deleted and its 2 waiting "
+        "prompt(s) fail; its 0 image(s) stay. This cannot be undone."
     )
     assert "its training photos are deleted" in operations.question("root", "cancel", queued)
     assert "no prompt is waiting" in operations.question("root", "cancel", queued)

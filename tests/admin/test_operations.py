@@ -471,6 +471,7 @@ CALLS = {
     "table": lambda ops, user: ops.table(user, "tunes"),
     "describe": lambda ops, user: ops.describe(user, "tune", 1),
     "question": lambda ops, user: ops.question(user, "delete", 1),
+    "block_image": lambda ops, user: ops.block_image(user, 1),
     "cancel": lambda ops, user: ops.cancel(user, 1),
     "retry": lambda ops, user: ops.retry(user, "tune", 1),
     "extend": lambda ops, user: ops.extend(user, 1, 5),

@@ -28,6 +28,8 @@ ENDPOINTS = {
     "/admin_delete": ("tune", 1, False),
     "/admin_grant_credits": ("bob", 5, 5),
     "/admin_set_credits": ("bob", None, None),
+    "/admin_block_image": (1,),
+    "/admin_unblock_image": (1,),
     **{f"/admin_export_{name}": ("week", "all", 7) for name in TABLES},
 }
 

@@ -52,6 +52,8 @@ OPERATIONS = [
     "POST /tunes",
     "GET /tunes/{tune_id}",
     "DELETE /tunes/{tune_id}",
+    "PATCH /tunes/{tune_id}",
+    "PATCH /images/{image_id}",
     "POST /tunes/{tune_id}/prompts",
     "GET /tunes/{tune_id}/prompts",
     "GET /tunes/{tune_id}/prompts/{prompt_id}",

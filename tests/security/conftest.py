@@ -100,8 +100,16 @@ def call_in_session(session: httpx.Client, session_hash: str, api_name: str, dat
     config = session.get("config")
     assert config.status_code == 200, config.text
     [fn_index] = [dep["id"] for dep in config.json()["dependencies"] if dep.get("api_name") == api_name]
-    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
-    joined = session.post("gradio_api/queue/join", json=body)
+    return queue_call(session, session_hash, fn_index, data)
+
+
+def queue_call(
+    session: httpx.Client, session_hash: str, fn_index: int, data: list[Any], event_data: dict | None = None
+) -> tuple[str, Any]:
+    """Event `fn_index` through the queue, as the browser calls it (a select event carries `event_data`: its row).
+    Same returns as `call_raw`."""
+    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": event_data}
+    joined = session.post("gradio_api/queue/join", json={**body, "trigger_id": None})
     if joined.status_code != 200:
         return "refused", f"{joined.status_code} {joined.text}"
     with session.stream("GET", "gradio_api/queue/data", params={"session_hash": session_hash}) as stream:

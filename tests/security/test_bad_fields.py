@@ -521,9 +521,12 @@ def test_callbacks_never_follow_redirects(redirector: str):
 # -- the tabs' own events, as the browser sends them -------------------------------------------------------------
 
 # Create tab inputs: photos, title, class, branch, steps, token, face crop, characteristics ("key: value" lines),
-# pack, styles, pivotal tuning. Generate tab inputs: tune, prompt, negative prompt, images, seed, shape, steps,
-# guidance, scheduler, face fix, hires fix, super-resolution.
-CREATE_TAB = ["title", "name", "branch", "steps", "token", "face_crop", "characteristics", "pack", "styles", "pivotal"]
+# pack, styles, pivotal tuning, visibility. Generate tab inputs: tune, prompt, negative prompt, images, seed, shape,
+# steps, guidance, scheduler, face fix, hires fix, super-resolution.
+CREATE_TAB = [
+    "title", "name", "branch", "steps", "token", "face_crop", "characteristics", "pack", "styles", "pivotal",
+    "visibility",
+]  # fmt: skip
 CREATE_TAB_FIELDS = {
     "title of 1 MB": ({"title": MB}, "title"),
     "class unknown": ({"name": "wo-man 2"}, "name"),
@@ -534,6 +537,7 @@ CREATE_TAB_FIELDS = {
     "characteristics not key: value": ({"characteristics": "green eyes"}, "characteristics"),
     "pack unknown": ({"pack": "no-such-pack"}, "pack"),
     "styles unknown": ({"styles": ["no-such-pack/woman/0"]}, "styles[0]"),
+    "visibility friends": ({"visibility": "friends"}, "visibility"),
 }
 GENERATE_TAB = ["text", "negative_prompt", "num_images", "seed", "aspect_ratio", "steps", "cfg_scale", "scheduler"]
 GENERATE_TAB_FIELDS = {
@@ -610,7 +614,8 @@ def assert_refused_naming(kind: str, outputs: Any, field: str, value: Any) -> No
 @pytest.mark.usefixtures("nothing_created")
 def test_the_create_tab_refuses_bad_fields_naming_them(alice_browser, uploaded_photos, fields, field):
     values = {"title": f"Tab {field}", "name": "woman", "branch": "fast", "steps": "", "token": "", "face_crop": True,
-              "characteristics": "", "pack": "(no pack)", "styles": [], "pivotal": False, **fields}  # fmt: skip
+              "characteristics": "", "pack": "(no pack)", "styles": [], "pivotal": False, "visibility": "private",
+              **fields}  # fmt: skip
     kind, outputs = call_raw(alice_browser, "create_tune_1", [uploaded_photos, *(values[k] for k in CREATE_TAB)])
     assert_refused_naming(kind, outputs, field, next(iter(fields.values())))
 

@@ -227,7 +227,7 @@ def test_the_create_tab_refuses_the_photo_by_index_name_and_problem(alice_browse
     uploaded = alice_browser.post("gradio_api/upload", files=files)
     assert uploaded.status_code == 200, uploaded.text
     photos = [{"path": path, "meta": {"_type": "gradio.FileData"}} for path in uploaded.json()]
-    create = [photos, f"Tab {case}", "woman", "fast", "", "", True, "", "(no pack)", [], False]  # steps: empty
+    create = [photos, f"Tab {case}", "woman", "fast", "", "", True, "", "(no pack)", [], False, "private"]  # fmt: skip
     photo, problem = expected(case)
     for event, inputs in (("photos_changed", [photos, "woman"]), ("create_tune_1", create)):
         kind, outputs = call_raw(alice_browser, event, inputs)

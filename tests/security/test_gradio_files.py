@@ -18,7 +18,7 @@ from tests.conftest import astronaut_photos, wait_for
 from tests.security.conftest import Served, call_raw
 
 # create_tune's values after photos, title and name (ui.api.TUNE_PARAMETERS), as the boxes hold them by default
-DEFAULT_TUNE_FIELDS = ["", 0, "", True, {}, "", "", False, [], [], [], {}, 0, "", "", False]
+DEFAULT_TUNE_FIELDS = ["", 0, "", True, {}, "", "", False, [], [], [], {}, 0, "", "", False, "private"]
 
 
 def upload(session: httpx.Client, name: str, content: bytes) -> str:

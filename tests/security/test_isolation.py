@@ -309,13 +309,16 @@ def tune_inputs(photos: list[dict]) -> list[Any]:
     return [photos, "Stolen", "woman", "", 0, "", True, {}, "", "", False, []]
 
 
+# the Create tab's inputs after photos and title: class, branch, steps, token, face crop, characteristics, pack,
+# styles, pivotal tuning, visibility
+CREATE_TAB_REST = ["woman", "fast", 0, "", True, "", "(no pack)", [], False, "private"]
 # the endpoints and UI events that take photos, with their other inputs
 PHOTO_INPUTS = {
     "check_photos": lambda photos: [photos, "woman"],
     "create_tune": tune_inputs,
     "create_tune_from_pack": lambda photos: [PACK, [], *tune_inputs(photos)],
     "photos_changed": lambda photos: [photos, "woman"],  # the Create tab's preview (a private event)
-    "create_tune_1": lambda photos: [photos, "Stolen", "woman", "fast", 0, "", True, "", "(no pack)", [], False],
+    "create_tune_1": lambda photos: [photos, "Stolen", *CREATE_TAB_REST],
 }
 
 
@@ -380,6 +383,8 @@ def admin_attempts(r: Records) -> dict[str, tuple]:
         "/admin_delete": ("tune", r.tune, True),
         "/admin_grant_credits": ("bob", 1000, 1000),
         "/admin_set_credits": ("alice", 0, 0),
+        "/admin_block_image": (1,),
+        "/admin_unblock_image": (1,),
         **{f"/admin_export_{name}": ("week", "all", 7) for name in TABLES},
     }
 

@@ -32,7 +32,10 @@ from tests.conftest import wait_for
 from ui.api import tune_json
 
 POLLS = {"get_tune", "list_tunes", "list_prompts", "list_packs"}
-QUEUED = {"create_tune", "delete_tune", "cancel_tune", "create_prompt", "delete_prompt", "like", "get_prompt"}
+QUEUED = {
+    "create_tune", "delete_tune", "cancel_tune", "create_prompt", "delete_prompt", "like", "get_prompt",
+    "set_visibility", "hide_image",
+}  # fmt: skip
 HELD = 10  # more than the queue's default concurrency limit (8 in app.py), which polls no longer have
 
 

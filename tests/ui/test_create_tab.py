@@ -78,8 +78,8 @@ def create_in_tab(
         files.append(("files", (f"me-{i}.jpg", buffer.getvalue(), "image/jpeg")))
     uploaded = browser.post("gradio_api/upload", files=files)
     photos = [{"path": path, "meta": {"_type": "gradio.FileData"}} for path in uploaded.json()]
-    # photos, title, class, branch, steps, token, face crop, characteristics, pack, styles, pivotal tuning
-    inputs: list[Any] = [photos, title, "woman", branch, steps, "", True, "", NO_PACK, [], pivotal]
+    # photos, title, class, branch, steps, token, face crop, characteristics, pack, styles, pivotal tuning, visibility
+    inputs: list[Any] = [photos, title, "woman", branch, steps, "", True, "", NO_PACK, [], pivotal, "private"]
     kind, outputs = call_raw(browser, "create_tune_1", inputs)
     assert kind == "complete", outputs
     banner = outputs[0]

@@ -27,6 +27,7 @@ from storage.records import PromptStatus
 from studio.requests import TuneCreate
 from studio.runtime import Runtime, open_runtime
 from tests.admin.test_operations import PHOTOS
+from tests.security.conftest import queue_call as security_queue_call
 from ui.context import UIContext
 from ui.pack_studio import chart_frame
 from ui.packs_tab import build_packs_tab, pack_cards
@@ -300,16 +301,5 @@ def test_the_studio_is_hidden_until_the_app_shows_it_to_an_editor(served):
 
 def queue_call(session: httpx.Client, fn_index: int, data: list[Any]) -> tuple[str, Any]:
     """One event through the queue, as the browser calls it (a select event carries its row)."""
-    session_hash = f"bob-{fn_index}"
     event = {"index": [0, 1], "value": "x", "selected": True, "row_value": ["1"], "col_value": []}
-    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": event, "trigger_id": None}
-    joined = session.post("gradio_api/queue/join", json=body)
-    if joined.status_code != 200:
-        return "refused", f"{joined.status_code} {joined.text}"
-    with session.stream("GET", "gradio_api/queue/data", params={"session_hash": session_hash}) as stream:
-        for line in stream.iter_lines():
-            message = json.loads(line[5:]) if line.startswith("data:") else {}
-            if message.get("msg") == "process_completed":
-                output = message.get("output") or {}
-                return ("complete", output.get("data")) if message.get("success") else ("error", output.get("error"))
-    return "closed", None
+    return security_queue_call(session, f"bob-{fn_index}", fn_index, data, event)
