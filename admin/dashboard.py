@@ -123,12 +123,14 @@ def jobs_finished(history: pd.DataFrame, start: datetime, end: datetime) -> pd.D
 
 
 def queue_depth(history: pd.DataFrame, start: datetime, end: datetime, step: timedelta) -> pd.DataFrame:
-    """How many jobs were waiting at each `step` of the window: created, and not yet started nor ended then."""
+    """How many jobs were waiting at each `step` of the window (at whole steps: 12:10, 12:20…): created, and not yet
+    started nor ended then."""
     created = history["created_at"].to_numpy()
     left = history["started_at"].fillna(history["ended_at"]).fillna(pd.Timestamp.max).to_numpy()
     of_kind = {kind: (history["kind"] == kind).to_numpy() for kind in KIND_NAMES.values()}
     rows = []
-    for time in pd.date_range(_naive_time(start), _naive_time(end), freq=step):
+    first = pd.Timestamp(_naive_time(start)).ceil(step)  # on the step's grid: the same samples until the next step
+    for time in pd.date_range(first, _naive_time(end), freq=step):
         waiting = (created <= time.to_datetime64()) & (left > time.to_datetime64())
         rows += [[time, kind, int((waiting & mask).sum())] for kind, mask in of_kind.items()]
     return pd.DataFrame(rows, columns=DEPTH_COLUMNS)

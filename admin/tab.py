@@ -17,6 +17,7 @@ as CSV.
 from __future__ import annotations
 
 import functools
+import hashlib
 import secrets
 import tempfile
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 from gradio.context import Context
 
 from admin.dashboard import WINDOWS, Dashboard
@@ -183,26 +185,36 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
     filters = [window, tune_status, within_days]
     table_widgets = [widget for widget, _ in tables.values()]
     refreshed = [*plots.outputs, *table_widgets]
-    shown = [notice, panel, *refreshed] + ([tab] if tab is not None else [])
+    drawn = gr.State([])  # a digest of what each of `refreshed` shows: a refresh redraws only what changed
+    shown = [notice, panel, *refreshed, drawn] + ([tab] if tab is not None else [])
 
     def show(request: gr.Request) -> list[Any]:
         """On page load: the tab, its panel, plots and tables for an admin; for anyone else only the notice."""
         try:
             admin = ctx.admin(request)
         except TunesError:
-            updates = [gr.update(visible=True), gr.update(visible=False), *[gr.update() for _ in refreshed]]
+            nothing = [gr.update() for _ in refreshed]
+            updates = [gr.update(visible=True), gr.update(visible=False), *nothing, []]
             return updates + ([gr.update(visible=False)] if tab is not None else [])
-        figures = Plots.figures(operations.dashboard(admin), every_s)
-        updates = [gr.update(visible=False), gr.update(visible=True), *figures, *_frames(operations.overview(admin))]
+        values = [*Plots.figures(operations.dashboard(admin), every_s), *_frames(operations.overview(admin))]
+        updates = [gr.update(visible=False), gr.update(visible=True), *_redraw(values, [])]
         return updates + ([gr.update(visible=True)] if tab is not None else [])
 
     @user_errors
-    def refresh(period: str, status_filter: str, due_within: int | None, request: gr.Request) -> list[Any]:
+    def refresh(
+        period: str, status_filter: str, due_within: int | None, was: list[str], request: gr.Request
+    ) -> list[Any]:
+        """Every plot and table now; one that shows the same as before is left as it is (not redrawn)."""
         admin = ctx.admin(request)
         overview = operations.overview(
             admin, tune_status=None if status_filter == ALL else status_filter, within_days=due_within
         )
-        return [*Plots.figures(operations.dashboard(admin, window=period), every_s), *_frames(overview)]
+        values = [*Plots.figures(operations.dashboard(admin, window=period), every_s), *_frames(overview)]
+        return _redraw(values, was)
+
+    def redraw(period: str, status_filter: str, due_within: int | None, request: gr.Request) -> list[Any]:
+        """The Refresh button (and the API's `admin_refresh`): every plot and table, drawn again."""
+        return refresh(period, status_filter, due_within, [], request)
 
     def inline(call: Callable[..., str]) -> Callable[..., dict[Any, Any]]:
         """What happened goes to the status line; a mistake to the banner and its box. A caller who is not an
@@ -306,7 +318,7 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
             fn, inputs, [*errors.outputs, status], api_name=f"admin_{fn.__name__}", api_visibility=HIDDEN
         )
         event.success(describe, [kind, record_box], selected, api_visibility=HIDDEN, show_progress="hidden").then(
-            refresh, filters, refreshed, api_visibility=HIDDEN
+            refresh, [*filters, drawn], [*refreshed, drawn], api_visibility=HIDDEN
         )
 
     def selector(name: str) -> Callable[..., dict[Any, Any]]:
@@ -348,10 +360,10 @@ def build_admin_tab(ctx: UIContext, operations: Operations) -> None:
     asked = [*errors.outputs, *confirm.outputs]
     gr.on(None, show, None, shown, api_name="admin_show", api_visibility=HIDDEN)
     if tab is not None:  # a tune created since the page loaded shows up when the tab is opened
-        tab.select(refresh, filters, refreshed, api_visibility=HIDDEN, show_progress="hidden")
-    timer.tick(refresh, filters, refreshed, api_visibility=HIDDEN, show_progress="hidden")
-    refresh_button.click(refresh, filters, refreshed, api_name="admin_refresh", api_visibility=HIDDEN)
-    gr.on([window.change, tune_status.change], refresh, filters, refreshed, api_visibility=HIDDEN)
+        tab.select(refresh, [*filters, drawn], [*refreshed, drawn], api_visibility=HIDDEN, show_progress="hidden")
+    timer.tick(refresh, [*filters, drawn], [*refreshed, drawn], api_visibility=HIDDEN, show_progress="hidden")
+    refresh_button.click(redraw, filters, [*refreshed, drawn], api_name="admin_refresh", api_visibility=HIDDEN)
+    gr.on([window.change, tune_status.change], refresh, [*filters, drawn], [*refreshed, drawn], api_visibility=HIDDEN)
     for name in ("queue", "tunes", "prompts", "users", "expiries"):
         widget = tables[name][0]
         widget.select(selector(name), None, [kind, record_box, selected, user], api_visibility=HIDDEN)
@@ -473,6 +485,19 @@ def _write_csv(name: str, frame: Any) -> str:
     path = EXPORT_DIR / f"{name.replace('_', '-')}-{stamp}-{secrets.token_hex(4)}.csv"
     frame.to_csv(path, index=False)
     return str(path)
+
+
+def _redraw(values: list[Any], was: list[str]) -> list[Any]:
+    """`values` for the refreshed widgets, with `gr.skip()` for each that would show what it shows already (`was`:
+    their digests as last drawn), and the new digests last."""
+    digests = [_digest(value) for value in values]
+    same = [index < len(was) and was[index] == digest for index, digest in enumerate(digests)]
+    return [*(gr.skip() if unchanged else value for value, unchanged in zip(values, same, strict=True)), digests]
+
+
+def _digest(value: Any) -> str:
+    text = value.to_json(date_format="iso") if isinstance(value, pd.DataFrame) else str(value)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _frames(overview: Overview) -> list[Any]:

@@ -30,7 +30,7 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DOCS
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 
 PASSWORDS = {"root": "root-pw", "bob": "bob-pw"}
-REFRESH_S = 2
+REFRESH_S = 1
 
 
 @pytest.fixture(scope="module")
@@ -51,21 +51,28 @@ def served(tmp_path_factory):
         runtime.close()
 
 
-@contextmanager
-def signed_in(url: str, user: str) -> Iterator[Any]:
-    """A page of `user`, signed in with their password, on the app."""
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(30_000)
-        assert page.request.post(f"{url}login", form={"username": user, "password": PASSWORDS[user]}).ok
-        page.goto(url)
-        try:
-            yield page
-        finally:
-            browser.close()
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@contextmanager
+def signed_in(chromium, url: str, user: str) -> Iterator[Any]:
+    """A page of `user`, signed in with their password, on the app (a browser context of its own)."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    assert page.request.post(f"{url}login", form={"username": user, "password": PASSWORDS[user]}).ok
+    page.goto(url)
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 def marks(page, plot: str) -> list[dict[str, str]]:
@@ -85,7 +92,7 @@ def totals(drawn: list[dict[str, str]], key: str, value: str) -> dict[str, float
     return dict(summed)
 
 
-def test_the_dashboard_plots_the_records_in_the_database(served, tmp_path):
+def test_the_dashboard_plots_the_records_in_the_database(served, chromium, tmp_path):
     runtime, _, url = served
     db = runtime.db
     with db.snapshot() as conn:
@@ -95,7 +102,7 @@ def test_the_dashboard_plots_the_records_in_the_database(served, tmp_path):
         out_of_memory = one("SELECT COUNT(*) FROM prompts WHERE status = 'failed' AND error LIKE 'CUDA out of memory%'")
         tune_credits, image_credits = conn.execute("SELECT SUM(tunes), SUM(images) FROM credit_spends").fetchone()
         last = {row[0]: row[1] for row in conn.execute("SELECT kind, bytes FROM storage_samples ORDER BY at")}
-    with signed_in(url, "root") as page:
+    with signed_in(chromium, url, "root") as page:
         page.get_by_role("tab", name="Admin").click()
         assert totals(marks(page, "admin-plot-finished"), "kind", "jobs") == {
             "training": trainings,
@@ -160,11 +167,11 @@ def tick_requests(page) -> list[int]:
     return made
 
 
-def test_the_dashboard_refreshes_while_its_tab_is_open_and_stops_on_another(served):
+def test_the_dashboard_refreshes_while_its_tab_is_open_and_stops_on_another(served, chromium):
     from playwright.sync_api import expect
 
     runtime, _, url = served
-    with signed_in(url, "root") as page:
+    with signed_in(chromium, url, "root") as page:
         ticks = tick_requests(page)
         time.sleep(REFRESH_S + 1)
         assert ticks == [], "the timer does not run before the Admin tab is opened"
@@ -186,12 +193,12 @@ def test_the_dashboard_refreshes_while_its_tab_is_open_and_stops_on_another(serv
         assert len(ticks) > before, "opening the tab again starts the timer again"
 
 
-def test_select_a_tune_by_its_row_and_cancel_it_after_the_question(served):
+def test_select_a_tune_by_its_row_and_cancel_it_after_the_question(served, chromium):
     from playwright.sync_api import expect
 
     runtime, seeded, url = served
     queued = seeded.tune_ids[3]
-    with signed_in(url, "root") as page:
+    with signed_in(chromium, url, "root") as page:
         page.get_by_role("tab", name="Admin").click()
         page.locator("#admin-tunes [role=gridcell]", has_text="seeded 3").first.click()
         expect(page.locator("#admin-selected")).to_contain_text(
@@ -216,11 +223,11 @@ def test_select_a_tune_by_its_row_and_cancel_it_after_the_question(served):
         expect(row).to_contain_text("cancelled")  # the table shows the result in place
 
 
-def test_a_non_admin_reaches_none_of_it(served):
+def test_a_non_admin_reaches_none_of_it(served, chromium):
     from playwright.sync_api import expect
 
     runtime, seeded, url = served
-    with signed_in(url, "bob") as page:
+    with signed_in(chromium, url, "bob") as page:
         page.get_by_role("tab", name="Generate").wait_for()
         expect(page.get_by_role("tab", name="Admin")).to_have_count(0)
         time.sleep(1)
