@@ -30,7 +30,7 @@ from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DOCS
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 
 PASSWORDS = {"root": "root-pw", "bob": "bob-pw"}
-REFRESH_S = 1
+REFRESH_S = 2
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,13 @@ def signed_in(chromium, url: str, user: str) -> Iterator[Any]:
         context.close()
 
 
+@pytest.fixture(scope="module")
+def root_page(chromium, served) -> Iterator[Any]:
+    """The admin's page, shared by the tests that look at the dashboard and act on it."""
+    with signed_in(chromium, served[2], "root") as page:
+        yield page
+
+
 def marks(page, plot: str) -> list[dict[str, str]]:
     """The data marks (bars, line points) a plot drew, each as {field: value} from its accessible label."""
     page.locator(f"#{plot} svg [aria-roledescription]").first.wait_for()
@@ -92,8 +99,8 @@ def totals(drawn: list[dict[str, str]], key: str, value: str) -> dict[str, float
     return dict(summed)
 
 
-def test_the_dashboard_plots_the_records_in_the_database(served, chromium, tmp_path):
-    runtime, _, url = served
+def test_the_dashboard_plots_the_records_in_the_database(served, root_page, tmp_path):
+    runtime = served[0]
     db = runtime.db
     with db.snapshot() as conn:
         one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
@@ -102,37 +109,35 @@ def test_the_dashboard_plots_the_records_in_the_database(served, chromium, tmp_p
         out_of_memory = one("SELECT COUNT(*) FROM prompts WHERE status = 'failed' AND error LIKE 'CUDA out of memory%'")
         tune_credits, image_credits = conn.execute("SELECT SUM(tunes), SUM(images) FROM credit_spends").fetchone()
         last = {row[0]: row[1] for row in conn.execute("SELECT kind, bytes FROM storage_samples ORDER BY at")}
-    with signed_in(chromium, url, "root") as page:
-        page.get_by_role("tab", name="Admin").click()
-        assert totals(marks(page, "admin-plot-finished"), "kind", "jobs") == {
-            "training": trainings,
-            "generation": generations,
-        }
-        failures = {
-            mark["reason"]: (mark["kind"], float(mark["failures"])) for mark in marks(page, "admin-plot-failures")
-        }
-        assert failures["CUDA out of memory"] == ("generation", out_of_memory)
-        assert failures["its worker stopped or stopped answering"] == ("training", 1)
-        waits = {mark["branch, job, percentile"]: float(mark["minutes"]) for mark in marks(page, "admin-plot-wait")}
-        assert waits == {  # by hand from the seeded times (tests/admin/test_dashboard.py works them out)
-            "sd15 generation p50": 9,
-            "sd15 generation p95": 17.1,
-            "sd15 training p50": 30,
-            "sd15 training p95": 30,
-            "sdxl1 training p50": 60,
-            "sdxl1 training p95": 60,
-        }
-        spent = totals(marks(page, "admin-plot-credits"), "credits", "spent")
-        assert spent == {"tune credits": tune_credits, "image credits": image_credits}
-        storage = defaultdict(float)
-        for mark in marks(page, "admin-plot-storage"):
-            storage[mark["kind"]] = max(storage[mark["kind"]], float(mark["MiB"]))
-        assert dict(storage) == {kind: last[kind] / 2**20 for kind in ("LoRAs", "generated images")}
-        waiting = totals(marks(page, "admin-plot-queue"), "kind", "waiting")
-        assert waiting["training"] > 0 and waiting["generation"] > 0
-        summary = page.locator("#admin-summary").inner_text()
-        assert f"{trainings + generations} jobs finished" in summary and "3 waiting, 0 running" in summary
-        dashboard_screenshot(page, tmp_path)
+    page = root_page
+    page.get_by_role("tab", name="Admin").click()
+    assert totals(marks(page, "admin-plot-finished"), "kind", "jobs") == {
+        "training": trainings,
+        "generation": generations,
+    }
+    failures = {mark["reason"]: (mark["kind"], float(mark["failures"])) for mark in marks(page, "admin-plot-failures")}
+    assert failures["CUDA out of memory"] == ("generation", out_of_memory)
+    assert failures["its worker stopped or stopped answering"] == ("training", 1)
+    waits = {mark["branch, job, percentile"]: float(mark["minutes"]) for mark in marks(page, "admin-plot-wait")}
+    assert waits == {  # by hand from the seeded times (tests/admin/test_dashboard.py works them out)
+        "sd15 generation p50": 9,
+        "sd15 generation p95": 17.1,
+        "sd15 training p50": 30,
+        "sd15 training p95": 30,
+        "sdxl1 training p50": 60,
+        "sdxl1 training p95": 60,
+    }
+    spent = totals(marks(page, "admin-plot-credits"), "credits", "spent")
+    assert spent == {"tune credits": tune_credits, "image credits": image_credits}
+    storage = defaultdict(float)
+    for mark in marks(page, "admin-plot-storage"):
+        storage[mark["kind"]] = max(storage[mark["kind"]], float(mark["MiB"]))
+    assert dict(storage) == {kind: last[kind] / 2**20 for kind in ("LoRAs", "generated images")}
+    waiting = totals(marks(page, "admin-plot-queue"), "kind", "waiting")
+    assert waiting["training"] > 0 and waiting["generation"] > 0
+    summary = page.locator("#admin-summary").inner_text()
+    assert f"{trainings + generations} jobs finished" in summary and "3 waiting, 0 running" in summary
+    dashboard_screenshot(page, tmp_path)
 
 
 def dashboard_screenshot(page, tmp_path: Path) -> None:
@@ -193,34 +198,32 @@ def test_the_dashboard_refreshes_while_its_tab_is_open_and_stops_on_another(serv
         assert len(ticks) > before, "opening the tab again starts the timer again"
 
 
-def test_select_a_tune_by_its_row_and_cancel_it_after_the_question(served, chromium):
+def test_select_a_tune_by_its_row_and_cancel_it_after_the_question(served, root_page):
     from playwright.sync_api import expect
 
-    runtime, seeded, url = served
+    runtime, seeded, _ = served
     queued = seeded.tune_ids[3]
-    with signed_in(chromium, url, "root") as page:
-        page.get_by_role("tab", name="Admin").click()
-        page.locator("#admin-tunes [role=gridcell]", has_text="seeded 3").first.click()
-        expect(page.locator("#admin-selected")).to_contain_text(
-            f"Tune {queued} 'seeded 3' of alice (woman, sd15): queued"
-        )
-        page.locator("#admin-cancel").click()
-        question = page.locator("#admin-question")
-        expect(question).to_contain_text(f"Cancel tune {queued} ('seeded 3' of alice, queued)?")
-        expect(question).to_contain_text("its training photos are deleted. This cannot be undone.")
-        page.get_by_role("button", name="No, keep it").click()
-        expect(page.locator("#admin-confirm")).to_be_hidden()
-        assert runtime.studio.get_tune("alice", queued).status == "queued", "keeping it changes nothing"
+    page = root_page
+    page.get_by_role("tab", name="Admin").click()
+    page.locator("#admin-tunes [role=gridcell]", has_text="seeded 3").first.click()
+    expect(page.locator("#admin-selected")).to_contain_text(f"Tune {queued} 'seeded 3' of alice (woman, sd15): queued")
+    page.locator("#admin-cancel").click()
+    question = page.locator("#admin-question")
+    expect(question).to_contain_text(f"Cancel tune {queued} ('seeded 3' of alice, queued)?")
+    expect(question).to_contain_text("its training photos are deleted. This cannot be undone.")
+    page.get_by_role("button", name="No, keep it").click()
+    expect(page.locator("#admin-confirm")).to_be_hidden()
+    assert runtime.studio.get_tune("alice", queued).status == "queued", "keeping it changes nothing"
 
-        page.locator("#admin-cancel").click()
-        page.locator("#admin-confirm-cancel").click()
-        expect(page.locator("#admin-status")).to_contain_text(f"Cancelled tune {queued} ('seeded 3' of alice)")
-        assert runtime.studio.get_tune("alice", queued).status == "cancelled"
-        expect(page.locator("#admin-selected")).to_contain_text(
-            f"Tune {queued} 'seeded 3' of alice (woman, sd15): cancelled"
-        )
-        row = page.locator("#admin-tunes").get_by_role("row").filter(has_text="seeded 3")
-        expect(row).to_contain_text("cancelled")  # the table shows the result in place
+    page.locator("#admin-cancel").click()
+    page.locator("#admin-confirm-cancel").click()
+    expect(page.locator("#admin-status")).to_contain_text(f"Cancelled tune {queued} ('seeded 3' of alice)")
+    assert runtime.studio.get_tune("alice", queued).status == "cancelled"
+    expect(page.locator("#admin-selected")).to_contain_text(
+        f"Tune {queued} 'seeded 3' of alice (woman, sd15): cancelled"
+    )
+    row = page.locator("#admin-tunes").get_by_role("row").filter(has_text="seeded 3")
+    expect(row).to_contain_text("cancelled")  # the table shows the result in place
 
 
 def test_a_non_admin_reaches_none_of_it(served, chromium):

@@ -75,7 +75,7 @@ def served(tmp_path_factory) -> Iterator[tuple[Studio, str]]:
         accounts=("ed:ed-pw", "bob:bob-pw", "ann:ann-pw"),
         editors=("ed",),
     )
-    runtime = open_runtime(settings)
+    runtime = open_runtime(settings, start_worker=False)  # the seeded images are as a worker leaves them
     try:
         seed(runtime.studio, folder)
         with serving(runtime) as url:
