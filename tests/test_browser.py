@@ -33,6 +33,14 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 
+# every browser test module imports this one: under the whole suite a 2-core machine answers slower than
+# Playwright's 5 s default, so `expect` waits up to 20 s (a passing check still returns as soon as it holds)
+EXPECT_TIMEOUT_MS = 20_000
+if CHROMIUM.exists():
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 
 
