@@ -64,14 +64,16 @@ def build_app(ctx: UIContext, operations: Operations) -> gr.Blocks:
                 build_admin_tab(ctx, operations)
 
         def roles(request: gr.Request):
-            """Show the admin tab and the pack editor only to those who may use them (their events check too)."""
+            """Show the admin tab and the pack editor only to those who may use them (their events check too). A
+            visitor who has not signed in (a Space with Hugging Face sign-in) lands on the showcase."""
             try:
                 user = ctx.user(request)
             except SignInRequiredError:  # not signed in yet: show nothing extra
                 user = None
             editor = user is not None and ctx.roles.is_editor(user)
             admin = user is not None and ctx.roles.is_admin(user)
-            return [gr.update(visible=admin)] + [gr.update(visible=editor) for _ in packs.editor_only]
+            landing = gr.Tabs(selected="showcase") if user is None else gr.update()
+            return [gr.update(visible=admin), *[gr.update(visible=editor) for _ in packs.editor_only], landing]
 
         private = {"api_visibility": "private"}
         # the Subject chosen on the create form wins; a pack without prompts for it is not chosen (a note says so)
@@ -81,7 +83,7 @@ def build_app(ctx: UIContext, operations: Operations) -> gr.Blocks:
         create.generate_with.click(create.open_in_generate, create.watched, generate_tune, **private).then(
             lambda: gr.Tabs(selected="generate"), None, tabs, **private
         )
-        app.load(roles, None, [admin_tab, *packs.editor_only], **private)
+        app.load(roles, None, [admin_tab, *packs.editor_only, tabs], **private)
     return app
 
 

@@ -401,7 +401,7 @@ def _build_plots() -> tuple[Plots, tuple[gr.Button, gr.File]]:
     """The dashboard: a summary line, then the plots in pairs, with the wait and run times also as a table."""
     summary = gr.Markdown(elem_id="admin-summary")
     updated = gr.Markdown(elem_id="admin-updated", elem_classes=["hint"])
-    common: dict[str, Any] = {"height": 260}
+    common: dict[str, Any] = {"height": 260, "y_lim": [0, None]}  # counts and minutes start at 0
     kinds = {**common, "color": "kind", "color_map": KIND_COLORS}
     percentiles = {
         **common,

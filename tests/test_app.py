@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
+import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from admin.operations import Operations
+from app import build_app
+from pipelines.settings import Settings
+from studio.runtime import open_runtime
 from tests.conftest import astronaut_photos, served_app, settings_with_tiny, wait_for
+from ui.context import UIContext
 
 NAMED = {
     "create_tune",
@@ -230,3 +237,21 @@ def test_the_readme_lists_every_named_endpoint(alice):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     named = {name.lstrip("/") for name in alice.view_api(print_info=False, return_format="dict")["named_endpoints"]}
     assert {name for name in named if f"`{name}`" not in readme} == set()
+
+
+def test_a_visitor_who_has_not_signed_in_lands_on_the_showcase(tmp_path, monkeypatch):
+    """On a Space with Hugging Face sign-in the app is open to visitors: they land on the public avatars."""
+    # Gradio's sign-in button needs the Hub's OAuth (a Space, or a logged-in machine): a plain button stands in
+    monkeypatch.setattr(gr, "LoginButton", lambda **options: gr.Button("Sign in with Hugging Face", **options))
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", oauth_client_id="abc")
+    runtime = open_runtime(settings, start_worker=False)
+    try:
+        app = build_app(UIContext(runtime.studio, settings), Operations(runtime.studio, runtime.store))
+        [roles] = [fn for fn in app.fns.values() if getattr(fn.fn, "__name__", "") == "roles"]
+        *_, landing = roles.fn(SimpleNamespace(username=None, session={}))
+        assert isinstance(landing, gr.Tabs) and landing.selected == "showcase"
+        signed_in = SimpleNamespace(username=None, session={"oauth_info": {"userinfo": {"preferred_username": "ann"}}})
+        *_, stays = roles.fn(signed_in)
+        assert not isinstance(stays, gr.Tabs) and "selected" not in stays
+    finally:
+        runtime.close()
