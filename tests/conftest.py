@@ -175,3 +175,17 @@ def wait_for(
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {value!r}")
         time.sleep(every)
     return value
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One Debian Chromium for a browser test module; each person gets a context of their own
+    (`tests.test_browser.person`)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

@@ -67,6 +67,21 @@ def browser_page(url: str) -> Iterator[Any]:
             browser.close()
 
 
+@contextmanager
+def person(chromium: Any, url: str, user: str | None = None, password: str | None = None) -> Iterator[Any]:
+    """A page of `user`, signed in with `password` (Gradio's login), or with no user a signed-out visitor; each
+    in a browser context of its own (its own cookies). The page is not opened at any address yet."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    if user:
+        assert page.request.post(f"{url}login", form={"username": user, "password": password}).ok
+    try:
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.fixture(scope="module")
 def page(app_url):
     with browser_page(app_url) as page:

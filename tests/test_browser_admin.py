@@ -25,7 +25,7 @@ from studio.requests import TuneCreate
 from studio.runtime import open_runtime
 from tests.admin.history import seed_history
 from tests.admin.test_operations import PHOTOS
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DOCS
+from tests.test_browser import CHROMIUM, DOCS, person
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 
@@ -51,28 +51,12 @@ def served(tmp_path_factory):
         runtime.close()
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @contextmanager
 def signed_in(chromium, url: str, user: str) -> Iterator[Any]:
-    """A page of `user`, signed in with their password, on the app (a browser context of its own)."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    assert page.request.post(f"{url}login", form={"username": user, "password": PASSWORDS[user]}).ok
-    page.goto(url)
-    try:
+    """A page of `user`, signed in with their password, open on the app."""
+    with person(chromium, url, user, PASSWORDS[user]) as page:
+        page.goto(url)
         yield page
-    finally:
-        context.close()
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from pipelines.settings import Settings
 from storage.records import TuneStatus
 from studio.runtime import open_runtime
 from tests.studio.test_showcase import avatars
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DOCS
+from tests.test_browser import CHROMIUM, DOCS, person
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (.ci/run installs it)")
 
@@ -62,29 +62,11 @@ def paint(studio, image_ids: list[int]) -> None:
         picture.save(image.path)
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @contextmanager
-def person(chromium, url: str, user: str | None) -> Iterator[Any]:
-    """A page of `user` (signed in with their password) or, with None, of a signed-out visitor: each in a browser
-    context of its own (its own cookies)."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    if user:
-        assert page.request.post(f"{url}login", form={"username": user, "password": PASSWORDS[user]}).ok
-    try:
+def visitor_or(chromium, url: str, user: str | None) -> Iterator[Any]:
+    """A page of `user`, signed in with their password, or with None of a signed-out visitor."""
+    with person(chromium, url, user, PASSWORDS.get(user or "")) as page:
         yield page
-    finally:
-        context.close()
 
 
 def test_visitors_see_public_avatars_and_they_leave_the_moment_the_tune_is_private(served, chromium, tmp_path):
@@ -92,7 +74,7 @@ def test_visitors_see_public_avatars_and_they_leave_the_moment_the_tune_is_priva
 
     studio, url, alice, hers, his = served
     public = len(hers["sample"]) + len(hers["prompt"])
-    with person(chromium, url, None) as visitor:
+    with visitor_or(chromium, url, None) as visitor:
         visitor.goto(f"{url}showcase")
         cards = visitor.locator("figure.showcase-card")
         expect(cards).to_have_count(public)
@@ -105,7 +87,7 @@ def test_visitors_see_public_avatars_and_they_leave_the_moment_the_tune_is_priva
         link = visitor.locator("figure.showcase-card img").first.get_attribute("src")
         screenshot(visitor, tmp_path)
 
-        with person(chromium, url, "alice") as owner:
+        with visitor_or(chromium, url, "alice") as owner:
             owner.goto(url)
             owner.get_by_role("tab", name="Showcase").click()  # the app's tab shows what the visitor sees
             expect(owner.locator("#showcase-cards figure.showcase-card")).to_have_count(public)
