@@ -94,28 +94,19 @@ def start_scheduler(studio: Studio, store, *, every_minutes: int = SWEEP_EVERY_M
     from apscheduler.schedulers.background import BackgroundScheduler
 
     scheduler = BackgroundScheduler(timezone="UTC")
-    scheduler.add_job(
-        sweep,
-        "interval",
-        minutes=every_minutes,
-        args=(studio, store),
-        id="expiry-sweep",
-        next_run_time=datetime.now(UTC),
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-    )
-    scheduler.add_job(
-        _sample_storage,
-        "interval",
-        minutes=STORAGE_SAMPLE_EVERY_MINUTES,
-        args=(studio, store),
-        id="storage-sample",
-        next_run_time=datetime.now(UTC),
-        max_instances=1,
-        coalesce=True,
-        replace_existing=True,
-    )
+    jobs = {"expiry-sweep": (sweep, every_minutes), "storage-sample": (_sample_storage, STORAGE_SAMPLE_EVERY_MINUTES)}
+    for name, (job, minutes) in jobs.items():  # each now (at start), then every `minutes`
+        scheduler.add_job(
+            job,
+            "interval",
+            minutes=minutes,
+            args=(studio, store),
+            id=name,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            replace_existing=True,
+        )
     scheduler.start()
     return scheduler
 
