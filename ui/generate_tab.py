@@ -15,7 +15,7 @@ import gradio as gr
 from pipelines.errors import TunesError
 from pipelines.prompt_spec import ASPECT_RATIOS, FAMILY_SAMPLING, default_of, rule_of
 from pipelines.registry import get_branch
-from storage.records import PROMPT_FINISHED, TUNE_USABLE, Prompt, PromptStatus, Tune, Visibility
+from storage.records import PROMPT_FINISHED, TUNE_USABLE, Image, Prompt, PromptStatus, Tune, Visibility
 from studio.requests import PromptCreate
 from studio.service import Studio
 from ui.context import UIContext
@@ -273,15 +273,21 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
         image = ordered_images([studio.get_prompt(owner, prompt_id)], order)[event.index]  # as the gallery shows
         return image.id, gr.update(value=ctx.files.show(owner, studio.image_file(owner, image.id)))
 
+    def picked(owner: str, image_id: int | None, prompt_id: int | None, then: str) -> Image:
+        """The image picked in the gallery (one of the shown prompt's)."""
+        if image_id is None:
+            raise TunesError(f"Click an image first, then {then}.")
+        return next(i for i in studio.get_prompt(owner, prompt_id).images if i.id == image_id)
+
+    def gallery_of(owner: str, prompt_id: int, order: str) -> list[tuple[str, str]]:
+        return prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)], order=order)
+
     @user_errors
     def toggle_like(image_id: int | None, prompt_id: int | None, order: str, request: gr.Request):
-        if image_id is None:
-            raise TunesError("Click an image first, then like it.")
         owner = ctx.user(request)
-        image = next(i for i in studio.get_prompt(owner, prompt_id).images if i.id == image_id)
-        (studio.unlike_image if image.liked else studio.like_image)(owner, image_id)
-        gallery_ = prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)], order=order)
-        return gallery_, prompts_table(studio.list_prompts(owner, limit=50))  # its "liked" column too
+        image = picked(owner, image_id, prompt_id, "like it")
+        (studio.unlike_image if image.liked else studio.like_image)(owner, image.id)
+        return gallery_of(owner, prompt_id, order), prompts_table(studio.list_prompts(owner, limit=50))  # "liked" too
 
     @user_errors
     def change_visibility(tune_id: int | None, visibility: str, request: gr.Request):
@@ -293,12 +299,10 @@ def build_generate_tab(ctx: UIContext, app: gr.Blocks) -> gr.Dropdown:
 
     @user_errors
     def toggle_hidden(image_id: int | None, prompt_id: int | None, order: str, request: gr.Request):
-        if image_id is None:
-            raise TunesError("Click an image first, then hide or show it.")
         owner = ctx.user(request)
-        image = next(i for i in studio.get_prompt(owner, prompt_id).images if i.id == image_id)
-        studio.hide_image(owner, image_id, hidden=not image.hidden)
-        return prompt_gallery(studio, ctx.files, owner, [studio.get_prompt(owner, prompt_id)], order=order)
+        image = picked(owner, image_id, prompt_id, "hide or show it")
+        studio.hide_image(owner, image.id, hidden=not image.hidden)
+        return gallery_of(owner, prompt_id, order)
 
     def history_picked(table, event: gr.SelectData):
         return int(table.iloc[event.index[0]]["id"])

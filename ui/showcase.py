@@ -19,7 +19,7 @@ from studio.showcase import KINDS, PAGE_SIZE, ShowcaseItem
 from ui.context import UIContext
 from ui.feedback import user_errors
 
-ANYONE = "everyone"
+ALL_KINDS = "all"
 KIND_LABELS = {"pack": "pack", "sample": "sample", "prompt": "free prompt"}
 STYLE = """
 <style>
@@ -113,7 +113,8 @@ def build_showcase_tab(ctx: UIContext) -> None:
     with gr.Row():
         user = gr.Textbox(label="User (empty: everyone)", elem_id="showcase-user", scale=2)
         tune = gr.Dropdown([], label="Tune", value=None, allow_custom_value=False, elem_id="showcase-tune", scale=2)
-        kind = gr.Radio([ANYONE, *KINDS], value=ANYONE, label="Kind", elem_id="showcase-kind", scale=3)
+        choices = [(ALL_KINDS, ALL_KINDS), *((KIND_LABELS[value], value) for value in KINDS)]
+        kind = gr.Radio(choices, value=ALL_KINDS, label="Kind", elem_id="showcase-kind", scale=3)
     cards = gr.HTML(elem_id="showcase-cards")
 
     @user_errors
@@ -121,7 +122,7 @@ def build_showcase_tab(ctx: UIContext) -> None:
         items = showcase.items(
             user=(who or "").strip() or None,
             tune_id=tune_id if who else None,
-            kind=None if made_by == ANYONE else made_by,
+            kind=None if made_by == ALL_KINDS else made_by,
         )
         return cards_html(items)
 
