@@ -97,6 +97,16 @@ def test_visitors_see_public_avatars_and_they_leave_the_moment_the_tune_is_priva
             owner.get_by_role("option", name=re.compile("^Alice in the alps")).first.click()
             choice = owner.locator("#generate-visibility")
             expect(choice.get_by_label("public")).to_be_checked()
+
+            owner.locator("#generate-history").get_by_role("gridcell", name="later 0").first.click()
+            owner.locator("#generate-gallery button.thumbnail-item").first.click()
+            owner.locator("#generate-hide").click()  # one avatar off the showcase, the others stay
+            expect(owner.locator("#generate-gallery .caption-label").first).to_contain_text("off the showcase")
+            [hidden] = [i.id for prompt in studio.list_prompts("alice", limit=50) for i in prompt.images if i.hidden]
+            visitor.reload()
+            expect(visitor.locator("figure.showcase-card")).to_have_count(public - 1)
+            expect(visitor.locator(f'[data-image="{hidden}"]')).to_have_count(0)
+
             choice.get_by_label("private").check()
             expect(owner.get_by_text("its avatars left the showcase")).to_be_visible()
         assert studio.get_tune("alice", alice.id).visibility == "private"
