@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import secrets
 import tempfile
 import time
@@ -475,15 +476,18 @@ def _tune_id(record_kind: str, record_id: str | None) -> int:
 
 
 def _write_csv(name: str, frame: Any) -> str:
-    """`frame` as a CSV file named after the table and the time (old exports are removed)."""
-    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
+    """`frame` as a CSV file named after the table and the time (old exports are removed). The folder is shared
+    temp space and an export holds every user's records: only this server's user may read it (0700 / 0600)."""
+    EXPORT_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    EXPORT_DIR.chmod(0o700)
     cutoff = time.time() - EXPORT_KEEP_S
     for old in EXPORT_DIR.glob("*.csv"):
         if old.stat().st_mtime < cutoff:
             old.unlink(missing_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     path = EXPORT_DIR / f"{name.replace('_', '-')}-{stamp}-{secrets.token_hex(4)}.csv"
-    frame.to_csv(path, index=False)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", newline="") as file:
+        frame.to_csv(file, index=False)
     return str(path)
 
 

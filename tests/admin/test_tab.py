@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client
 
 from admin.operations import TABLES, Operations
-from admin.tab import build_admin_tab
+from admin.tab import EXPORT_DIR, build_admin_tab
 from pipelines.settings import Settings
 from studio.requests import PromptCreate, TuneCreate
 from studio.runtime import open_runtime
@@ -193,6 +193,8 @@ def test_each_table_downloads_as_csv_with_the_rows_shown(served, root):
     frame = pd.read_csv(path)
     assert list(frame.columns[:3]) == ["id", "owner", "title"]
     assert frame[frame["id"] == tune.id][["owner", "title"]].values.tolist() == [["dora", "csv me"]]
+    mine = sorted(EXPORT_DIR.glob("tunes-*.csv"), key=lambda path: path.stat().st_mtime)[-1]
+    assert mine.stat().st_mode & 0o777 == 0o600 and EXPORT_DIR.stat().st_mode & 0o777 == 0o700, "other users' records"
     times = pd.read_csv(_path(root.predict("week", "all", 7, api_name="/admin_export_times")))
     assert list(times.columns) == [
         "branch",
